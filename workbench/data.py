@@ -1,0 +1,196 @@
+"""Documents and positions: the shipped corpus, user files, hub datasets, and which t to score.
+
+A position t is the index of the target token x_t in a tokenised document; its context is ids[:t].
+Position specs:
+    all             every t >= 1
+    every:K         t = K, 2K, 3K, ...
+    random:N        N distinct positions drawn with the seed
+    top-entropy:N   the N positions where the teacher's no-think entropy is highest
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from workbench.errors import WorkbenchError
+
+SPLITS = ("train", "eval")
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    text: str
+    kind: str = "text"
+    title: str = ""
+
+
+def data_dir() -> Path:
+    """The project's data/ folder ($WORKBENCH_DATA overrides it)."""
+    return Path(os.environ.get("WORKBENCH_DATA", Path(__file__).resolve().parent.parent / "data"))
+
+
+def load_corpus(split: str = "train") -> list[Document]:
+    """The corpus shipped in data/corpus: 'train' (40 documents) or 'eval' (8 held-out documents)."""
+    if split not in SPLITS:
+        raise WorkbenchError(f"unknown corpus split {split!r}; use one of: {', '.join(SPLITS)}")
+    return load_documents(data_dir() / "corpus" / f"{split}.jsonl")
+
+
+def _read_text(path: Path) -> str:
+    if not path.exists():
+        raise WorkbenchError(f"no such file: {path}")
+    if path.is_dir():
+        raise WorkbenchError(f"{path} is a directory; pass a .txt or .jsonl file")
+    raw = path.read_bytes()
+    if b"\x00" in raw[:8192]:
+        raise WorkbenchError(f"{path} looks binary (it contains NUL bytes); pass a UTF-8 text or JSONL file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WorkbenchError(f"{path} is not UTF-8 text (byte {exc.start} is invalid)") from exc
+    if not text.strip():
+        raise WorkbenchError(f"{path} is empty")
+    return text
+
+
+def load_documents(path: str | Path) -> list[Document]:
+    """Documents from a .jsonl file (one object per line with a "text" field) or a plain text file (one document)."""
+    path = Path(path).expanduser()
+    text = _read_text(path)
+    if path.suffix != ".jsonl":
+        return [Document(id=path.stem, text=text.strip("\n"), kind="text", title=path.name)]
+    docs: list[Document] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise WorkbenchError(f"{path}:{lineno} is not valid JSON ({exc.msg})") from exc
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not obj["text"].strip():
+            raise WorkbenchError(f'{path}:{lineno} needs a non-empty string field "text"')
+        docs.append(
+            Document(
+                id=str(obj.get("id", f"{path.stem}-{lineno}")),
+                text=obj["text"],
+                kind=str(obj.get("kind", "text")),
+                title=str(obj.get("title", "")),
+            )
+        )
+    if not docs:
+        raise WorkbenchError(f"{path} holds no documents")
+    return docs
+
+
+def pick_document(docs: Sequence[Document], which: str | int | None = None) -> Document:
+    """A document by id, title or 0-based index; the first one when `which` is None."""
+    if which is None or which == "":
+        return docs[0]
+    for doc in docs:
+        if str(which) in (doc.id, doc.title):
+            return doc
+    if isinstance(which, int) or str(which).isdigit():
+        index = int(which)
+        if 0 <= index < len(docs):
+            return docs[index]
+    raise WorkbenchError(f"no document {which!r}; ids here: {', '.join(d.id for d in docs[:12])}")
+
+
+def find_document(spec: str) -> Document:
+    """Resolve a notebook's `document` parameter: a corpus id ('math-01'), 'eval:science-11', or a file[#id]."""
+    split, _, name = spec.rpartition(":") if spec.split(":")[0] in SPLITS else ("", "", spec)
+    if split:
+        return pick_document(load_corpus(split), name)
+    path, _, which = spec.partition("#")
+    if Path(path).expanduser().exists():
+        return pick_document(load_documents(path), which or None)
+    for candidate_split in SPLITS:
+        docs = load_corpus(candidate_split)
+        if any(spec in (d.id, d.title) for d in docs):
+            return pick_document(docs, spec)
+    raise WorkbenchError(
+        f"no document {spec!r}: give a corpus id such as 'math-01' or 'eval:prose-11', or a .txt/.jsonl path"
+    )
+
+
+def stream_hf_dataset(
+    name: str, split: str = "train", text_field: str = "text", config: str | None = None, limit: int | None = None
+) -> Iterator[Document]:
+    """Documents streamed from a Hugging Face dataset (needs hub access; nothing is downloaded in full)."""
+    try:
+        from datasets import load_dataset
+    except ImportError as exc:
+        raise WorkbenchError("streaming a hub dataset needs the datasets package: pip install datasets") from exc
+    try:
+        stream = load_dataset(name, config, split=split, streaming=True)
+    except Exception as exc:  # datasets raises many types for an unreachable hub
+        raise WorkbenchError(f"could not open dataset {name!r} on the hub: {str(exc).splitlines()[0]}") from exc
+    for i, row in enumerate(stream):
+        if limit is not None and i >= limit:
+            return
+        if text_field not in row:
+            raise WorkbenchError(f"dataset {name!r} rows have no field {text_field!r}; fields: {sorted(row)}")
+        yield Document(id=f"{name}-{i}", text=str(row[text_field]), kind="hub", title=name)
+
+
+def tokenize(tokenizer, text: str, max_tokens: int | None = None) -> list[int]:
+    """Token ids exactly as scored: BOS included when the tokenizer adds one."""
+    ids = list(tokenizer(text).input_ids)
+    if max_tokens is not None:
+        ids = ids[:max_tokens]
+    if len(ids) < 2:
+        raise WorkbenchError("the document is too short: it needs at least two tokens to have a target")
+    return ids
+
+
+# --------------------------------------------------------------------------- positions
+
+
+@dataclass(frozen=True)
+class PositionSpec:
+    kind: str  # all | every | random | top-entropy
+    n: int = 0
+
+    @property
+    def needs_entropy(self) -> bool:
+        return self.kind == "top-entropy"
+
+    def __str__(self) -> str:
+        return self.kind if self.kind == "all" else f"{self.kind}:{self.n}"
+
+
+def parse_positions(spec: str) -> PositionSpec:
+    """Parse 'all', 'every:K', 'random:N' or 'top-entropy:N'."""
+    spec = str(spec).strip()
+    if spec == "all":
+        return PositionSpec("all")
+    kind, sep, number = spec.partition(":")
+    if kind in ("every", "random", "top-entropy") and sep and number.strip().isdigit() and int(number) >= 1:
+        return PositionSpec(kind, int(number))
+    raise WorkbenchError(
+        f"unknown position spec {spec!r}; use all, every:K, random:N or top-entropy:N (K, N >= 1)"
+    )
+
+
+def select_positions(
+    spec: PositionSpec | str, n_tokens: int, seed: int = 0, entropy: Sequence[float] | None = None
+) -> list[int]:
+    """Target indices t in [1, n_tokens - 1], sorted."""
+    spec = parse_positions(spec) if isinstance(spec, str) else spec
+    candidates = range(1, n_tokens)
+    if spec.kind == "all":
+        return list(candidates)
+    if spec.kind == "every":
+        return list(range(spec.n, n_tokens, spec.n))
+    if spec.kind == "random":
+        return sorted(random.Random(seed).sample(list(candidates), min(spec.n, len(candidates))))
+    if entropy is None:
+        raise WorkbenchError("top-entropy positions need the teacher's no-think entropies")
+    ranked = sorted(candidates, key=lambda t: (-float(entropy[t]), t))
+    return sorted(ranked[: spec.n])

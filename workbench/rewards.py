@@ -1,0 +1,205 @@
+"""RLP's information-gain reward, computed for every sampled thought of a document.
+
+    r(c) = log p_policy(x_t | x_<t, <think> c </think>)  -  log p_teacher(x_t | x_<t)
+
+natural log, detached (a constant for the gradient). Positive exactly when the thought makes the true
+next token more likely than the no-think teacher does. The teacher is RLP's EMA copy of the policy;
+at step 0 it equals the policy.
+
+`reward_map` is the engine: one teacher pass over the document for every no-think score, then one
+batched decode that samples all thoughts at all positions and scores x_t with each.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from workbench.data import PositionSpec, parse_positions, select_positions
+from workbench.models import ModelHandle
+from workbench.scoring import NoThinkScores, no_think_scores
+from workbench.thoughts import SamplingConfig, Thought, ThoughtSampler, ThoughtTemplate
+
+
+def info_gain(logp_with_thought: float | np.ndarray, logp_no_think: float | np.ndarray) -> float | np.ndarray:
+    """RLP's reward: how many nats the thought added to the log-likelihood of the true next token."""
+    return logp_with_thought - logp_no_think
+
+
+@dataclass
+class RewardMap:
+    """Every thought sampled on one document, with both scores and its reward."""
+
+    model: str  # the policy's label: it sampled the thoughts and scored with them
+    teacher: str  # the teacher's label: it gave the no-think scores
+    dtype: str
+    template: ThoughtTemplate
+    config: SamplingConfig
+    positions_spec: str
+    document_ids: list[int]
+    tokens: list[str]  # the text of each document id
+    no_think: NoThinkScores
+    positions: list[int]
+    thoughts: list[Thought]
+    timing: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rewards(self) -> np.ndarray:
+        return np.array([info_gain(th.logp_with_thought, self.no_think.logp[th.position]) for th in self.thoughts])
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(th.length for th in self.thoughts)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per thought."""
+        rows = []
+        for th, reward in zip(self.thoughts, self.rewards):
+            t = th.position
+            rows.append(
+                {
+                    "position": t,
+                    "target_id": self.document_ids[t],
+                    "target": self.tokens[t],
+                    "thought_index": th.index,
+                    "thought": th.text,
+                    "thought_tokens": th.length,
+                    "closed_by": th.closed_by,
+                    "logp_no_think": float(self.no_think.logp[t]),
+                    "entropy_no_think": float(self.no_think.entropy[t]),
+                    "logp_with_thought": th.logp_with_thought,
+                    "reward": float(reward),
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def per_position(self) -> pd.DataFrame:
+        """One row per scored position: mean/best/worst reward over its thoughts."""
+        df = self.to_dataframe()
+        grouped = df.groupby("position")
+        out = grouped.agg(
+            target=("target", "first"),
+            mean_reward=("reward", "mean"),
+            max_reward=("reward", "max"),
+            min_reward=("reward", "min"),
+            logp_no_think=("logp_no_think", "first"),
+            entropy_no_think=("entropy_no_think", "first"),
+            mean_thought_tokens=("thought_tokens", "mean"),
+        )
+        out["best_thought"] = grouped.apply(lambda g: g.loc[g["reward"].idxmax(), "thought"], include_groups=False)
+        out["worst_thought"] = grouped.apply(lambda g: g.loc[g["reward"].idxmin(), "thought"], include_groups=False)
+        return out.reset_index()
+
+    def to_json(self) -> dict:
+        by_position: dict[int, list[dict]] = {t: [] for t in self.positions}
+        for th, reward in zip(self.thoughts, self.rewards):
+            by_position[th.position].append(
+                {
+                    "text": th.text,
+                    "scored_ids": th.scored_ids,
+                    "logp_with_thought": th.logp_with_thought,
+                    "reward": float(reward),
+                    "thought_ids": th.ids,
+                    "closed_by": th.closed_by,
+                }
+            )
+        return {
+            "model": self.model,
+            "teacher": self.teacher,
+            "dtype": self.dtype,
+            "seed": self.config.seed,
+            "template": {"open": self.template.open, "close": self.template.close},
+            "settings": {
+                "G": self.config.G,
+                "thought_tokens": self.config.thought_tokens,
+                "temperature": self.config.temperature,
+                "top_p": self.config.top_p,
+                "positions": self.positions_spec,
+            },
+            "document_ids": list(self.document_ids),
+            "positions": [
+                {
+                    "position": t,
+                    "target_id": self.document_ids[t],
+                    "logp_no_think": float(self.no_think.logp[t]),
+                    "entropy_no_think": float(self.no_think.entropy[t]),
+                    "thoughts": by_position[t],
+                }
+                for t in self.positions
+            ],
+            "timing": dict(self.timing),
+            "generated_tokens": self.generated_tokens,
+            "summary": self.summary(),
+        }
+
+    def summary(self) -> dict[str, float]:
+        r = self.rewards
+        lengths = np.array([th.length for th in self.thoughts])
+        closed = np.array([th.closed_by != "budget" for th in self.thoughts])
+        return {
+            "positions": len(self.positions),
+            "thoughts": len(self.thoughts),
+            "mean_reward": float(r.mean()) if r.size else float("nan"),
+            "share_positive": float((r > 0).mean()) if r.size else float("nan"),
+            "mean_thought_tokens": float(lengths.mean()) if lengths.size else float("nan"),
+            "share_closed": float(closed.mean()) if closed.size else float("nan"),
+            "share_empty": float((lengths == 0).mean()) if lengths.size else float("nan"),
+        }
+
+    def save_json(self, path: str | Path) -> Path:
+        """Write the JSON atomically (a crash never leaves half a file)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1))
+        tmp.replace(path)
+        return path
+
+
+def reward_map(
+    policy: ModelHandle,
+    teacher: ModelHandle,
+    document_ids: list[int],
+    positions: str | PositionSpec = "every:8",
+    config: SamplingConfig = SamplingConfig(),
+    template: ThoughtTemplate = ThoughtTemplate(),
+    progress: Callable[[int, int], None] | None = None,
+    max_rows: int = 256,
+) -> RewardMap:
+    """Sample G thoughts at the chosen positions of a document and compute every reward."""
+    spec = parse_positions(positions) if isinstance(positions, str) else positions
+    config = config.validate()
+    sampler = ThoughtSampler(policy, template, config, max_rows=max_rows)
+    shared = teacher.shares_weights_with(policy)
+
+    start = time.perf_counter()
+    no_think, cache = no_think_scores(teacher, document_ids)
+    score_s = time.perf_counter() - start
+
+    chosen = select_positions(spec, len(document_ids), seed=config.seed, entropy=no_think.entropy)
+    start = time.perf_counter()
+    prefix = cache if shared else None
+    thoughts = sampler.sample(document_ids, chosen, prefix=prefix, progress=progress)
+    sample_s = time.perf_counter() - start
+
+    tok = policy.tokenizer
+    return RewardMap(
+        model=policy.label,
+        teacher=teacher.label,
+        dtype=str(policy.dtype).replace("torch.", ""),
+        template=template,
+        config=config,
+        positions_spec=str(spec),
+        document_ids=list(document_ids),
+        tokens=[tok.decode([i]) for i in document_ids],
+        no_think=no_think,
+        positions=chosen,
+        thoughts=thoughts,
+        timing={"score_s": score_s, "sample_s": sample_s},
+    )
