@@ -1,0 +1,160 @@
+"""The `workbench` command: score a document, run a notebook, build the report.
+
+Errors the user can fix come out as one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from workbench.errors import WorkbenchError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + error
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="workbench", description="RLP workbench: thoughts, information-gain rewards, notebooks.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    score = sub.add_parser("score", help="sample thoughts on a document and write every reward as JSON")
+    score.add_argument("path", help="a .txt file (one document) or .jsonl file (a 'text' field per line)")
+    score.add_argument("--doc", default=None, help="which document of a .jsonl file: id or 0-based index (default: first)")
+    score.add_argument("--model", default="gemma3-270m", help="bundled short name, hub id or local directory")
+    score.add_argument("--positions", default="every:8", help="all | every:K | random:N | top-entropy:N")
+    score.add_argument("-G", type=_positive_int, default=4, help="thoughts per position")
+    score.add_argument("--thought-tokens", type=_non_negative_int, default=32, help="token budget per thought")
+    score.add_argument("--temperature", type=float, default=0.7)
+    score.add_argument("--top-p", type=float, default=1.0)
+    score.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    score.add_argument("--seed", type=_non_negative_int, default=0)
+    score.add_argument("--max-tokens", type=_positive_int, default=None, help="truncate the document to this many tokens")
+    score.add_argument("--max-rows", type=_positive_int, default=256, help="rows (position x thought) decoded per batch")
+    score.add_argument("--json", required=True, dest="json_out", help="where to write the results")
+
+    run = sub.add_parser("run", help="execute a notebook headlessly into runs/<notebook>-<timestamp>/")
+    run.add_argument("notebook", help="a notebook path, stem or number (e.g. 02)")
+    run.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    run.add_argument("--runs", default=None, help="root folder for run directories (default: runs/)")
+
+    report = sub.add_parser("report", help="run the curated notebooks and write an HTML report")
+    report.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    report.add_argument("--runs", default=None, help="root folder for run directories (default: runs/)")
+    return parser
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from workbench.data import load_documents, parse_positions, pick_document, tokenize
+    from workbench.thoughts import SamplingConfig
+
+    # everything that can be checked without a model is checked first
+    config = SamplingConfig(
+        G=args.G, thought_tokens=args.thought_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+    ).validate()
+    spec = parse_positions(args.positions)
+    document = pick_document(load_documents(args.path), args.doc)
+    out = Path(args.json_out)
+    if out.exists() and out.is_dir():
+        raise WorkbenchError(f"--json {out} is a directory; give a file path")
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from workbench.models import load_model, teacher_of
+    from workbench.rewards import reward_map
+
+    torch.manual_seed(args.seed)
+    start = time.perf_counter()
+    policy = load_model(args.model, dtype=args.dtype, progress=_log)
+    teacher = teacher_of(policy)
+    load_s = time.perf_counter() - start
+    ids = tokenize(policy.tokenizer, document.text, args.max_tokens)
+    _log(f"{policy.label}: document {document.id!r}, {len(ids)} tokens, positions {spec}, G={config.G}")
+    bar = tqdm(total=None, desc="thoughts", unit="thought", file=sys.stderr, mininterval=1.0)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    result = reward_map(policy, teacher, ids, spec, config, progress=progress, max_rows=args.max_rows)
+    bar.close()
+    result.timing["load_s"] = load_s
+    result.save_json(out)
+    s = result.summary()
+    _log(
+        f"{s['thoughts']} thoughts at {s['positions']} positions: mean reward {s['mean_reward']:+.3f} nats, "
+        f"{s['share_positive']:.0%} positive, mean length {s['mean_thought_tokens']:.1f} tokens; "
+        f"{result.generated_tokens / (result.timing['sample_s'] + result.timing['score_s']):.0f} thought tokens/s"
+    )
+    print(out)
+    return 0
+
+
+def _overrides(pairs: Sequence[Sequence[str]]) -> dict:
+    from workbench.runner import parse_value
+
+    return {name: parse_value(value) for name, value in pairs}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from workbench.runner import run_notebook
+
+    run_dir = run_notebook(args.notebook, _overrides(args.param), runs_root=args.runs, log=_log)
+    print(run_dir)  # the last line printed is the run directory
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from workbench.runner import run_report
+
+    index = run_report(_overrides(args.param), runs_root=args.runs, log=_log)
+    _log("report written; open it in a browser:")
+    print(index)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"score": cmd_score, "run": cmd_run, "report": cmd_report}[args.command](args)
+    except WorkbenchError as exc:
+        print(f"workbench {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"workbench {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Headless notebook runs: validate parameters, execute with papermill, export HTML, keep everything.
+
+    runs/<notebook>-<timestamp>/
+        <notebook>.ipynb   the executed notebook (written even when a cell fails)
+        <notebook>.html    an offline HTML export: token maps are plain HTML, plotly.js is embedded
+        params.json        the parameters as run, with the seed and package versions
+        metrics.json       what the notebook recorded with workbench.save_metrics(run_dir, ...)
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import WorkbenchError
+from workbench.params import validate
+from workbench.runs import new_run_dir, versions, write_json
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+CURATED = ("01_sampling_thoughts", "02_information_gain")
+
+
+def find_notebook(name: str) -> Path:
+    """A notebook by path, by file stem ('02_information_gain') or by number ('02')."""
+    path = Path(name).expanduser()
+    if path.suffix == ".ipynb":
+        if not path.is_file():
+            raise WorkbenchError(f"no such notebook: {path}")
+        return path
+    matches = sorted(NOTEBOOKS_DIR.glob(f"{name}*.ipynb"))
+    if len(matches) != 1:
+        found = ", ".join(p.stem for p in sorted(NOTEBOOKS_DIR.glob("*.ipynb")))
+        raise WorkbenchError(f"no single notebook matches {name!r}; curated notebooks: {found}")
+    return matches[0]
+
+
+def notebook_parameters(path: Path) -> dict[str, Any]:
+    """The defaults of the cell tagged `parameters` (literal assignments only)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            defaults: dict[str, Any] = {}
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                    defaults[node.targets[0].id] = ast.literal_eval(node.value)
+            return defaults
+    raise WorkbenchError(f"{path.name} has no cell tagged 'parameters'")
+
+
+def parse_value(text: str) -> Any:
+    """A -p value: a Python/JSON literal when it parses as one ('4', '0.7', '[8, 16]'), else the string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def run_notebook(
+    notebook: str | Path,
+    overrides: dict[str, Any] | None = None,
+    runs_root: str | Path | None = None,
+    run_dir: Path | None = None,
+    log=None,
+) -> Path:
+    """Execute one notebook headlessly into a new run directory; returns the directory.
+
+    Raises WorkbenchError naming the failing cell when a cell fails (the partial notebook and its
+    HTML are still written).
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    path = find_notebook(str(notebook))
+    defaults = notebook_parameters(path)
+    params = dict(defaults)
+    params.update(overrides or {})
+    params = validate(params, known=set(defaults))  # before any kernel starts
+    run_dir = run_dir or new_run_dir(path.stem, runs_root)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    params["run_dir"] = str(run_dir.resolve())
+    write_json(run_dir / "params.json", {"notebook": path.name, "parameters": params, "versions": versions()})
+    out_nb = run_dir / path.name
+    log(f"running {path.name} -> {run_dir}")
+    start = time.perf_counter()
+    failure: str | None = None
+    try:
+        pm.execute_notebook(
+            str(path),
+            str(out_nb),
+            parameters=params,
+            kernel_name="python3",
+            progress_bar=sys.stderr.isatty(),
+            cwd=str(path.parent),
+            log_output=False,
+        )
+    except PapermillExecutionError as exc:
+        failure = f"{path.name}: cell {exc.exec_count} failed: {exc.ename}: {str(exc.evalue).splitlines()[0] if exc.evalue else ''}"
+    finally:
+        if out_nb.exists():
+            export_html(out_nb)
+    elapsed = time.perf_counter() - start
+    log(f"{path.name} finished in {elapsed:.0f} s" if failure is None else failure)
+    if failure is not None:
+        raise WorkbenchError(f"{failure} (partial notebook in {run_dir})")
+    return run_dir
+
+
+def export_html(notebook_path: Path) -> Path:
+    """An HTML copy that renders offline: no input prompts hidden, plotly.js already inline in the outputs."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(notebook_path, as_version=4)
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    out = notebook_path.with_suffix(".html")
+    out.write_text(body, encoding="utf-8")
+    return out
+
+
+def run_report(overrides: dict[str, Any] | None = None, runs_root: str | Path | None = None, log=None) -> Path:
+    """The main job: run the curated notebooks into one report directory with an index.html."""
+    overrides = dict(overrides or {})
+    report_dir = new_run_dir("report", runs_root)
+    done: list[tuple[str, Path]] = []
+    for name in CURATED:
+        path = find_notebook(name)
+        own = {k: v for k, v in overrides.items() if k in notebook_parameters(path)}
+        run_dir = run_notebook(path, own, run_dir=report_dir / path.stem, log=log)
+        done.append((path.stem, run_dir))
+    write_index(report_dir, done)
+    return report_dir / "index.html"
+
+
+def write_index(report_dir: Path, runs: list[tuple[str, Path]]) -> Path:
+    import html
+    import json
+
+    items = []
+    for stem, run_dir in runs:
+        metrics_path = run_dir / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        shown = ", ".join(
+            f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}"
+            for k, v in metrics.items()
+            if isinstance(v, (int, float, str))
+        )
+        rel = run_dir.relative_to(report_dir)
+        items.append(
+            f'<li><a href="{html.escape(str(rel / (stem + ".html")))}">{html.escape(stem)}</a>'
+            f"<br><small>{html.escape(shown)}</small></li>"
+        )
+    page = (
+        "<!doctype html><meta charset='utf-8'><title>RLP workbench report</title>"
+        "<body style='font-family:sans-serif;max-width:60em;margin:2em auto'>"
+        "<h1>RLP workbench report</h1><p>Each notebook ran headlessly; its run directory holds the executed "
+        "notebook, parameters, versions and metrics.</p><ol>" + "".join(items) + "</ol></body>"
+    )
+    out = report_dir / "index.html"
+    out.write_text(page, encoding="utf-8")
+    return out

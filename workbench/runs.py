@@ -1,0 +1,75 @@
+"""Run directories: every run writes its config, seed, versions, metrics and outputs in one place."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+RUNS_ROOT = "runs"
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=_jsonable))
+    tmp.replace(path)
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def new_run_dir(name: str, root: str | Path | None = None) -> Path:
+    """runs/<name>-<UTC timestamp>[-n], created empty."""
+    root = Path(root or os.environ.get("WORKBENCH_RUNS", RUNS_ROOT))
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        candidate = root / (f"{name}-{stamp}" + (f"-{n}" if n else ""))
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a run directory under {root}")
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that can change a number."""
+    out = {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine()}
+    for pkg in ("rlp-workbench", "torch", "transformers", "numpy", "pandas", "papermill", "plotly", "gguf"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        import torch
+
+        out["torch_threads"] = str(torch.get_num_threads())
+        out["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    except ImportError:
+        pass
+    return out
+
+
+def save_metrics(run_dir: str | Path | None, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Merge `metrics` into <run_dir>/metrics.json (a no-op without a run directory, e.g. in JupyterLab)."""
+    if not run_dir:
+        return metrics
+    path = Path(run_dir) / "metrics.json"
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged.update(metrics)
+    write_json(path, merged)
+    return merged

@@ -1,0 +1,239 @@
+"""Seeing rewards: a per-token heat map (plain HTML), plotly charts, and an ipywidgets explorer.
+
+The heat map is HTML with inline styles and `title` tooltips only - no JavaScript - so it renders in
+an untrusted notebook in JupyterLab and in an exported HTML file alike.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+from workbench.rewards import RewardMap
+
+
+def setup_notebook() -> None:
+    """Plotly output that works live in JupyterLab *and* in the offline HTML export of a papermill run.
+
+    'plotly_mimetype' renders in JupyterLab; 'notebook' adds an HTML copy with plotly.js inlined once,
+    which nbconvert's HTML export shows without a kernel or network.
+    """
+    import plotly.io as pio
+
+    pio.renderers.default = "plotly_mimetype+notebook"
+
+
+def show_html(markup: str) -> None:
+    from IPython.display import HTML, display
+
+    display(HTML(markup))
+
+
+# --------------------------------------------------------------------------- colours
+
+
+def diverging_color(value: float, max_abs: float) -> str:
+    """Red for negative, white at 0, blue for positive; `max_abs` maps to full saturation."""
+    if value is None or not math.isfinite(value) or max_abs <= 0:
+        return "transparent"
+    x = max(-1.0, min(1.0, value / max_abs))
+    if x >= 0:  # white -> blue (33, 102, 172)
+        r, g, b = (255 + (33 - 255) * x, 255 + (102 - 255) * x, 255 + (172 - 255) * x)
+    else:  # white -> red (178, 24, 43)
+        x = -x
+        r, g, b = (255 + (178 - 255) * x, 255 + (24 - 255) * x, 255 + (43 - 255) * x)
+    return f"rgb({int(r)},{int(g)},{int(b)})"
+
+
+def _text_color(value: float, max_abs: float) -> str:
+    return "white" if max_abs > 0 and math.isfinite(value) and abs(value) / max_abs > 0.6 else "black"
+
+
+def _visible(token: str) -> str:
+    """Token text with whitespace made visible enough to hover, then HTML-escaped."""
+    shown = token.replace("\n", "\u21b5\n").replace("\t", "\u2192\t")
+    return html.escape(shown).replace("\n", "<br>")
+
+
+def _shorten(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+# --------------------------------------------------------------------------- heat map
+
+
+def token_heatmap(rm: RewardMap, max_abs: float | None = None, title: str | None = None) -> str:
+    """The document, each scored token coloured by its mean reward over thoughts (HTML string).
+
+    Hover a token for its reward, no-think surprisal and entropy, and its best and worst thought.
+    Unscored tokens are grey.
+    """
+    per = rm.per_position().set_index("position")
+    if max_abs is None:
+        values = per["mean_reward"].abs().to_numpy()
+        max_abs = float(np.percentile(values, 95)) if values.size else 1.0
+        max_abs = max(max_abs, 1e-6)
+    spans = []
+    for t, token in enumerate(rm.tokens):
+        if t in per.index:
+            row = per.loc[t]
+            r = float(row["mean_reward"])
+            tip = (
+                f"t={t} target {token!r}\n"
+                f"mean reward {r:+.3f} nats over {rm.config.G} thoughts "
+                f"(best {row['max_reward']:+.3f}, worst {row['min_reward']:+.3f})\n"
+                f"no-think surprisal {-row['logp_no_think']:.3f} nats, entropy {row['entropy_no_think']:.3f} nats\n"
+                f"best thought: {_shorten(row['best_thought'])}\n"
+                f"worst thought: {_shorten(row['worst_thought'])}"
+            )
+            style = (
+                f"background:{diverging_color(r, max_abs)};color:{_text_color(r, max_abs)};"
+                "border:1px solid #888;border-radius:3px;padding:0 1px;"
+            )
+            spans.append(f'<span title="{html.escape(tip, quote=True)}" style="{style}">{_visible(token)}</span>')
+        else:
+            spans.append(f'<span style="color:#999">{_visible(token)}</span>')
+    legend = "".join(
+        f'<span style="background:{diverging_color(v, max_abs)};padding:0 6px;font-size:11px">{v:+.1f}</span>'
+        for v in np.linspace(-max_abs, max_abs, 7)
+    )
+    header = f"<div style='font-weight:bold;margin-bottom:4px'>{html.escape(title)}</div>" if title else ""
+    return (
+        "<div style='font-family:monospace;font-size:13px;line-height:1.9;white-space:pre-wrap;"
+        "border:1px solid #ddd;padding:8px;max-width:100%'>"
+        f"{header}{''.join(spans)}"
+        f"<div style='margin-top:8px;font-family:sans-serif;font-size:11px;color:#444'>mean reward (nats): {legend}"
+        f" &nbsp; model {html.escape(rm.model)}, teacher {html.escape(rm.teacher)}; grey = not scored; "
+        "hover a token for details</div></div>"
+    )
+
+
+def thoughts_table(rm: RewardMap, position: int) -> str:
+    """The G thoughts at one position, ranked by reward (HTML)."""
+    df = rm.to_dataframe()
+    df = df[df["position"] == position].sort_values("reward", ascending=False)
+    if df.empty:
+        return f"<p>position {position} was not scored</p>"
+    t = int(position)
+    context = "".join(rm.tokens[max(0, t - 30) : t])
+    head = (
+        f"<p style='font-family:sans-serif'><b>t = {t}</b>, target <code>{html.escape(repr(rm.tokens[t]))}</code>, "
+        f"no-think log p = {df['logp_no_think'].iloc[0]:+.3f}, entropy {df['entropy_no_think'].iloc[0]:.3f}<br>"
+        f"<small>context ends: <code>\u2026{html.escape(context[-120:])}</code></small></p>"
+    )
+    max_abs = max(float(df["reward"].abs().max()), 1e-6)
+    rows = "".join(
+        f"<tr><td style='background:{diverging_color(r.reward, max_abs)};color:{_text_color(r.reward, max_abs)}'>"
+        f"{r.reward:+.3f}</td><td>{r.logp_with_thought:+.3f}</td><td>{r.thought_tokens}</td>"
+        f"<td>{html.escape(r.closed_by)}</td><td style='text-align:left'>{_visible(r.thought)}</td></tr>"
+        for r in df.itertuples()
+    )
+    return (
+        head + "<table style='font-size:12px;border-collapse:collapse'>"
+        "<tr><th>reward</th><th>log p with thought</th><th>tokens</th><th>closed by</th><th>thought</th></tr>"
+        f"{rows}</table>"
+    )
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def reward_vs_surprisal(rm: RewardMap) -> go.Figure:
+    df = rm.to_dataframe()
+    df["no_think_surprisal"] = -df["logp_no_think"]
+    fig = px.scatter(
+        df,
+        x="no_think_surprisal",
+        y="reward",
+        color="thought_tokens",
+        hover_data=["position", "target", "thought"],
+        labels={"no_think_surprisal": "no-think surprisal of x_t (nats)", "reward": "reward (nats)"},
+        title="Reward vs how surprising the target was without a thought",
+    )
+    fig.add_hline(y=0, line_dash="dot", line_color="grey")
+    return fig
+
+
+def reward_vs_length(rm: RewardMap) -> go.Figure:
+    df = rm.to_dataframe()
+    fig = px.box(
+        df,
+        x="thought_tokens",
+        y="reward",
+        points="all",
+        hover_data=["position", "target", "thought"],
+        labels={"thought_tokens": "thought length (tokens)", "reward": "reward (nats)"},
+        title="Reward vs thought length",
+    )
+    fig.add_hline(y=0, line_dash="dot", line_color="grey")
+    return fig
+
+
+def reward_histogram(rm: RewardMap) -> go.Figure:
+    df = rm.to_dataframe()
+    fig = px.histogram(df, x="reward", nbins=40, color="closed_by", title="Distribution of rewards")
+    fig.add_vline(x=0, line_dash="dot", line_color="grey")
+    return fig
+
+
+def reward_along_document(rm: RewardMap) -> go.Figure:
+    per = rm.per_position()
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=per["position"],
+            y=per["mean_reward"],
+            mode="lines+markers",
+            name="mean reward",
+            error_y=dict(
+                type="data",
+                symmetric=False,
+                array=per["max_reward"] - per["mean_reward"],
+                arrayminus=per["mean_reward"] - per["min_reward"],
+            ),
+            text=per["target"],
+        )
+    )
+    fig.add_trace(go.Scatter(x=per["position"], y=-per["logp_no_think"], mode="lines", name="no-think surprisal"))
+    fig.add_hline(y=0, line_dash="dot", line_color="grey")
+    fig.update_layout(title="Reward (min-mean-max over thoughts) along the document", xaxis_title="position t")
+    return fig
+
+
+def summary_bars(frame: pd.DataFrame, x: str, columns: list[str], title: str) -> go.Figure:
+    """One bar chart per column of a small sweep table, side by side."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=len(columns), subplot_titles=columns)
+    for i, col in enumerate(columns, start=1):
+        fig.add_trace(go.Bar(x=frame[x].astype(str), y=frame[col], name=col, showlegend=False), row=1, col=i)
+        fig.update_xaxes(title_text=x, row=1, col=i)
+    fig.update_layout(title=title, height=350)
+    return fig
+
+
+# --------------------------------------------------------------------------- explorer
+
+
+def explorer(rm: RewardMap):
+    """An ipywidgets explorer: pick a position, see its G thoughts ranked by reward."""
+    import ipywidgets as widgets
+
+    per = rm.per_position()
+    options = [
+        (f"t={int(r.position)} {r.target!r} mean {r.mean_reward:+.2f}", int(r.position)) for r in per.itertuples()
+    ]
+    pick = widgets.Dropdown(options=options, description="position")
+    out = widgets.HTML(value=thoughts_table(rm, options[0][1]) if options else "")
+
+    def update(change) -> None:
+        out.value = thoughts_table(rm, change["new"])
+
+    pick.observe(update, names="value")
+    return widgets.VBox([pick, out])
