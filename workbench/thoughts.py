@@ -85,6 +85,7 @@ class Thought:
     closed_by: str  # "marker" (the model closed it), "eos" (the model ended the text) or "budget"
     scored_ids: list[int]  # document_ids[:t] + open + thought + close: exactly what x_t is conditioned on
     logp_with_thought: float  # policy: log p(x_t | scored_ids), natural log
+    hidden_tokens: int = 0  # sampled tokens hidden again because they spelled the closing marker differently
 
     @property
     def length(self) -> int:
@@ -281,6 +282,7 @@ class _Row:
     forced: deque = field(default_factory=deque)
     done: bool = False
     logp: float = float("nan")
+    hidden: int = 0
 
 
 class ThoughtSampler:
@@ -459,6 +461,7 @@ class ThoughtSampler:
         if drop > 0:
             slot_pos[b, write - drop : write] = -1
             next_pos[b] -= drop
+        row.hidden = drop
         row.thought = row.generated[:keep]
         row.closed_by = "marker"
         row.generated = list(row.thought)
@@ -512,6 +515,7 @@ class ThoughtSampler:
             closed_by=row.closed_by,
             scored_ids=scored,
             logp_with_thought=row.logp,
+            hidden_tokens=row.hidden,
         )
 
 

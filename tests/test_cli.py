@@ -1,0 +1,87 @@
+"""The `workbench` command: bad input fails fast with one line; a real score run writes the documented JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "data" / "corpus" / "train.jsonl"
+
+
+def workbench(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run(
+        [sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+    )
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    binary = tmp_path / "blob.txt"
+    binary.write_bytes(bytes(range(256)) * 4)
+    return {"empty": empty, "binary": binary, "missing": tmp_path / "missing.txt"}
+
+
+@pytest.mark.parametrize(
+    "case,extra,needle",
+    [
+        ("empty", [], "is empty"),
+        ("binary", [], "binary"),
+        ("missing", [], "no such file"),
+        ("corpus", ["--model", "no-such-model"], "unknown model"),
+        ("corpus", ["--model", "./no/such/dir"], "not a model directory"),
+        ("corpus", ["-G", "0"], "-G"),
+        ("corpus", ["--positions", "sometimes:3"], "position spec"),
+        ("corpus", ["--doc", "nope"], "no document"),
+        ("corpus", ["--top-p", "0"], "top_p"),
+    ],
+)
+def test_bad_input_gives_one_line_and_nonzero_exit(bad_files, tmp_path, case, extra, needle):
+    path = CORPUS if case == "corpus" else bad_files[case]
+    out = tmp_path / "out.json"
+    proc = workbench("score", str(path), *extra, "--json", str(out), timeout=120)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.model
+def test_score_writes_the_documented_json(tmp_path):
+    out = tmp_path / "scores.json"
+    proc = workbench(
+        "score", str(CORPUS), "--doc", "science-01", "--positions", "every:16", "-G", "2",
+        "--thought-tokens", "6", "--seed", "7", "--max-tokens", "100", "--json", str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == str(out)
+    data = json.loads(out.read_text())
+    for key in ("model", "teacher", "dtype", "seed", "template", "settings", "document_ids", "positions", "timing", "generated_tokens"):
+        assert key in data
+    assert data["model"] == "gemma3-270m" and data["dtype"] == "bfloat16" and data["seed"] == 7
+    assert data["template"] == {"open": "<think>", "close": "</think>"}
+    assert data["settings"] == {"G": 2, "thought_tokens": 6, "temperature": 0.7, "top_p": 1.0, "positions": "every:16"}
+    ids = data["document_ids"]
+    assert len(ids) == 100 and ids[0] == 2  # Gemma's <bos>
+    assert [p["position"] for p in data["positions"]] == list(range(16, 100, 16))
+    total = 0
+    for p in data["positions"]:
+        t = p["position"]
+        assert p["target_id"] == ids[t]
+        assert len(p["thoughts"]) == 2
+        for th in p["thoughts"]:
+            assert th["scored_ids"][:t] == ids[:t]
+            assert th["reward"] == pytest.approx(th["logp_with_thought"] - p["logp_no_think"], abs=1e-9)
+            total += len(th["thought_ids"])
+    assert data["generated_tokens"] == total
+    assert set(data["timing"]) >= {"load_s", "sample_s", "score_s"}

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from workbench.data import (
+    find_document,
+    load_corpus,
+    load_documents,
+    parse_positions,
+    select_positions,
+)
+from workbench.errors import WorkbenchError
+
+
+def test_corpus_has_forty_mixed_documents_and_a_disjoint_held_out_split():
+    train, held_out = load_corpus("train"), load_corpus("eval")
+    assert len(train) + len(held_out) >= 40
+    kinds = {d.kind for d in train}
+    assert {"math", "science", "code", "prose"} <= kinds
+    assert {d.kind for d in held_out} == kinds
+    assert not {d.id for d in train} & {d.id for d in held_out}
+    assert not {d.text for d in train} & {d.text for d in held_out}
+
+
+def test_find_document_by_id_split_and_path(tmp_path):
+    assert find_document("math-01").id == "math-01"
+    assert find_document("eval:math-11").id == "math-11"
+    assert find_document("math-11").id == "math-11"  # found in the held-out split too
+    f = tmp_path / "note.txt"
+    f.write_text("Water boils at 100 degrees Celsius at sea level.")
+    assert find_document(str(f)).text.startswith("Water")
+    with pytest.raises(WorkbenchError):
+        find_document("no-such-doc")
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [(b"", "empty"), (b"   \n", "empty"), (b"\x00\x01\x02abc", "binary"), (b"\xff\xfe\xfa text", "UTF-8")],
+)
+def test_bad_files_give_clear_errors(tmp_path, content, message):
+    f = tmp_path / "doc.txt"
+    f.write_bytes(content)
+    with pytest.raises(WorkbenchError, match=message):
+        load_documents(f)
+
+
+def test_missing_file_and_bad_jsonl(tmp_path):
+    with pytest.raises(WorkbenchError, match="no such file"):
+        load_documents(tmp_path / "nope.txt")
+    bad = tmp_path / "docs.jsonl"
+    bad.write_text('{"text": "ok"}\nnot json\n')
+    with pytest.raises(WorkbenchError, match=":2 is not valid JSON"):
+        load_documents(bad)
+    bad.write_text(json.dumps({"body": "no text field"}) + "\n")
+    with pytest.raises(WorkbenchError, match='"text"'):
+        load_documents(bad)
+
+
+def test_position_specs():
+    assert select_positions("all", 6) == [1, 2, 3, 4, 5]
+    assert select_positions("every:4", 13) == [4, 8, 12]
+    r = select_positions("random:5", 50, seed=1)
+    assert len(set(r)) == 5 and r == sorted(r) and all(1 <= t < 50 for t in r)
+    assert r == select_positions("random:5", 50, seed=1)
+    assert r != select_positions("random:5", 50, seed=2)
+    entropy = [float("nan"), 0.1, 3.0, 0.2, 2.0, 0.3]
+    assert select_positions("top-entropy:2", 6, entropy=entropy) == [2, 4]
+    assert select_positions("random:99", 5) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("spec", ["", "every", "every:0", "every:-2", "random:x", "top:3", "all:2", "top-entropy"])
+def test_unknown_position_specs_are_rejected(spec):
+    with pytest.raises(WorkbenchError, match="position spec"):
+        parse_positions(spec)
+
+
+@given(n_tokens=st.integers(2, 400), k=st.integers(1, 50), seed=st.integers(0, 10**6))
+def test_positions_always_valid_targets(n_tokens, k, seed):
+    for spec in (f"every:{k}", f"random:{k}", "all"):
+        chosen = select_positions(spec, n_tokens, seed=seed)
+        assert chosen == sorted(set(chosen))
+        assert all(1 <= t < n_tokens for t in chosen)

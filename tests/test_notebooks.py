@@ -1,0 +1,86 @@
+"""The curated notebooks run headlessly through `workbench run`, with small parameters."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+SMALL = {
+    "01_sampling_thoughts": ["positions", "every:60", "G", "2", "thought_tokens", "6",
+                             "sweep_temperatures", "[0.0, 1.0]", "sweep_budgets", "[2, 6]", "max_tokens", "160"],
+    "02_information_gain": ["positions", "every:12", "G", "2", "thought_tokens", "6", "max_tokens", "120"],
+}
+
+
+def run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=ROOT)
+
+
+def test_notebooks_are_committed_without_outputs():
+    assert len(NOTEBOOKS) >= 2
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, f"{path.name} needs exactly one cell tagged parameters"
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, f"{path.name} has outputs: strip them"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("stem", list(SMALL))
+def test_notebook_runs_headlessly(tmp_path, stem):
+    pairs = SMALL[stem]
+    args = []
+    for name, value in zip(pairs[::2], pairs[1::2]):
+        args += ["-p", name, value]
+    proc = run("run", stem, *args, "--runs", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])  # the last line printed is the run directory
+    assert run_dir.parent == tmp_path and run_dir.is_dir()
+    executed = nbformat.read(run_dir / f"{stem}.ipynb", as_version=4)
+    assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
+    params = json.loads((run_dir / "params.json").read_text())
+    assert params["parameters"]["G"] == 2 and params["parameters"]["seed"] == 0
+    assert "torch" in params["versions"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["model"] == "gemma3-270m" and metrics["thoughts"] > 0
+    page = (run_dir / f"{stem}.html").read_text()
+    assert "Plotly.newPlot" in page  # charts are embedded with plotly.js inline: the report works offline
+    if stem == "02_information_gain":
+        assert "mean reward (nats)" in page and "hover a token" in page  # the token heat map
+
+
+def test_bad_parameter_is_rejected_before_the_kernel_starts(tmp_path):
+    proc = run("run", "02", "-p", "G", "0", "--runs", str(tmp_path), timeout=120)
+    assert proc.returncode != 0
+    assert "parameter G" in proc.stderr and "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir())  # no run directory for a run that never started
+    proc = run("run", "02", "-p", "colour", "blue", "--runs", str(tmp_path), timeout=120)
+    assert proc.returncode != 0 and "unknown parameter" in proc.stderr
+
+
+def test_failing_cell_is_named_and_the_partial_notebook_kept(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("seed = 0\nrun_dir = ''")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("raise ValueError('boom')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "broken.ipynb"
+    nbformat.write(nb, path)
+    proc = run("run", str(path), "--runs", str(tmp_path / "runs"), timeout=300)
+    assert proc.returncode != 0
+    assert "cell" in proc.stderr and "ValueError: boom" in proc.stderr
+    run_dirs = list((tmp_path / "runs").iterdir())
+    assert len(run_dirs) == 1
+    assert (run_dirs[0] / "broken.ipynb").exists() and (run_dirs[0] / "broken.html").exists()

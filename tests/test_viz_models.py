@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from workbench.errors import WorkbenchError
+from workbench.models import load_model, teacher_of
+from workbench.rewards import RewardMap
+from workbench.scoring import NoThinkScores
+from workbench.thoughts import SamplingConfig, Thought, ThoughtTemplate
+from workbench.viz import diverging_color, thoughts_table, token_heatmap
+
+
+def _toy_map() -> RewardMap:
+    tokens = ["<bos>", "The", " <b>", " cat", "\n"]
+    thoughts = [
+        Thought(2, 0, [9], "it is <think>", "budget", [0, 1, 5, 9, 6], -1.0),
+        Thought(2, 1, [8], "a tag", "marker", [0, 1, 5, 8, 6], -3.0),
+        Thought(4, 0, [], "", "eos", [0, 1, 2, 3, 5, 6], -0.5),
+    ]
+    logp = np.array([np.nan, -2.0, -2.5, -1.0, -0.2])
+    return RewardMap(
+        model="m", teacher="ema-teacher(m)@step0", dtype="float32", template=ThoughtTemplate(),
+        config=SamplingConfig(G=2), positions_spec="every:2", document_ids=[0, 1, 2, 3, 4], tokens=tokens,
+        no_think=NoThinkScores("t", logp, np.ones(5), np.zeros(5, dtype=int)), positions=[2, 4], thoughts=thoughts,
+    )
+
+
+def test_heatmap_is_plain_html_with_tooltips_and_escaped_text():
+    page = token_heatmap(_toy_map())
+    assert "<script" not in page.lower()
+    assert "&lt;b&gt;" in page  # document text is escaped, not interpreted
+    assert "&lt;think&gt;" in page  # thought text in tooltips is escaped too
+    titles = re.findall(r'title="([^"]*)"', page)
+    assert len(titles) == 2  # one per scored position
+    assert "mean reward +0.500" in titles[0]  # (-1 + -3)/2 - (-2.5)
+    assert "no-think surprisal 2.500" in titles[0]
+
+
+def test_thoughts_table_ranks_by_reward():
+    table = thoughts_table(_toy_map(), 2)
+    assert table.index("+1.500") < table.index("-0.500")
+
+
+def test_diverging_colors():
+    assert diverging_color(0.0, 1.0) == "rgb(255,255,255)"
+    assert diverging_color(1.0, 1.0) == "rgb(33,102,172)"
+    assert diverging_color(-5.0, 1.0) == "rgb(178,24,43)"
+    assert diverging_color(float("nan"), 1.0) == "transparent"
+
+
+def test_unknown_models_and_paths_fail_with_one_line():
+    with pytest.raises(WorkbenchError, match="unknown model 'gemma-9000'.*gemma3-270m"):
+        load_model("gemma-9000")
+    with pytest.raises(WorkbenchError, match="not a model directory"):
+        load_model("/definitely/not/here")
+    with pytest.raises(WorkbenchError, match="unknown dtype"):
+        load_model("gemma3-270m", dtype="int3")
+
+
+def test_unreachable_hub_id_fails_with_one_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WorkbenchError, match="could not load model 'nobody/no-such-model' from the Hugging Face hub"):
+        load_model("nobody/no-such-model")
+
+
+@pytest.mark.model
+def test_bundled_model_is_cached_and_teacher_is_a_labelled_handle(gemma_bf16):
+    import torch
+
+    assert gemma_bf16.dtype == torch.bfloat16
+    assert (gemma_bf16.tokenizer("Hi").input_ids[0]) == gemma_bf16.tokenizer.bos_token_id
+    teacher = teacher_of(gemma_bf16)
+    assert teacher.role == "teacher" and teacher.shares_weights_with(gemma_bf16)
+    assert teacher.label == "ema-teacher(gemma3-270m)@step0"
+    copy = teacher_of(gemma_bf16, copy_weights=True)
+    assert not copy.shares_weights_with(gemma_bf16)
+    assert torch.equal(next(copy.model.parameters()), next(gemma_bf16.model.parameters()))
+    assert (gemma_bf16.source.endswith("gemma3-270m-1.0.0"))
