@@ -84,3 +84,14 @@ def test_positions_always_valid_targets(n_tokens, k, seed):
         chosen = select_positions(spec, n_tokens, seed=seed)
         assert chosen == sorted(set(chosen))
         assert all(1 <= t < n_tokens for t in chosen)
+
+
+def test_stream_hf_dataset_from_local_files(tmp_path):
+    from workbench.data import stream_hf_dataset
+
+    f = tmp_path / "rows.jsonl"
+    f.write_text("\n".join(json.dumps({"body": f"document number {i}"}) for i in range(5)))
+    docs = list(stream_hf_dataset("json", text_field="body", data_files=str(f), limit=3))
+    assert [d.text for d in docs] == ["document number 0", "document number 1", "document number 2"]
+    with pytest.raises(WorkbenchError, match="no field 'text'"):
+        list(stream_hf_dataset("json", data_files=str(f)))

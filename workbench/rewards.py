@@ -169,10 +169,13 @@ def reward_map(
     positions: str | PositionSpec = "every:8",
     config: SamplingConfig = SamplingConfig(),
     template: ThoughtTemplate = ThoughtTemplate(),
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | bool | None = None,
     max_rows: int = 256,
 ) -> RewardMap:
-    """Sample G thoughts at the chosen positions of a document and compute every reward."""
+    """Sample G thoughts at the chosen positions of a document and compute every reward.
+
+    `progress`: a callback (done, total), or True for a tqdm bar (a widget in notebooks).
+    """
     spec = parse_positions(positions) if isinstance(positions, str) else positions
     config = config.validate()
     sampler = ThoughtSampler(policy, template, config, max_rows=max_rows)
@@ -183,10 +186,22 @@ def reward_map(
     score_s = time.perf_counter() - start
 
     chosen = select_positions(spec, len(document_ids), seed=config.seed, entropy=no_think.entropy)
+    bar = None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(chosen) * config.G, desc="thoughts", unit="thought", leave=False)
+
+        def progress(done: int, total: int) -> None:
+            bar.n = done
+            bar.refresh()
+
     start = time.perf_counter()
     prefix = cache if shared else None
-    thoughts = sampler.sample(document_ids, chosen, prefix=prefix, progress=progress)
+    thoughts = sampler.sample(document_ids, chosen, prefix=prefix, progress=progress or None)
     sample_s = time.perf_counter() - start
+    if bar is not None:
+        bar.close()
 
     tok = policy.tokenizer
     return RewardMap(

@@ -337,7 +337,7 @@ class ThoughtSampler:
         span = max(positions)
         if prefix is None or prefix.layers[0].keys.shape[2] < span:
             _, prefix = encode_prefix(self.policy.model, document_ids[:span], span)
-        generator = torch.Generator(device="cpu").manual_seed(self.config.seed)
+        generator = torch.Generator(device=next(self.policy.model.parameters()).device).manual_seed(self.config.seed)
         per_chunk = max(1, self.max_rows // self.config.G)
         total_rows = len(positions) * self.config.G
         thoughts: list[Thought] = []
