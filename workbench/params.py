@@ -63,23 +63,10 @@ def _dtype(value: Any) -> str:
     return value
 
 
-def _int_list(lo: int, hi: int) -> Callable[[Any], list[int]]:
-    item = _int(lo, hi)
-
-    def check(value: Any) -> list[int]:
+def _list_of(item: Callable[[Any], Any]) -> Callable[[Any], list]:
+    def check(value: Any) -> list:
         if not isinstance(value, (list, tuple)) or not value:
-            raise WorkbenchError(f"expected a non-empty list of integers, got {value!r}")
-        return [item(v) for v in value]
-
-    return check
-
-
-def _float_list(lo: float, hi: float) -> Callable[[Any], list[float]]:
-    item = _float(lo, hi)
-
-    def check(value: Any) -> list[float]:
-        if not isinstance(value, (list, tuple)) or not value:
-            raise WorkbenchError(f"expected a non-empty list of numbers, got {value!r}")
+            raise WorkbenchError(f"expected a non-empty list, got {value!r}")
         return [item(v) for v in value]
 
     return check
@@ -96,8 +83,8 @@ SCHEMA: dict[str, Callable[[Any], Any]] = {
     "seed": _int(0, 2**32 - 1),
     "dtype": _dtype,
     "max_tokens": _int(2, 100_000),
-    "sweep_temperatures": _float_list(0.0, 100.0),
-    "sweep_budgets": _int_list(0, 4096),
+    "sweep_temperatures": _list_of(_float(0.0, 100.0)),
+    "sweep_budgets": _list_of(_int(0, 4096)),
     "run_dir": _str,
 }
 

@@ -22,10 +22,13 @@ model conditioned on (ids, never re-tokenised text).
 from __future__ import annotations
 
 from collections import deque
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
+from transformers.cache_utils import Cache, CacheLayerMixin, StaticLayer
+from transformers.modeling_utils import AttentionInterface
 
 from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
@@ -117,8 +120,6 @@ def layer_kinds(config) -> set[str]:
 
 def new_static_cache(config, max_len: int):
     """A preallocated cache whose every layer (sliding ones too) keeps all slots."""
-    from transformers.cache_utils import Cache, StaticLayer
-
     return Cache(layers=[StaticLayer(max_cache_len=max_len) for _ in range(config.num_hidden_layers)])
 
 
@@ -137,11 +138,6 @@ def encode_prefix(model: torch.nn.Module, ids: list[int], max_len: int):
 # the prefix (on Gemma 3 270M with 136 rows: a quarter of the step time in attention). Instead the
 # prefix is stored once, every row keeps only its own new tokens, and a small attention function
 # computes softmax([q.K_prefix | q.K_own]) with the rows' masks.
-
-from contextvars import ContextVar  # noqa: E402
-
-from transformers.cache_utils import Cache, CacheLayerMixin  # noqa: E402
-from transformers.modeling_utils import AttentionInterface  # noqa: E402
 
 SHARED_PREFIX_ATTENTION = "workbench_shared_prefix"
 _active_cache: ContextVar["SharedPrefixCache | None"] = ContextVar("workbench_shared_prefix_cache", default=None)
