@@ -57,6 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--max-rows", type=_positive_int, default=256, help="rows (position x thought) decoded per batch")
     score.add_argument("--json", required=True, dest="json_out", help="where to write the results")
 
+    compare = sub.add_parser("compare", help="score the same thoughts with several reward designs, side by side")
+    compare.add_argument("path", help="a .txt file (one document) or .jsonl file (a 'text' field per line)")
+    compare.add_argument("--doc", default=None, help="which document of a .jsonl file: id or 0-based index")
+    compare.add_argument("--model", default="gemma3-270m", help="bundled short name, hub id or local directory")
+    compare.add_argument("--designs", default="all", help="all, or a comma-separated list of registered designs")
+    compare.add_argument("--positions", default="every:8", help="all | every:K | random:N | top-entropy:N")
+    compare.add_argument("-G", type=_positive_int, default=4, help="thoughts per position")
+    compare.add_argument("--thought-tokens", type=_non_negative_int, default=32, help="token budget per thought")
+    compare.add_argument("--temperature", type=float, default=0.7)
+    compare.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    compare.add_argument("--seed", type=_non_negative_int, default=0)
+    compare.add_argument("--max-tokens", type=_positive_int, default=None, help="truncate the document to this many tokens")
+    compare.add_argument("--json", required=True, dest="json_out", help="where to write the results")
+
     run = sub.add_parser("run", help="execute a notebook headlessly into runs/<notebook>-<timestamp>/")
     run.add_argument("notebook", help="a notebook path, stem or number (e.g. 02)")
     run.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
@@ -120,6 +134,36 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from workbench.compare import compare_designs, parse_designs
+    from workbench.data import load_documents, parse_positions, pick_document, tokenize
+    from workbench.thoughts import SamplingConfig
+
+    config = SamplingConfig(
+        G=args.G, thought_tokens=args.thought_tokens, temperature=args.temperature, seed=args.seed
+    ).validate()
+    spec = parse_positions(args.positions)
+    designs = parse_designs(args.designs)
+    document = pick_document(load_documents(args.path), args.doc)
+
+    from workbench.models import load_model, teacher_of
+    from workbench.runs import write_json
+
+    policy = load_model(args.model, dtype=args.dtype, progress=_log)
+    ids = tokenize(policy.tokenizer, document.text, args.max_tokens)
+    _log(f"{policy.label}: document {document.id!r}, {len(ids)} tokens, designs {', '.join(designs)}")
+    result = compare_designs(policy, teacher_of(policy), ids, str(spec), config, designs=designs)
+    write_json(args.json_out, result.to_json())
+    for name, st in result.stats.items():
+        out = result.outputs[name]
+        _log(
+            f"{name:>11}: mean {st['mean']:+.3f} std {st['std']:.3f} positive {st['share_positive']:.0%} "
+            f"degenerate groups {st['degenerate_group_share']:.0%} cost {out.forward_tokens} tokens {out.seconds:.1f} s"
+        )
+    print(Path(args.json_out).resolve())
+    return 0
+
+
 def _overrides(pairs: Sequence[Sequence[str]]) -> dict:
     from workbench.runner import parse_value
 
@@ -146,7 +190,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"score": cmd_score, "run": cmd_run, "report": cmd_report}[args.command](args)
+        commands = {"score": cmd_score, "compare": cmd_compare, "run": cmd_run, "report": cmd_report}
+        return commands[args.command](args)
     except WorkbenchError as exc:
         print(f"workbench {args.command}: error: {exc}", file=sys.stderr)
         return 1

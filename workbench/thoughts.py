@@ -265,6 +265,42 @@ class _SharedPrefixMode:
         _active_cache.reset(self.token)
 
 
+def row_slot_positions(targets: torch.Tensor, total_slots: int) -> torch.Tensor:
+    """slot_pos[r, s]: the position id of key slot s as row r sees it, -1 where row r must not look.
+
+    Initially a row sees the document slots before its own target t (slot s has position id s).
+    """
+    slots = torch.arange(total_slots, device=targets.device)
+    return torch.where(slots[None, :] < targets[:, None], slots[None, :], -1)
+
+
+def shared_prefix_forward(model, cache, inp, slot_pos, next_pos, write: int) -> torch.Tensor:
+    """Feed q new tokens per row (`inp` [B, q]) on top of a SharedPrefixCache; returns hidden states [B, q, d].
+
+    Row r's new tokens get position ids next_pos[r] + 0..q-1, see the key slots `slot_pos` marks as
+    visible to it and, causally, each other; sliding-window layers also drop keys a window or more back.
+    The caller records the new slots in `slot_pos` afterwards if later steps should see them.
+    """
+    q = inp.shape[1]
+    device = inp.device
+    pos = next_pos[:, None] + torch.arange(q, device=device)[None, :]  # [B, q]
+    keys_pos = slot_pos[:, : write + q].clone()
+    keys_pos[:, write : write + q] = pos  # the new tokens, causal among themselves
+    visible = keys_pos[:, None, :] >= 0
+    causal = keys_pos[:, None, :] <= pos[:, :, None]
+    full = (visible & causal)[:, None]  # [B, 1, q, S]
+    config = model.config
+    if getattr(config, "layer_types", None):
+        mask = {"full_attention": full}
+        if "sliding_attention" in layer_kinds(config):
+            window = getattr(config, "sliding_window", None) or 10**9
+            mask["sliding_attention"] = full & ((pos[:, :, None] - keys_pos[:, None, :]) < window)[:, None]
+    else:
+        mask = full
+    out = model.base_model(input_ids=inp, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+    return out.last_hidden_state
+
+
 # --------------------------------------------------------------------------- the batched sampler
 
 
@@ -305,8 +341,7 @@ class ThoughtSampler:
         if not self.open_ids or not self.close_ids:
             raise WorkbenchError("the thought template's open and close markers must not be empty")
         self.eos_ids = set(_eos_ids(policy))
-        self.kinds = layer_kinds(policy.model.config)
-        self.window = getattr(policy.model.config, "sliding_window", None) or 10**9
+        layer_kinds(policy.model.config)  # fail early on attention types the sampler cannot mask
         self._token_text: dict[int, str] = {}
 
     # -- public API -----------------------------------------------------------------------------
@@ -359,11 +394,10 @@ class ThoughtSampler:
         device = next(model.parameters()).device
         own_len = len(self.open_ids) + self.config.thought_tokens + 2 * len(self.close_ids) + 2
         cache = SharedPrefixCache(prefix, span, len(rows), own_len)
-        slots = torch.arange(span + own_len, device=device)
         t = torch.tensor([r.position for r in rows], device=device)
-        # slot_pos[r, s]: the position id of key slot s as row r sees it, -1 where row r must not look
-        # (document slots at or after its own t, unwritten slots, and tokens masked out by a rewind)
-        slot_pos = torch.where(slots[None, :] < t[:, None], slots[None, :], -1)
+        # -1 marks what a row must not see: document slots at or after its t, unwritten slots, and
+        # tokens hidden again by a rewind
+        slot_pos = row_slot_positions(t, span + own_len)
         next_pos = t.clone()  # the position id of each row's next input token
         active = list(range(len(rows)))  # indices into `rows` of the rows still in the batch
         write = span  # the next key slot; every row writes one token per step into the same slot
@@ -477,27 +511,10 @@ class ThoughtSampler:
 
     def _step(self, cache, inp, slot_pos, next_pos, write: int, want: list[int]) -> torch.Tensor:
         """Feed q new tokens per row; return the logits of the last new token of the rows in `want`."""
-        q = inp.shape[1]
-        device = inp.device
-        pos = next_pos[:, None] + torch.arange(q, device=device)[None, :]  # [B, q]
-        keys_pos = slot_pos[:, : write + q].clone()
-        keys_pos[:, write : write + q] = pos  # the new tokens, causal among themselves
-        visible = keys_pos[:, None, :] >= 0
-        causal = keys_pos[:, None, :] <= pos[:, :, None]
-        full = (visible & causal)[:, None]  # [B, 1, q, S]
-        if getattr(self.policy.model.config, "layer_types", None):
-            mask = {"full_attention": full}
-            if "sliding_attention" in self.kinds:
-                mask["sliding_attention"] = full & ((pos[:, :, None] - keys_pos[:, None, :]) < self.window)[:, None]
-        else:
-            mask = full
         with torch.inference_mode():
-            out = self.policy.model.base_model(
-                input_ids=inp, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
-            )
-            hidden = out.last_hidden_state[:, -1]
+            hidden = shared_prefix_forward(self.policy.model, cache, inp, slot_pos, next_pos, write)[:, -1]
             if len(want) < hidden.shape[0]:
-                hidden = hidden.index_select(0, torch.tensor(want, dtype=torch.long, device=device))
+                hidden = hidden.index_select(0, torch.tensor(want, dtype=torch.long, device=inp.device))
             return lm_logits(self.policy.model, hidden)
 
     def _to_thought(self, doc: list[int], row: _Row) -> Thought:

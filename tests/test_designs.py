@@ -1,0 +1,141 @@
+"""Reward designs: hand-checkable cases, modifier invariants (hypothesis), and the real bundled model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.reference import logp_next
+from workbench.compare import compare_designs, group_stats, parse_designs
+from workbench.data import tokenize
+from workbench.designs import (
+    DESIGNS,
+    DesignInput,
+    clip,
+    delta,
+    flip,
+    group_centred,
+    length_budget,
+    reasoning_pattern,
+    register_design,
+)
+from workbench.errors import WorkbenchError
+from workbench.models import teacher_of
+from workbench.rewards import reward_map
+from workbench.scoring import score_continuations
+from workbench.thoughts import SamplingConfig
+
+floats = st.floats(-50, 50, allow_nan=False)
+
+
+def test_hand_checked_modifiers():
+    assert clip(np.array([3.0, 0.5, -1.0]), 1.0).tolist() == [0.0, -0.5, -2.0]
+    assert delta(np.array([5.0, 3.0, 4.0])).tolist() == [2.0, -1.0, 4.0]
+    assert group_centred(np.array([1.0, 3.0, 10.0, 10.0]), np.array([0, 0, 1, 1])).tolist() == [-1.0, 1.0, 0.0, 0.0]
+    assert reasoning_pattern(["First, because x = 2, then...", "nothing"]).tolist() == [4.0, 0.0]
+    assert length_budget(np.array([10, 20, 30, 45]), step=0, total_steps=10, b0=20, b_min=5, gamma=0.5).tolist() == [
+        1.0, 1.0, 0.5, 0.0]
+    # the budget shrinks with the step: at the last step B = max(5, 20 * 0.5) = 10
+    assert length_budget(np.array([10, 15]), step=10, total_steps=10, b0=20, b_min=5, gamma=0.5).tolist() == [1.0, 0.5]
+
+
+@given(st.lists(floats, min_size=1, max_size=30), st.floats(-10, 10))
+def test_clip_never_positive_and_monotone(rewards, eta):
+    r = np.array(rewards)
+    out = clip(r, eta)
+    assert (out <= 0).all()
+    order = np.argsort(r, kind="stable")
+    assert (np.diff(out[order]) >= -1e-12).all()
+
+
+@given(st.lists(floats, min_size=1, max_size=30))
+def test_delta_telescopes_to_the_first_reward(rewards):
+    out = delta(np.array(rewards))
+    assert out.sum() == pytest.approx(rewards[0], abs=1e-9)
+    assert out[-1] == rewards[-1]
+
+
+@given(st.lists(floats, min_size=2, max_size=30), st.integers(1, 5))
+def test_group_centring_zeroes_every_group_mean(rewards, n_groups):
+    r = np.array(rewards)
+    groups = np.arange(len(r)) % n_groups
+    out = group_centred(r, groups)
+    for g in np.unique(groups):
+        assert out[groups == g].mean() == pytest.approx(0.0, abs=1e-9)
+
+
+@given(st.lists(st.sampled_from([0.0, 1.0]), min_size=1, max_size=50), st.integers(0, 10**6))
+def test_flip_keeps_binary_rewards_binary(rewards, seed):
+    out = flip(np.array(rewards), 0.4, np.random.default_rng(seed))
+    assert set(out.tolist()) <= {0.0, 1.0}
+    assert flip(np.array(rewards), 0.0, np.random.default_rng(seed)).tolist() == rewards
+    assert flip(np.array(rewards), 1.0, np.random.default_rng(seed)).tolist() == [1.0 - r for r in rewards]
+
+
+def test_group_stats_degenerate_and_snr():
+    groups = np.array([0, 0, 1, 1])
+    s = group_stats(np.array([1.0, 1.0, 0.0, 2.0]), groups)
+    assert s["degenerate_group_share"] == 0.5
+    assert s["advantage_snr"] == pytest.approx(0.0 / 0.5)
+    s = group_stats(np.array([0.0, 0.0, 5.0, 5.0]), groups)
+    assert s["degenerate_group_share"] == 1.0 and s["advantage_snr"] is None
+
+
+def test_unknown_design_is_rejected():
+    assert parse_designs("all") == list(DESIGNS)
+    with pytest.raises(WorkbenchError, match="unknown design"):
+        parse_designs("rlp,nonsense")
+
+
+@pytest.mark.model
+def test_continuations_and_designs_on_the_real_model(gemma_fp32, math_doc):
+    ids = tokenize(gemma_fp32.tokenizer, math_doc.text, 100)
+    teacher = teacher_of(gemma_fp32)
+    rm = reward_map(gemma_fp32, teacher, ids, "every:23", SamplingConfig(G=3, thought_tokens=6, seed=4))
+    cs = score_continuations(gemma_fp32, ids, rm.thoughts, rm.template, n_next=3)
+    for th, lp in zip(rm.thoughts, cs.logp):
+        t = th.position
+        ref = [logp_next(gemma_fp32.model, th.scored_ids + ids[t : t + k], ids[t + k]) for k in range(len(lp))]
+        np.testing.assert_allclose(lp, ref, atol=2e-3)
+    inp = DesignInput(gemma_fp32, teacher, rm)
+    rlp = DESIGNS["rlp"](inp).rewards
+    np.testing.assert_allclose(rlp, rm.rewards)  # the foundation's reward, unchanged
+    # one look-ahead token, group-centred, is RLP's reward centred per position (teacher = policy at step 0)
+    np.testing.assert_allclose(DESIGNS["quiet_star"](inp, n_true=1).rewards, group_centred(rlp, inp.groups()), atol=2e-3)
+    np.testing.assert_allclose(DESIGNS["vr_cli"](inp, segment=1, threshold=-np.inf).rewards, rlp, atol=2e-3)
+    np.testing.assert_allclose(
+        DESIGNS["nover"](inp, segment=1).rewards, np.exp([th.logp_with_thought for th in rm.thoughts]), rtol=3e-3
+    )
+    certainty = DESIGNS["intuitor"](inp).rewards
+    assert (certainty >= 0).all() and certainty.max() > 0  # a KL divergence
+
+
+@pytest.mark.model
+def test_compare_all_designs_and_a_user_design(gemma_bf16, math_doc):
+    @register_design("thought_length")
+    def thought_length(inp):
+        """A user's design: longer thoughts score more (for the test only)."""
+        from workbench.designs import DesignOutput
+
+        return DesignOutput(np.array([float(th.length) for th in inp.thoughts]), 0, 0.0)
+
+    try:
+        ids = tokenize(gemma_bf16.tokenizer, math_doc.text, 80)
+        result = compare_designs(
+            gemma_bf16, teacher_of(gemma_bf16), ids, "every:20", SamplingConfig(G=2, thought_tokens=6), designs="all"
+        )
+        js = result.to_json()
+        assert set(js["designs"]) == set(DESIGNS)
+        for name, d in js["designs"].items():
+            assert len(d["rewards"]) == len(result.reward_map.thoughts)
+            assert {"mean", "std", "degenerate_group_share", "cost"} <= set(d)
+        assert js["spearman"]["rlp"]["rlp"] == pytest.approx(1.0)
+        # rlp reuses the sampling pass; the look-ahead designs and intuitor read one shared scoring pass
+        costs = {n: d["cost"]["forward_tokens"] for n, d in js["designs"].items()}
+        assert costs["rlp"] == 0
+        assert costs["quiet_star"] == costs["vr_cli"] == costs["nover"] == costs["intuitor"] > 0
+        assert js["total_cost"]["forward_tokens"] < sum(costs.values()) + js["sampling"]["forward_tokens"] + len(ids)
+    finally:
+        DESIGNS.pop("thought_length", None)

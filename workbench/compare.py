@@ -1,0 +1,151 @@
+"""Score the same positions and the same sampled thoughts with several reward designs, side by side.
+
+Per design: mean, std, share of positive rewards, share of degenerate groups (all G rewards equal, so the
+group-relative advantage is zero - PretrainZero's collapse finding), the advantage signal-to-noise ratio
+(spread of the position means over the mean spread within a position), and what it cost; plus the
+Spearman correlation between designs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from workbench.designs import DESIGNS, DesignInput, DesignOutput
+from workbench.errors import WorkbenchError
+from workbench.models import ModelHandle
+from workbench.rewards import RewardMap, reward_map
+from workbench.thoughts import SamplingConfig, ThoughtTemplate
+
+
+def parse_designs(spec: str | list[str]) -> list[str]:
+    names = list(DESIGNS) if spec == "all" else ([s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec))
+    unknown = [n for n in names if n not in DESIGNS]
+    if unknown or not names:
+        raise WorkbenchError(f"unknown design(s) {', '.join(unknown) or '(none)'}; available: {', '.join(DESIGNS)}, or all")
+    return names
+
+
+def group_stats(rewards: np.ndarray, groups: np.ndarray) -> dict[str, float | None]:
+    """Degenerate-group share and advantage SNR of rewards grouped by position."""
+    means, spreads, degenerate = [], [], 0
+    keys = np.unique(groups)
+    for g in keys:
+        r = rewards[groups == g]
+        means.append(r.mean())
+        spreads.append(r.std())
+        degenerate += int(np.ptp(r) <= 1e-9 * max(1.0, np.abs(r).max()))
+    within = float(np.mean(spreads)) if spreads else 0.0
+    between = float(np.std(means)) if means else 0.0
+    return {
+        "degenerate_group_share": degenerate / len(keys) if len(keys) else float("nan"),
+        "advantage_snr": between / within if within > 0 else None,
+    }
+
+
+@dataclass
+class Comparison:
+    reward_map: RewardMap
+    outputs: dict[str, DesignOutput]
+    sampling_seconds: float
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    total_cost: dict[str, float] = field(default_factory=dict)  # what the whole comparison ran
+
+    def frame(self) -> pd.DataFrame:
+        """One row per thought, one column per design."""
+        df = self.reward_map.to_dataframe()[["position", "target", "thought_index", "thought", "thought_tokens"]]
+        for name, out in self.outputs.items():
+            df[name] = out.rewards
+        return df
+
+    def spearman(self) -> pd.DataFrame:
+        return self.frame()[list(self.outputs)].corr(method="spearman")
+
+    def to_json(self) -> dict:
+        rm = self.reward_map
+        spearman = self.spearman()
+        return {
+            "model": rm.model,
+            "teacher": rm.teacher,
+            "dtype": rm.dtype,
+            "seed": rm.config.seed,
+            "settings": {**rm.config.as_dict(), "positions": rm.positions_spec},
+            "document_ids": rm.document_ids,
+            "positions": rm.positions,
+            "thoughts": [{"position": th.position, "text": th.text, "tokens": th.length} for th in rm.thoughts],
+            "sampling": {"forward_tokens": rm.generated_tokens, "seconds": self.sampling_seconds},
+            "total_cost": self.total_cost,
+            "designs": {
+                name: {
+                    "rewards": [float(r) for r in out.rewards],
+                    **self.stats[name],
+                    "cost": {"forward_tokens": out.forward_tokens, "seconds": out.seconds},
+                }
+                for name, out in self.outputs.items()
+            },
+            "spearman": {
+                a: {b: (None if math.isnan(v) else float(v)) for b, v in row.items()} for a, row in spearman.iterrows()
+            },
+        }
+
+
+def compare_designs(
+    policy: ModelHandle,
+    teacher: ModelHandle,
+    document_ids: list[int],
+    positions: str = "every:8",
+    config: SamplingConfig = SamplingConfig(),
+    template: ThoughtTemplate = ThoughtTemplate(),
+    designs: str | list[str] = "all",
+    options: dict[str, dict[str, Any]] | None = None,
+    progress=None,
+) -> Comparison:
+    """Sample once, then score the same thoughts with every selected design."""
+    names = parse_designs(designs)
+    options = options or {}
+    start = time.perf_counter()
+    rm = reward_map(policy, teacher, document_ids, positions, config, template, progress=progress)
+    sampling_seconds = time.perf_counter() - start
+    # one continuation pass long enough for every selected look-ahead design, with self-certainty if needed
+    lookahead = [_lookahead(DESIGNS[n], options.get(n, {})) for n in names]
+    inp = DesignInput(
+        policy, teacher, rm, prefetch_n=max(lookahead, default=0), prefetch_certainty="intuitor" in names
+    )
+    outputs: dict[str, DesignOutput] = {}
+    stats: dict[str, dict[str, Any]] = {}
+    groups = inp.groups()
+    for name in names:
+        out = DESIGNS[name](inp, **options.get(name, {}))
+        if len(out.rewards) != len(rm.thoughts):
+            raise RuntimeError(f"design {name} returned {len(out.rewards)} rewards for {len(rm.thoughts)} thoughts")
+        outputs[name] = out
+        r = np.asarray(out.rewards, dtype=float)
+        stats[name] = {
+            "mean": float(r.mean()),
+            "std": float(r.std()),
+            "share_positive": float((r > 0).mean()),
+            **group_stats(r, groups),
+            "seconds_per_reward": out.seconds / len(r) if len(r) else float("nan"),
+        }
+    extra = list(inp._continuations.values())
+    total = {
+        "forward_tokens": rm.generated_tokens + len(document_ids) + sum(c.forward_tokens for c in extra),
+        "seconds": sampling_seconds + sum(c.seconds for c in extra),
+    }
+    return Comparison(rm, outputs, sampling_seconds, stats, total)
+
+
+def _lookahead(fn, opts: dict[str, Any]) -> int:
+    """How many continuation tokens a design reads (its n_true or segment option), 0 if none."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    for name in ("n_true", "segment"):
+        if name in params:
+            return int(opts.get(name, params[name].default))
+    return 0

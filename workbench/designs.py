@@ -1,0 +1,216 @@
+"""Reward designs for thoughts on ordinary text, behind one interface, plus composable modifiers.
+
+A design takes a `DesignInput` (one document, its positions, the thoughts sampled there and the scores
+already computed for them) and returns one reward per thought with what it cost. Designs that only need
+log-probabilities reuse the sampled thoughts and the teacher's no-think pass; each docstring gives the
+formula and the paper. Add a design by writing one function and registering it:
+
+    @register_design("my_design")
+    def my_design(inp: DesignInput, **options) -> DesignOutput:
+        ...
+
+Designs that need a different generation (a stated guess, a filled span: RPT, PretrainZero, RLPT) are
+not here yet.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from workbench.models import ModelHandle
+from workbench.rewards import RewardMap, info_gain
+from workbench.scoring import ContinuationScores, no_think_scores, score_continuations
+
+
+@dataclass
+class DesignInput:
+    """Everything a design may use; continuation scores are computed once and shared between designs."""
+
+    policy: ModelHandle
+    teacher: ModelHandle
+    reward_map: RewardMap  # the sampled thoughts, the teacher's no-think scores, the with-thought score of x_t
+    prefetch_n: int = 0  # score at least this many continuation tokens in the first pass (shared by designs)
+    prefetch_certainty: bool = False  # and the thought tokens' self-certainty in that same pass
+    _continuations: dict = field(default_factory=dict, repr=False)
+    _policy_no_think: object = field(default=None, repr=False)
+
+    @property
+    def thoughts(self):
+        return self.reward_map.thoughts
+
+    def groups(self) -> np.ndarray:
+        """The position of each thought: thoughts sharing it form a group of G."""
+        return np.array([th.position for th in self.thoughts])
+
+    def continuations(self, n_next: int, self_certainty: bool = False) -> ContinuationScores:
+        """Policy log-probs of (at least) the next n true tokens after each thought, computed once and shared."""
+        for (n, sc), scores in self._continuations.items():
+            if n >= n_next and (sc or not self_certainty):
+                return scores
+        n_next = max(n_next, self.prefetch_n)
+        self_certainty = self_certainty or self.prefetch_certainty
+        rm = self.reward_map
+        scores = score_continuations(
+            self.policy, rm.document_ids, rm.thoughts, rm.template, n_next, self_certainty=self_certainty
+        )
+        self._continuations[(n_next, self_certainty)] = scores
+        return scores
+
+    def policy_no_think(self) -> tuple[np.ndarray, int, float]:
+        """The *current policy's* no-think log-probs (Quiet-STaR's baseline); the teacher's when they share weights."""
+        rm = self.reward_map
+        if self.teacher.shares_weights_with(self.policy):
+            return rm.no_think.logp, 0, 0.0
+        if self._policy_no_think is None:
+            start = time.perf_counter()
+            scores, _ = no_think_scores(self.policy, rm.document_ids)
+            self._policy_no_think = (scores.logp, len(rm.document_ids), time.perf_counter() - start)
+        return self._policy_no_think
+
+
+@dataclass
+class DesignOutput:
+    """Rewards and the cost of the extra passes the design read (beyond sampling and the no-think pass).
+
+    A pass shared by several designs is counted in full for each of them: the cost is what the design
+    would need on its own. `Comparison.total_cost` says what the comparison actually ran.
+    """
+
+    rewards: np.ndarray  # one per thought, in the order of DesignInput.thoughts
+    forward_tokens: int
+    seconds: float
+
+
+DesignFn = Callable[..., DesignOutput]
+DESIGNS: dict[str, DesignFn] = {}
+
+
+def register_design(name: str) -> Callable[[DesignFn], DesignFn]:
+    def add(fn: DesignFn) -> DesignFn:
+        DESIGNS[name] = fn
+        return fn
+
+    return add
+
+
+
+
+# --------------------------------------------------------------------------- designs
+
+
+@register_design("rlp")
+def rlp(inp: DesignInput) -> DesignOutput:
+    """RLP (arXiv 2510.01265): information gain of the next token against the EMA teacher without a thought,
+    r = log p_theta(x_t | x_<t, c) - log p_phi(x_t | x_<t). Reuses the sampling pass: no extra forward."""
+    rm = inp.reward_map
+    return DesignOutput(rm.rewards, 0, 0.0)
+
+
+@register_design("quiet_star")
+def quiet_star(inp: DesignInput, n_true: int = 4, clamp: bool = False) -> DesignOutput:
+    """Quiet-STaR (arXiv 2403.09629): look-ahead over the next n true tokens,
+    r = sum_{k<n} [log p(x_{t+k} | x_<t, c, x_t..x_{t+k-1}) - log p(x_{t+k} | x_<t+k)],
+    baseline = the *current* model without a thought; the mean over the position's thoughts is
+    subtracted; optionally negative rewards are clamped to 0."""
+    scores = inp.continuations(n_true)
+    base, base_tokens, base_s = inp.policy_no_think()
+    raw = np.array(
+        [
+            float(np.sum(lp[:n_true] - base[th.position : th.position + min(n_true, len(lp))]))
+            for th, lp in zip(inp.thoughts, scores.logp)
+        ]
+    )
+    rewards = group_centred(raw, inp.groups())
+    if clamp:
+        rewards = np.maximum(rewards, 0.0)
+    return DesignOutput(rewards, scores.forward_tokens + base_tokens, scores.seconds + base_s)
+
+
+@register_design("vr_cli")
+def vr_cli(inp: DesignInput, segment: int = 8, threshold: float = 0.0) -> DesignOutput:
+    """VR-CLI (arXiv 2503.22828): improvement in the next segment's mean per-token log-likelihood with the
+    thought (policy) vs without it (the frozen reference: here the teacher), kept only where it exceeds
+    `threshold` nats, else 0. RLP generalised to a multi-token span."""
+    scores = inp.continuations(segment)
+    ref = inp.reward_map.no_think.logp
+    gains = np.array(
+        [
+            float(np.mean(lp[:segment]) - np.mean(ref[th.position : th.position + min(segment, len(lp))]))
+            for th, lp in zip(inp.thoughts, scores.logp)
+        ]
+    )
+    return DesignOutput(np.where(gains > threshold, gains, 0.0), scores.forward_tokens, scores.seconds)
+
+
+@register_design("nover")
+def nover(inp: DesignInput, segment: int = 8) -> DesignOutput:
+    """NOVER (arXiv 2505.16022): the policy's own perplexity of the true continuation given the thought,
+    r = exp(-mean NLL) over the next `segment` tokens (in (0, 1]; no teacher, no baseline)."""
+    scores = inp.continuations(segment)
+    rewards = np.array([float(np.exp(np.mean(lp[:segment]))) for lp in scores.logp])
+    return DesignOutput(rewards, scores.forward_tokens, scores.seconds)
+
+
+@register_design("intuitor")
+def intuitor(inp: DesignInput) -> DesignOutput:
+    """INTUITOR (arXiv 2505.19590): self-certainty of the thought, the mean over its tokens of
+    KL(uniform || p(. | context, thought so far)). Ignores the true text entirely; empty thoughts score 0."""
+    scores = inp.continuations(1, self_certainty=True)
+    rewards = np.array([float(sc.mean()) if sc.size else 0.0 for sc in scores.self_certainty])
+    return DesignOutput(rewards, scores.forward_tokens, scores.seconds)
+
+
+# --------------------------------------------------------------------------- modifiers (pure functions)
+
+
+def group_centred(rewards: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Subtract each group's mean (the thoughts at one position form a group)."""
+    out = np.asarray(rewards, dtype=float).copy()
+    for g in np.unique(groups):
+        sel = groups == g
+        out[sel] -= out[sel].mean()
+    return out
+
+
+def clip(rewards: np.ndarray, eta: float) -> np.ndarray:
+    """Clip (arXiv 2410.15115): r~ = min(r - eta, 0), so a sum of dense rewards cannot be farmed upward."""
+    return np.minimum(np.asarray(rewards, dtype=float) - eta, 0.0)
+
+
+def delta(step_rewards: np.ndarray) -> np.ndarray:
+    """Delta (arXiv 2410.15115): r~_k = r_k - r_{k+1} along a sequence of step rewards; the last keeps r_K.
+    The sum telescopes to r_1: repeating a rewarded step gains nothing."""
+    r = np.asarray(step_rewards, dtype=float)
+    out = r.copy()
+    out[:-1] = r[:-1] - r[1:]
+    return out
+
+
+def flip(rewards: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """Reward noise (arXiv 2505.22653): with probability p a binary reward becomes 1 - r; a real-valued
+    reward changes sign."""
+    r = np.asarray(rewards, dtype=float)
+    hit = rng.random(r.shape) < p
+    binary = np.isin(r, (0.0, 1.0)).all()
+    return np.where(hit, 1.0 - r if binary else -r, r)
+
+
+REASONING_PHRASES = ("because", "therefore", "so ", "first", "then", "step", "which means", "let ", "=")
+
+
+def reasoning_pattern(texts: list[str], phrases: tuple[str, ...] = REASONING_PHRASES, weight: float = 1.0) -> np.ndarray:
+    """Reasoning-pattern reward (arXiv 2505.22653): weight x the number of key reasoning phrases in each thought."""
+    return np.array([weight * sum(t.lower().count(p) for p in phrases) for t in texts], dtype=float)
+
+
+def length_budget(lengths: np.ndarray, step: int, total_steps: int, b0: int, b_min: int, gamma: float) -> np.ndarray:
+    """RMT-style length reward (arXiv 2509.24375) under a shrinking budget B_t = max(B_min, B_0 * gamma^(t/T)):
+    1 within the budget, falling linearly to 0 at twice the budget (the falloff is our choice; the paper's
+    exact shape is not given in the reference card)."""
+    budget = max(b_min, b0 * gamma ** (step / max(total_steps, 1)))
+    over = (np.asarray(lengths, dtype=float) - budget) / budget
+    return np.clip(1.0 - over, 0.0, 1.0)
