@@ -17,6 +17,8 @@ SMALL = {
     "01_sampling_thoughts": ["positions", "every:60", "G", "2", "thought_tokens", "6",
                              "sweep_temperatures", "[0.0, 1.0]", "sweep_budgets", "[2, 6]", "max_tokens", "160"],
     "02_information_gain": ["positions", "every:12", "G", "2", "thought_tokens", "6", "max_tokens", "120"],
+    "03_reward_designs": ["positions", "every:30", "G", "2", "thought_tokens", "6", "max_tokens", "120",
+                          "sweep_G", "[1, 2]", "sweep_budgets", "[2, 6]"],
 }
 
 
@@ -59,6 +61,9 @@ def test_notebook_runs_headlessly(tmp_path, stem):
     assert "Plotly.newPlot" in page  # charts are embedded with plotly.js inline: the report works offline
     if stem == "02_information_gain":
         assert "mean reward (nats)" in page and "hover a token" in page  # the token heat map
+    if stem == "03_reward_designs":
+        assert page.count("hover a token") >= 5  # one token map per design
+        assert set(metrics["designs"]) >= {"rlp", "quiet_star", "vr_cli", "nover", "intuitor", "reasoning_pattern"}
 
 
 def test_bad_parameter_is_rejected_before_the_kernel_starts(tmp_path):

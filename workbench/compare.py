@@ -140,6 +140,34 @@ def compare_designs(
     return Comparison(rm, outputs, sampling_seconds, stats, total)
 
 
+def sweep(
+    policy: ModelHandle,
+    teacher: ModelHandle,
+    document_ids: list[int],
+    positions: str,
+    base: SamplingConfig,
+    setting: str,
+    values: list,
+    designs: str | list[str] = "all",
+    template: ThoughtTemplate = ThoughtTemplate(),
+) -> pd.DataFrame:
+    """Compare the designs at each value of one sampling setting (G, thought_tokens or temperature).
+
+    One row per (value, design) with that design's statistics.
+    """
+    import dataclasses
+
+    if setting not in ("G", "thought_tokens", "temperature", "top_p"):
+        raise WorkbenchError(f"cannot sweep {setting!r}; sweep G, thought_tokens, temperature or top_p")
+    rows = []
+    for value in values:
+        config = dataclasses.replace(base, **{setting: value}).validate()
+        result = compare_designs(policy, teacher, document_ids, positions, config, template, designs)
+        for name, st in result.stats.items():
+            rows.append({setting: value, "design": name, **st, "forward_tokens": result.outputs[name].forward_tokens})
+    return pd.DataFrame(rows)
+
+
 def _lookahead(fn, opts: dict[str, Any]) -> int:
     """How many continuation tokens a design reads (its n_true or segment option), 0 if none."""
     import inspect

@@ -57,6 +57,13 @@ def _positions(value: Any) -> str:
     return str(parse_positions(_str(value)))
 
 
+def _designs(value: Any) -> str:
+    from workbench.compare import parse_designs
+
+    parse_designs(_str(value))
+    return value
+
+
 def _dtype(value: Any) -> str:
     if value not in DTYPES:
         raise WorkbenchError(f"expected one of {', '.join(DTYPES)}, got {value!r}")
@@ -85,6 +92,8 @@ SCHEMA: dict[str, Callable[[Any], Any]] = {
     "max_tokens": _int(2, 100_000),
     "sweep_temperatures": _list_of(_float(0.0, 100.0)),
     "sweep_budgets": _list_of(_int(0, 4096)),
+    "sweep_G": _list_of(_int(1, 256)),
+    "designs": _designs,
     "run_dir": _str,
 }
 

@@ -79,9 +79,14 @@ class RewardMap:
             )
         return pd.DataFrame(rows)
 
-    def per_position(self) -> pd.DataFrame:
-        """One row per scored position: mean/best/worst reward over its thoughts."""
+    def per_position(self, rewards: np.ndarray | None = None) -> pd.DataFrame:
+        """One row per scored position: mean/best/worst reward over its thoughts.
+
+        `rewards` (one per thought) replaces the information gain, e.g. with another design's rewards.
+        """
         df = self.to_dataframe()
+        if rewards is not None:
+            df["reward"] = np.asarray(rewards, dtype=float)
         grouped = df.groupby("position")
         out = grouped.agg(
             target=("target", "first"),

@@ -20,7 +20,7 @@ from workbench.params import validate
 from workbench.runs import new_run_dir, versions, write_json
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-CURATED = ("01_sampling_thoughts", "02_information_gain")
+CURATED = ("01_sampling_thoughts", "02_information_gain", "03_reward_designs")
 
 
 def find_notebook(name: str) -> Path:

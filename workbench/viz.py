@@ -68,13 +68,19 @@ def _shorten(text: str, limit: int = 160) -> str:
 # --------------------------------------------------------------------------- heat map
 
 
-def token_heatmap(rm: RewardMap, max_abs: float | None = None, title: str | None = None) -> str:
+def token_heatmap(
+    rm: RewardMap,
+    max_abs: float | None = None,
+    title: str | None = None,
+    rewards: np.ndarray | None = None,
+    unit: str = "nats",
+) -> str:
     """The document, each scored token coloured by its mean reward over thoughts (HTML string).
 
     Hover a token for its reward, no-think surprisal and entropy, and its best and worst thought.
-    Unscored tokens are grey.
+    Unscored tokens are grey. `rewards` (one per thought) shows another design instead of the information gain.
     """
-    per = rm.per_position().set_index("position")
+    per = rm.per_position(rewards).set_index("position")
     if max_abs is None:
         values = per["mean_reward"].abs().to_numpy()
         max_abs = float(np.percentile(values, 95)) if values.size else 1.0
@@ -86,7 +92,7 @@ def token_heatmap(rm: RewardMap, max_abs: float | None = None, title: str | None
             r = float(row["mean_reward"])
             tip = (
                 f"t={t} target {token!r}\n"
-                f"mean reward {r:+.3f} nats over {rm.config.G} thoughts "
+                f"mean reward {r:+.3f} {unit} over {rm.config.G} thoughts "
                 f"(best {row['max_reward']:+.3f}, worst {row['min_reward']:+.3f})\n"
                 f"no-think surprisal {-row['logp_no_think']:.3f} nats, entropy {row['entropy_no_think']:.3f} nats\n"
                 f"best thought: {_shorten(row['best_thought'])}\n"
@@ -108,7 +114,7 @@ def token_heatmap(rm: RewardMap, max_abs: float | None = None, title: str | None
         "<div style='font-family:monospace;font-size:13px;line-height:1.9;white-space:pre-wrap;"
         "border:1px solid #ddd;padding:8px;max-width:100%'>"
         f"{header}{''.join(spans)}"
-        f"<div style='margin-top:8px;font-family:sans-serif;font-size:11px;color:#444'>mean reward (nats): {legend}"
+        f"<div style='margin-top:8px;font-family:sans-serif;font-size:11px;color:#444'>mean reward ({unit}): {legend}"
         f" &nbsp; model {html.escape(rm.model)}, teacher {html.escape(rm.teacher)}; grey = not scored; "
         "hover a token for details</div></div>"
     )
@@ -215,6 +221,12 @@ def summary_bars(frame: pd.DataFrame, x: str, columns: list[str], title: str) ->
         fig.add_trace(go.Bar(x=frame[x].astype(str), y=frame[col], name=col, showlegend=False), row=1, col=i)
         fig.update_xaxes(title_text=x, row=1, col=i)
     fig.update_layout(title=title, height=350)
+    return fig
+
+
+def correlation_heatmap(matrix: pd.DataFrame, title: str = "Spearman correlation between designs") -> go.Figure:
+    fig = px.imshow(matrix.astype(float), text_auto=".2f", color_continuous_scale="RdBu", zmin=-1, zmax=1, title=title)
+    fig.update_layout(height=420)
     return fig
 
 
