@@ -301,6 +301,19 @@ def shared_prefix_forward(model, cache, inp, slot_pos, next_pos, write: int) -> 
     return out.last_hidden_state
 
 
+def thought_before_marker(ids: list[int], close: str, tokenizer) -> list[int] | None:
+    """If the decoded `ids` contain the closing marker text, the longest prefix of `ids` whose text ends
+    before the marker starts; else None. (For markers the model spells with other tokens than the canonical ones.)"""
+    text = tokenizer.decode(ids)
+    cut = text.find(close)
+    if cut < 0:
+        return None
+    keep = len(ids)
+    while keep > 0 and len(tokenizer.decode(ids[:keep])) > cut:
+        keep -= 1
+    return list(ids[:keep])
+
+
 # --------------------------------------------------------------------------- the batched sampler
 
 
@@ -478,15 +491,12 @@ class ThoughtSampler:
             return
         if self.template.close[-1] not in self._text_of(token):
             return
-        text = self.policy.tokenizer.decode(row.generated)
-        cut = text.find(self.template.close)
-        if cut < 0:
+        kept = thought_before_marker(row.generated, self.template.close, self.policy.tokenizer)
+        if kept is None:
             return
         # the model wrote the marker with other tokens: keep the thought tokens before it, hide the
         # rest from this row, and feed the canonical marker right after the kept thought
-        keep = len(row.generated)
-        while keep > 0 and len(self.policy.tokenizer.decode(row.generated[:keep])) > cut:
-            keep -= 1
+        keep = len(kept)
         drop = len(row.generated) - keep - 1  # tokens after the kept ones already written to the cache
         if drop > 0:
             slot_pos[b, write - drop : write] = -1
