@@ -139,3 +139,40 @@ def test_compare_all_designs_and_a_user_design(gemma_bf16, math_doc):
         assert js["total_cost"]["forward_tokens"] < sum(costs.values()) + js["sampling"]["forward_tokens"] + len(ids)
     finally:
         DESIGNS.pop("thought_length", None)
+
+
+def test_rpt_prefix_match_needs_a_token_boundary():
+    from workbench.designs import byte_prefix_match
+
+    truth = [b" 3", b".", b"50", b" each"]
+    assert byte_prefix_match(b" 3", truth)
+    assert byte_prefix_match(b" 3.50", truth)
+    assert byte_prefix_match(b" 3.50 each", truth)
+    assert not byte_prefix_match(b" 3.5", truth)  # a prefix of the text, but not on a token boundary
+    assert not byte_prefix_match(b" 4", truth)
+    assert not byte_prefix_match(b"", truth)
+    assert not byte_prefix_match(b" 3.50 each and more", truth)
+
+
+@pytest.mark.model
+def test_rpt_guess_after_the_thought_is_the_models_next_token(gemma_fp32, math_doc):
+    """Greedy: the 1-token guess after the thought is the argmax of log p(. | scored_ids), checked against a
+    plain forward; the reward is 1 exactly where that guess is the true next token's text."""
+    import torch
+
+    from workbench.thoughts import sample_after_thoughts
+
+    ids = tokenize(gemma_fp32.tokenizer, math_doc.text, 90)
+    config = SamplingConfig(G=2, thought_tokens=5, temperature=0.0)
+    rm = reward_map(gemma_fp32, teacher_of(gemma_fp32), ids, "every:9", config)
+    guesses = sample_after_thoughts(gemma_fp32, ids, rm.thoughts, rm.template, 3, config)
+    for th, guess in zip(rm.thoughts, guesses):
+        with torch.no_grad():
+            out = gemma_fp32.model.generate(torch.tensor([th.scored_ids]), max_new_tokens=3, do_sample=False)
+        assert guess == out[0, len(th.scored_ids) :].tolist()[: len(guess)]
+    inp = DesignInput(gemma_fp32, teacher_of(gemma_fp32), rm)
+    rewards = DESIGNS["rpt"](inp).rewards
+    tok = gemma_fp32.tokenizer
+    expected = [float(tok.decode(g[:1]) == tok.decode([ids[th.position]])) for th, g in zip(rm.thoughts, guesses)]
+    assert set(rewards.tolist()) <= {0.0, 1.0}
+    np.testing.assert_array_equal(rewards, expected)

@@ -9,8 +9,8 @@ formula and the paper. Add a design by writing one function and registering it:
     def my_design(inp: DesignInput, **options) -> DesignOutput:
         ...
 
-Designs that need a different generation (a stated guess, a filled span: RPT, PretrainZero, RLPT) are
-not here yet.
+RPT's stated guess is a second generation after the same thoughts. PretrainZero (a masked span to fill)
+and RLPT (a next segment judged by a sentence embedder) are not here yet.
 """
 
 from __future__ import annotations
@@ -214,3 +214,44 @@ def length_budget(lengths: np.ndarray, step: int, total_steps: int, b0: int, b_m
     budget = max(b_min, b0 * gamma ** (step / max(total_steps, 1)))
     over = (np.asarray(lengths, dtype=float) - budget) / budget
     return np.clip(1.0 - over, 0.0, 1.0)
+
+
+def byte_prefix_match(guess: bytes, continuation_tokens: list[bytes]) -> bool:
+    """RPT's prefix match: the guess's bytes equal the first k tokens' bytes of the true continuation for
+    some k >= 1 (a prefix that ends on a token boundary)."""
+    if not guess:
+        return False
+    acc = b""
+    for piece in continuation_tokens:
+        acc += piece
+        if acc == guess:
+            return True
+        if len(acc) >= len(guess) or not guess.startswith(acc):
+            return False
+    return False
+
+
+@register_design("rpt")
+def rpt(inp: DesignInput, guess_tokens: int = 1, min_entropy: float = 0.0) -> DesignOutput:
+    """RPT (arXiv 2506.08007): after the thought the model states its guess of the next token(s) - here
+    the `guess_tokens` tokens it writes after the closing marker (fewer if it ends the text), sampled with
+    the thoughts' seed and temperature; reward 1 if the guess's bytes are a prefix of the true continuation
+    ending on a token boundary, else 0. Positions whose no-think entropy is below `min_entropy` nats are filtered out
+    (reward 0), RPT's easy-token filter (the paper uses a proxy model's top-16 entropy)."""
+    from workbench.thoughts import sample_after_thoughts
+
+    rm = inp.reward_map
+    tok = inp.policy.tokenizer
+    start = time.perf_counter()
+    guesses = sample_after_thoughts(inp.policy, rm.document_ids, rm.thoughts, rm.template, guess_tokens, rm.config)
+    seconds = time.perf_counter() - start
+    rewards = []
+    for th, guess in zip(rm.thoughts, guesses):
+        t = th.position
+        if rm.no_think.entropy[t] < min_entropy:
+            rewards.append(0.0)
+            continue
+        truth = [tok.decode([i]).encode() for i in rm.document_ids[t : t + 64]]
+        rewards.append(float(byte_prefix_match(tok.decode(guess).encode(), truth)))
+    forward = sum(len(th.ids) + len(rm.template.open_ids(tok)) + len(rm.template.close_ids(tok)) + len(g) for th, g in zip(rm.thoughts, guesses))
+    return DesignOutput(np.array(rewards), forward, seconds)

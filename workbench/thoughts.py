@@ -550,3 +550,67 @@ def _eos_ids(policy: ModelHandle) -> list[int]:
             continue
         ids.extend(value if isinstance(value, (list, tuple)) else [value])
     return sorted(set(int(i) for i in ids))
+
+
+def sample_after_thoughts(
+    policy: ModelHandle,
+    document_ids: list[int],
+    thoughts: list[Thought],
+    template: ThoughtTemplate,
+    n_tokens: int,
+    config: SamplingConfig = SamplingConfig(),
+    prefix=None,
+    max_rows: int = 128,
+) -> list[list[int]]:
+    """What the model writes after each thought's closing marker: up to `n_tokens` sampled tokens per thought
+    (stopping at EOS), e.g. its stated guess of the continuation (RPT).
+
+    Each row feeds open + thought + close in one right-padded step on the shared document prefix; padding
+    slots are then hidden from the row, and the guess decodes one token per row per step.
+    """
+    model, tok = policy.model, policy.tokenizer
+    device = next(model.parameters()).device
+    open_ids, close_ids = template.open_ids(tok), template.close_ids(tok)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    eos = set(_eos_ids(policy))
+    span = max(th.position for th in thoughts)
+    if prefix is None or prefix.layers[0].keys.shape[2] < span:
+        _, prefix = encode_prefix(model, document_ids[:span], span)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    guesses: list[list[int]] = []
+    for first in range(0, len(thoughts), max_rows):
+        chunk = thoughts[first : first + max_rows]
+        owns = [open_ids + list(th.ids) + close_ids for th in chunk]
+        width = max(len(o) for o in owns)
+        lengths = torch.tensor([len(o) for o in owns], device=device)
+        inp = torch.tensor([o + [pad] * (width - len(o)) for o in owns], device=device)
+        t = torch.tensor([th.position for th in chunk], device=device)
+        cache = SharedPrefixCache(prefix, span, len(chunk), width + n_tokens + 1)
+        slot_pos = row_slot_positions(t, span + width + n_tokens + 1)
+        rows_out: list[list[int]] = [[] for _ in chunk]
+        alive = [True] * len(chunk)
+        with _SharedPrefixMode(model, cache), torch.inference_mode():
+            hidden = shared_prefix_forward(model, cache, inp, slot_pos, t.clone(), span)
+            offsets = torch.arange(width, device=device)
+            real = offsets[None, :] < lengths[:, None]
+            slot_pos[:, span : span + width] = torch.where(real, t[:, None] + offsets[None, :], -1)
+            last = hidden[torch.arange(len(chunk), device=device), lengths - 1]
+            next_pos = t + lengths
+            write = span + width
+            for _ in range(n_tokens):
+                tokens = sample_tokens(lm_logits(model, last), config.temperature, config.top_p, generator).tolist()
+                for r, token in enumerate(tokens):
+                    if alive[r]:
+                        if token in eos:
+                            alive[r] = False
+                        else:
+                            rows_out[r].append(token)
+                if not any(alive):
+                    break
+                step = torch.tensor(tokens, device=device)[:, None]
+                last = shared_prefix_forward(model, cache, step, slot_pos, next_pos, write)[:, -1]
+                slot_pos[:, write] = next_pos
+                next_pos = next_pos + 1
+                write += 1
+        guesses.extend(rows_out)
+    return guesses
