@@ -176,3 +176,27 @@ def test_rpt_guess_after_the_thought_is_the_models_next_token(gemma_fp32, math_d
     expected = [float(tok.decode(g[:1]) == tok.decode([ids[th.position]])) for th, g in zip(rm.thoughts, guesses)]
     assert set(rewards.tolist()) <= {0.0, 1.0}
     np.testing.assert_array_equal(rewards, expected)
+
+
+@pytest.mark.model
+def test_pretrainzero_and_rlpt_on_the_real_model(gemma_fp32, math_doc):
+    """Greedy fills: exact-match rewards agree with a direct comparison; RLPT's similarity is 1 for a perfect
+    next segment and lies in [-1, 1]."""
+    from workbench.designs import sentence_embedder
+    from workbench.thoughts import sample_after_thoughts
+
+    ids = tokenize(gemma_fp32.tokenizer, math_doc.text, 90)
+    config = SamplingConfig(G=2, thought_tokens=4, temperature=0.0)
+    rm = reward_map(gemma_fp32, teacher_of(gemma_fp32), ids, "every:15", config)
+    inp = DesignInput(gemma_fp32, teacher_of(gemma_fp32), rm)
+    tok = gemma_fp32.tokenizer
+    fills = sample_after_thoughts(gemma_fp32, ids, rm.thoughts, rm.template, 2, config)
+    expected = [float(tok.decode(f) == tok.decode(ids[th.position : th.position + 2])) for th, f in zip(rm.thoughts, fills)]
+    np.testing.assert_array_equal(DESIGNS["pretrainzero"](inp, span_tokens=2).rewards, expected)
+    sims = DESIGNS["rlpt"](inp, segment_tokens=6).rewards
+    assert ((sims >= -1.0001) & (sims <= 1.0001)).all()
+    judge = sentence_embedder()
+    same = judge.encode(["The total cost is $134.00.", "The total cost is $134.00."], normalize_embeddings=True)
+    other = judge.encode(["Photosynthesis makes sugar from light."], normalize_embeddings=True)
+    assert float(same[0] @ same[1]) == pytest.approx(1.0, abs=1e-5)
+    assert float(same[0] @ other[0]) < 0.5

@@ -62,8 +62,9 @@ def test_notebook_runs_headlessly(tmp_path, stem):
     if stem == "02_information_gain":
         assert "mean reward (nats)" in page and "hover a token" in page  # the token heat map
     if stem == "03_reward_designs":
-        assert page.count("hover a token") >= 7  # one token map per design
-        assert set(metrics["designs"]) >= {"rlp", "quiet_star", "vr_cli", "nover", "intuitor", "rpt", "reasoning_pattern"}
+        assert page.count("hover a token") >= 9  # one token map per design
+        assert set(metrics["designs"]) >= {"rlp", "quiet_star", "vr_cli", "nover", "intuitor", "rpt", "pretrainzero", "rlpt",
+                                            "reasoning_pattern"}
 
 
 def test_bad_parameter_is_rejected_before_the_kernel_starts(tmp_path):

