@@ -200,3 +200,38 @@ def test_pretrainzero_and_rlpt_on_the_real_model(gemma_fp32, math_doc):
     other = judge.encode(["Photosynthesis makes sugar from light."], normalize_embeddings=True)
     assert float(same[0] @ same[1]) == pytest.approx(1.0, abs=1e-5)
     assert float(same[0] @ other[0]) < 0.5
+
+
+@pytest.mark.model
+def test_generative_designs_share_one_generation_exactly(gemma_bf16, math_doc):
+    """Sharing the after-thought generation (one pass at the longest length) gives the same rewards as each
+    design generating alone: under one seed the shorter generation is a prefix of the longer one."""
+    ids = tokenize(gemma_bf16.tokenizer, math_doc.text, 80)
+    rm = reward_map(gemma_bf16, teacher_of(gemma_bf16), ids, "every:20", SamplingConfig(G=2, thought_tokens=4, seed=3))
+    shared = DesignInput(gemma_bf16, teacher_of(gemma_bf16), rm, prefetch_after=12)
+    alone = DesignInput(gemma_bf16, teacher_of(gemma_bf16), rm)
+    for name, opts in (("rpt", {"guess_tokens": 1}), ("pretrainzero", {"span_tokens": 3})):
+        np.testing.assert_array_equal(DESIGNS[name](shared, **opts).rewards, DESIGNS[name](alone, **opts).rewards)
+    generated, _, _ = shared.after_thoughts(12)
+    three, _, _ = DesignInput(gemma_bf16, teacher_of(gemma_bf16), rm).after_thoughts(3)
+    assert [g[:3] for g in generated] == three
+
+
+@pytest.mark.model
+def test_intuitor_equals_plain_self_certainty(gemma_fp32, math_doc):
+    import torch
+
+    ids = tokenize(gemma_fp32.tokenizer, math_doc.text, 70)
+    rm = reward_map(gemma_fp32, teacher_of(gemma_fp32), ids, "every:25", SamplingConfig(G=2, thought_tokens=5, seed=2))
+    rewards = DESIGNS["intuitor"](DesignInput(gemma_fp32, teacher_of(gemma_fp32), rm)).rewards
+    n_open = len(rm.template.open_ids(gemma_fp32.tokenizer))
+    for th, r in zip(rm.thoughts, rewards):
+        if not th.ids:
+            assert r == 0.0
+            continue
+        with torch.no_grad():
+            logits = gemma_fp32.model(torch.tensor([th.scored_ids])).logits[0].float()
+        start = th.position + n_open - 1  # the logits that predicted the first thought token
+        logp = torch.log_softmax(logits[start : start + th.length], -1)
+        kl_uniform = (-np.log(logp.shape[-1]) - logp.mean(-1)).mean().item()  # KL(U || p) per token, averaged
+        assert r == pytest.approx(kl_uniform, abs=2e-3)

@@ -112,9 +112,17 @@ def compare_designs(
     rm = reward_map(policy, teacher, document_ids, positions, config, template, progress=progress)
     sampling_seconds = time.perf_counter() - start
     # one continuation pass long enough for every selected look-ahead design, with self-certainty if needed
-    lookahead = [_lookahead(DESIGNS[n], options.get(n, {})) for n in names]
+    # and one generation after the thoughts long enough for every design that reads one (same seed: a
+    # shorter request is a prefix of the longer generation)
+    lookahead = [_option(DESIGNS[n], options.get(n, {}), ("n_true", "segment")) for n in names]
+    after = [_option(DESIGNS[n], options.get(n, {}), ("guess_tokens", "span_tokens", "segment_tokens")) for n in names]
     inp = DesignInput(
-        policy, teacher, rm, prefetch_n=max(lookahead, default=0), prefetch_certainty="intuitor" in names
+        policy,
+        teacher,
+        rm,
+        prefetch_n=max(lookahead, default=0),
+        prefetch_certainty="intuitor" in names,
+        prefetch_after=max(after, default=0),
     )
     outputs: dict[str, DesignOutput] = {}
     stats: dict[str, dict[str, Any]] = {}
@@ -132,10 +140,11 @@ def compare_designs(
             **group_stats(r, groups),
             "seconds_per_reward": out.seconds / len(r) if len(r) else float("nan"),
         }
-    extra = list(inp._continuations.values())
+    extra = [(c.forward_tokens, c.seconds) for c in inp._continuations.values()]
+    extra += [(tokens, seconds) for _, tokens, seconds in inp._after.values()]
     total = {
-        "forward_tokens": rm.generated_tokens + len(document_ids) + sum(c.forward_tokens for c in extra),
-        "seconds": sampling_seconds + sum(c.seconds for c in extra),
+        "forward_tokens": rm.generated_tokens + len(document_ids) + sum(t for t, _ in extra),
+        "seconds": sampling_seconds + sum(s for _, s in extra),
     }
     return Comparison(rm, outputs, sampling_seconds, stats, total)
 
@@ -168,12 +177,12 @@ def sweep(
     return pd.DataFrame(rows)
 
 
-def _lookahead(fn, opts: dict[str, Any]) -> int:
-    """How many continuation tokens a design reads (its n_true or segment option), 0 if none."""
+def _option(fn, opts: dict[str, Any], names: tuple[str, ...]) -> int:
+    """A design's length option among `names` (as given, else its default), 0 if it has none."""
     import inspect
 
     params = inspect.signature(fn).parameters
-    for name in ("n_true", "segment"):
+    for name in names:
         if name in params:
             return int(opts.get(name, params[name].default))
     return 0

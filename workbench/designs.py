@@ -35,7 +35,9 @@ class DesignInput:
     reward_map: RewardMap  # the sampled thoughts, the teacher's no-think scores, the with-thought score of x_t
     prefetch_n: int = 0  # score at least this many continuation tokens in the first pass (shared by designs)
     prefetch_certainty: bool = False  # and the thought tokens' self-certainty in that same pass
+    prefetch_after: int = 0  # generate at least this many tokens after the thoughts in the first such pass
     _continuations: dict = field(default_factory=dict, repr=False)
+    _after: dict = field(default_factory=dict, repr=False)
     _policy_no_think: object = field(default=None, repr=False)
 
     @property
@@ -59,6 +61,24 @@ class DesignInput:
         )
         self._continuations[(n_next, self_certainty)] = scores
         return scores
+
+    def after_thoughts(self, n_tokens: int) -> tuple[list[list[int]], int, float]:
+        """What the policy writes after each thought's closing marker, up to n tokens (generated once, at the
+        longest length any design asked for; a shorter request is a prefix, identical under the same seed).
+        Returns (tokens per thought, forward tokens, seconds) of the generation pass."""
+        for m, (generated, tokens, seconds) in self._after.items():
+            if m >= n_tokens:
+                return [g[:n_tokens] for g in generated], tokens, seconds
+        from workbench.thoughts import sample_after_thoughts
+
+        m = max(n_tokens, self.prefetch_after)
+        rm = self.reward_map
+        start = time.perf_counter()
+        generated = sample_after_thoughts(self.policy, rm.document_ids, rm.thoughts, rm.template, m, rm.config)
+        markers = len(rm.template.open_ids(self.policy.tokenizer)) + len(rm.template.close_ids(self.policy.tokenizer))
+        tokens = sum(len(th.ids) + markers + len(g) for th, g in zip(rm.thoughts, generated))
+        self._after[m] = (generated, tokens, time.perf_counter() - start)
+        return self.after_thoughts(n_tokens)
 
     def policy_no_think(self) -> tuple[np.ndarray, int, float]:
         """The *current policy's* no-think log-probs (Quiet-STaR's baseline); the teacher's when they share weights."""
@@ -238,13 +258,9 @@ def rpt(inp: DesignInput, guess_tokens: int = 1, min_entropy: float = 0.0) -> De
     the thoughts' seed and temperature; reward 1 if the guess's bytes are a prefix of the true continuation
     ending on a token boundary, else 0. Positions whose no-think entropy is below `min_entropy` nats are filtered out
     (reward 0), RPT's easy-token filter (the paper uses a proxy model's top-16 entropy)."""
-    from workbench.thoughts import sample_after_thoughts
-
     rm = inp.reward_map
     tok = inp.policy.tokenizer
-    start = time.perf_counter()
-    guesses = sample_after_thoughts(inp.policy, rm.document_ids, rm.thoughts, rm.template, guess_tokens, rm.config)
-    seconds = time.perf_counter() - start
+    guesses, forward_tokens, seconds = inp.after_thoughts(guess_tokens)
     rewards = []
     for th, guess in zip(rm.thoughts, guesses):
         t = th.position
@@ -253,7 +269,7 @@ def rpt(inp: DesignInput, guess_tokens: int = 1, min_entropy: float = 0.0) -> De
             continue
         truth = [tok.decode([i]).encode() for i in rm.document_ids[t : t + 64]]
         rewards.append(float(byte_prefix_match(tok.decode(guess).encode(), truth)))
-    return DesignOutput(np.array(rewards), _fed_tokens(inp, guesses), seconds)
+    return DesignOutput(np.array(rewards), forward_tokens, seconds)
 
 
 @register_design("pretrainzero")
@@ -265,27 +281,16 @@ def pretrainzero(inp: DesignInput, span_tokens: int = 3) -> DesignOutput:
     Differs from the paper, which masks a span *inside* the text (the model also sees what follows it) and
     lets the same model propose which span to mask: here only the left context is visible and the span
     starts at each scored position."""
-    from workbench.thoughts import sample_after_thoughts
-
     rm = inp.reward_map
     tok = inp.policy.tokenizer
-    start = time.perf_counter()
-    fills = sample_after_thoughts(inp.policy, rm.document_ids, rm.thoughts, rm.template, span_tokens, rm.config)
-    seconds = time.perf_counter() - start
+    fills, forward_tokens, seconds = inp.after_thoughts(span_tokens)
     rewards = np.array(
         [
             float(tok.decode(fill) == tok.decode(rm.document_ids[th.position : th.position + span_tokens]))
             for th, fill in zip(rm.thoughts, fills)
         ]
     )
-    return DesignOutput(rewards, _fed_tokens(inp, fills), seconds)
-
-
-def _fed_tokens(inp: DesignInput, generated: list[list[int]]) -> int:
-    rm = inp.reward_map
-    tok = inp.policy.tokenizer
-    markers = len(rm.template.open_ids(tok)) + len(rm.template.close_ids(tok))
-    return sum(len(th.ids) + markers + len(g) for th, g in zip(rm.thoughts, generated))
+    return DesignOutput(rewards, forward_tokens, seconds)
 
 
 _EMBEDDER = None
@@ -313,12 +318,10 @@ def rlpt(inp: DesignInput, segment_tokens: int = 12, threshold: float | None = N
     `segment_tokens` tokens; the reward is the cosine similarity of its sentence embedding with the true next
     segment's (all-MiniLM-L6-v2), or, with `threshold`, 1 when the similarity reaches it (the paper's judge
     is a generative model deciding semantic consistency; the embedder is the offline default)."""
-    from workbench.thoughts import sample_after_thoughts
-
     rm = inp.reward_map
     tok = inp.policy.tokenizer
+    segments, forward_tokens, seconds = inp.after_thoughts(segment_tokens)
     start = time.perf_counter()
-    segments = sample_after_thoughts(inp.policy, rm.document_ids, rm.thoughts, rm.template, segment_tokens, rm.config)
     predicted = [tok.decode(s) for s in segments]
     truth = [tok.decode(rm.document_ids[th.position : th.position + segment_tokens]) for th in rm.thoughts]
     judge = sentence_embedder()
@@ -326,4 +329,4 @@ def rlpt(inp: DesignInput, segment_tokens: int = 12, threshold: float | None = N
     b = judge.encode(truth, normalize_embeddings=True, convert_to_numpy=True)
     similarity = (a * b).sum(-1).astype(float)
     rewards = similarity if threshold is None else (similarity >= threshold).astype(float)
-    return DesignOutput(rewards, _fed_tokens(inp, segments), time.perf_counter() - start)
+    return DesignOutput(rewards, forward_tokens, seconds + time.perf_counter() - start)
