@@ -83,7 +83,7 @@ def score_continuations(
     from workbench.thoughts import (
         SharedPrefixCache,
         _SharedPrefixMode,
-        encode_prefix,
+        ensure_prefix,
         row_slot_positions,
         shared_prefix_forward,
     )
@@ -94,8 +94,7 @@ def score_continuations(
     open_ids, close_ids = template.open_ids(tok), template.close_ids(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     span = max(th.position for th in thoughts)
-    if prefix is None or prefix.layers[0].keys.shape[2] < span:
-        _, prefix = encode_prefix(model, document_ids[:span], span)
+    prefix = ensure_prefix(model, document_ids, span, prefix)
     logps: list[np.ndarray] = []
     certainty: list[np.ndarray] | None = [] if self_certainty else None
     forward_tokens = 0

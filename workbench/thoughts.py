@@ -123,6 +123,13 @@ def new_static_cache(config, max_len: int):
     return Cache(layers=[StaticLayer(max_cache_len=max_len) for _ in range(config.num_hidden_layers)])
 
 
+def ensure_prefix(model: torch.nn.Module, document_ids: list[int], span: int, prefix=None):
+    """`prefix` if it already holds the first `span` document tokens, else a fresh encoding of them."""
+    if prefix is None or prefix.layers[0].keys.shape[2] < span:
+        _, prefix = encode_prefix(model, document_ids[:span], span)
+    return prefix
+
+
 def encode_prefix(model: torch.nn.Module, ids: list[int], max_len: int):
     """Run `ids` once through the model (batch 1). Returns (last hidden states [T, d], cache)."""
     cache = new_static_cache(model.config, max_len)
@@ -379,8 +386,7 @@ class ThoughtSampler:
                 f"positions must lie in [1, {len(document_ids) - 1}] for a {len(document_ids)}-token document"
             )
         span = max(positions)
-        if prefix is None or prefix.layers[0].keys.shape[2] < span:
-            _, prefix = encode_prefix(self.policy.model, document_ids[:span], span)
+        prefix = ensure_prefix(self.policy.model, document_ids, span, prefix)
         generator = torch.Generator(device=next(self.policy.model.parameters()).device).manual_seed(self.config.seed)
         per_chunk = max(1, self.max_rows // self.config.G)
         total_rows = len(positions) * self.config.G
@@ -574,8 +580,7 @@ def sample_after_thoughts(
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     eos = set(_eos_ids(policy))
     span = max(th.position for th in thoughts)
-    if prefix is None or prefix.layers[0].keys.shape[2] < span:
-        _, prefix = encode_prefix(model, document_ids[:span], span)
+    prefix = ensure_prefix(model, document_ids, span, prefix)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     guesses: list[list[int]] = []
     for first in range(0, len(thoughts), max_rows):
