@@ -235,3 +235,29 @@ def test_intuitor_equals_plain_self_certainty(gemma_fp32, math_doc):
         logp = torch.log_softmax(logits[start : start + th.length], -1)
         kl_uniform = (-np.log(logp.shape[-1]) - logp.mean(-1)).mean().item()  # KL(U || p) per token, averaged
         assert r == pytest.approx(kl_uniform, abs=2e-3)
+
+
+@pytest.mark.model
+def test_rlpt_generative_judge_reads_yes_no_probabilities(gemma_bf16, smollm_fp32, math_doc):
+    import torch
+
+    from workbench.designs import JUDGE_PROMPT, judge_consistency
+
+    scores = judge_consistency(smollm_fp32, ["The cost is 134 dollars.", "Cats sleep a lot."], ["The total is $134.", "The total is $134."])
+    assert ((scores >= 0) & (scores <= 1)).all()
+    # the same number, computed the plain way for the first pair
+    tok = smollm_fp32.tokenizer
+    question = JUDGE_PROMPT.format(reference="The total is $134.", prediction="The cost is 134 dollars.")
+    ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True, tokenize=True)
+    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    with torch.no_grad():
+        p = torch.softmax(smollm_fp32.model(torch.tensor([ids])).logits[0, -1].float(), -1)
+    yes = {tok.encode(" Yes", add_special_tokens=False)[-1], tok.encode("Yes", add_special_tokens=False)[-1]}
+    no = {tok.encode(" No", add_special_tokens=False)[-1], tok.encode("No", add_special_tokens=False)[-1]}
+    p_yes, p_no = float(p[list(yes)].sum()), float(p[list(no)].sum())
+    assert scores[0] == pytest.approx(p_yes / (p_yes + p_no), abs=1e-4)
+    ids_doc = tokenize(gemma_bf16.tokenizer, math_doc.text, 60)
+    rm = reward_map(gemma_bf16, teacher_of(gemma_bf16), ids_doc, "every:30", SamplingConfig(G=2, thought_tokens=3))
+    rewards = DESIGNS["rlpt"](DesignInput(gemma_bf16, teacher_of(gemma_bf16), rm), segment_tokens=4, judge=smollm_fp32,
+                              threshold=0.5).rewards
+    assert set(rewards.tolist()) <= {0.0, 1.0}

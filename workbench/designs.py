@@ -312,21 +312,65 @@ def sentence_embedder():
     return _EMBEDDER
 
 
+_JUDGES: dict = {}
+
+JUDGE_PROMPT = (
+    "Reference text: {reference}\nPredicted text: {prediction}\n"
+    "Does the predicted text say the same thing as the reference text? Answer Yes or No."
+)
+
+
+def judge_consistency(judge: ModelHandle, predictions: list[str], references: list[str]) -> np.ndarray:
+    """A generative judge: P(Yes) / (P(Yes) + P(No)) for "does the prediction say the same as the reference?",
+    read from the judge model's next-token distribution (chat template applied when the tokenizer has one)."""
+    import torch
+
+    tok = judge.tokenizer
+    yes = tok.encode(" Yes", add_special_tokens=False)[-1], tok.encode("Yes", add_special_tokens=False)[-1]
+    no = tok.encode(" No", add_special_tokens=False)[-1], tok.encode("No", add_special_tokens=False)[-1]
+    out = []
+    for prediction, reference in zip(predictions, references):
+        question = JUDGE_PROMPT.format(reference=reference.strip(), prediction=prediction.strip())
+        if getattr(tok, "chat_template", None):
+            ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True, tokenize=True)
+            ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        else:
+            ids = list(tok(question + "\nAnswer:").input_ids)
+        with torch.inference_mode():
+            logits = judge.model(torch.tensor([ids], device=judge.device), logits_to_keep=1).logits[0, -1].float()
+        p = torch.softmax(logits, -1)
+        p_yes, p_no = float(p[list(set(yes))].sum()), float(p[list(set(no))].sum())
+        out.append(p_yes / (p_yes + p_no) if p_yes + p_no > 0 else 0.5)
+    return np.array(out)
+
+
 @register_design("rlpt")
-def rlpt(inp: DesignInput, segment_tokens: int = 12, threshold: float | None = None) -> DesignOutput:
+def rlpt(
+    inp: DesignInput, segment_tokens: int = 12, threshold: float | None = None, judge: str | ModelHandle = "embedder"
+) -> DesignOutput:
     """RLPT (arXiv 2509.19249), next-segment reasoning: after the thought the model writes the next
-    `segment_tokens` tokens; the reward is the cosine similarity of its sentence embedding with the true next
-    segment's (all-MiniLM-L6-v2), or, with `threshold`, 1 when the similarity reaches it (the paper's judge
-    is a generative model deciding semantic consistency; the embedder is the offline default)."""
+    `segment_tokens` tokens, judged against the true next segment. `judge="embedder"` (the offline default):
+    cosine similarity of all-MiniLM-L6-v2 sentence embeddings. `judge=<model name or ModelHandle>`: a
+    generative judge's P(Yes) that the two say the same thing (the paper's setting uses a generative judge).
+    With `threshold`, the reward is 1 when the score reaches it, else 0."""
     rm = inp.reward_map
     tok = inp.policy.tokenizer
     segments, forward_tokens, seconds = inp.after_thoughts(segment_tokens)
     start = time.perf_counter()
     predicted = [tok.decode(s) for s in segments]
     truth = [tok.decode(rm.document_ids[th.position : th.position + segment_tokens]) for th in rm.thoughts]
-    judge = sentence_embedder()
-    a = judge.encode(predicted, normalize_embeddings=True, convert_to_numpy=True)
-    b = judge.encode(truth, normalize_embeddings=True, convert_to_numpy=True)
-    similarity = (a * b).sum(-1).astype(float)
-    rewards = similarity if threshold is None else (similarity >= threshold).astype(float)
+    if isinstance(judge, str) and judge == "embedder":
+        model = sentence_embedder()
+        a = model.encode(predicted, normalize_embeddings=True, convert_to_numpy=True)
+        b = model.encode(truth, normalize_embeddings=True, convert_to_numpy=True)
+        scores = (a * b).sum(-1).astype(float)
+    else:
+        if isinstance(judge, str):
+            from workbench.models import load_model
+
+            if judge not in _JUDGES:
+                _JUDGES[judge] = load_model(judge)
+            judge = _JUDGES[judge]
+        scores = judge_consistency(judge, predicted, truth)
+    rewards = scores if threshold is None else (scores >= threshold).astype(float)
     return DesignOutput(rewards, forward_tokens, seconds + time.perf_counter() - start)
