@@ -86,19 +86,30 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def cmd_score(args: argparse.Namespace) -> int:
-    from workbench.data import load_documents, parse_positions, pick_document, tokenize
+def _checked_inputs(args: argparse.Namespace):
+    """Everything that can be checked without a model, checked first: (sampling config, positions, document)."""
+    from workbench.data import load_documents, parse_positions, pick_document
     from workbench.thoughts import SamplingConfig
 
-    # everything that can be checked without a model is checked first
     config = SamplingConfig(
-        G=args.G, thought_tokens=args.thought_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+        G=args.G,
+        thought_tokens=args.thought_tokens,
+        temperature=args.temperature,
+        top_p=getattr(args, "top_p", 1.0),
+        seed=args.seed,
     ).validate()
     spec = parse_positions(args.positions)
     document = pick_document(load_documents(args.path), args.doc)
     out = Path(args.json_out)
     if out.exists() and out.is_dir():
         raise WorkbenchError(f"--json {out} is a directory; give a file path")
+    return config, spec, document
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from workbench.data import tokenize
+
+    config, spec, document = _checked_inputs(args)
 
     import torch
     from tqdm.auto import tqdm
@@ -123,7 +134,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     result = reward_map(policy, teacher, ids, spec, config, progress=progress, max_rows=args.max_rows)
     bar.close()
     result.timing["load_s"] = load_s
-    result.save_json(out)
+    out = result.save_json(args.json_out)
     s = result.summary()
     _log(
         f"{s['thoughts']} thoughts at {s['positions']} positions: mean reward {s['mean_reward']:+.3f} nats, "
@@ -136,15 +147,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from workbench.compare import compare_designs, parse_designs
-    from workbench.data import load_documents, parse_positions, pick_document, tokenize
-    from workbench.thoughts import SamplingConfig
+    from workbench.data import tokenize
 
-    config = SamplingConfig(
-        G=args.G, thought_tokens=args.thought_tokens, temperature=args.temperature, seed=args.seed
-    ).validate()
-    spec = parse_positions(args.positions)
+    config, spec, document = _checked_inputs(args)
     designs = parse_designs(args.designs)
-    document = pick_document(load_documents(args.path), args.doc)
 
     from workbench.models import load_model, teacher_of
     from workbench.runs import write_json

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from workbench.models import ModelHandle
-from workbench.rewards import RewardMap, info_gain
+from workbench.rewards import RewardMap
 from workbench.scoring import ContinuationScores, no_think_scores, score_continuations
 
 

@@ -12,7 +12,6 @@ batched decode that samples all thoughts at all positions and scores x_t with ea
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import pandas as pd
 
 from workbench.data import PositionSpec, parse_positions, select_positions
 from workbench.models import ModelHandle
+from workbench.runs import write_json
 from workbench.scoring import NoThinkScores, no_think_scores
 from workbench.thoughts import SamplingConfig, Thought, ThoughtSampler, ThoughtTemplate
 
@@ -159,12 +159,7 @@ class RewardMap:
 
     def save_json(self, path: str | Path) -> Path:
         """Write the JSON atomically (a crash never leaves half a file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1))
-        tmp.replace(path)
-        return path
+        return write_json(path, self.to_json())
 
 
 def reward_map(

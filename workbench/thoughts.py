@@ -332,7 +332,6 @@ class _Row:
     thought: list[int] | None = None
     closed_by: str = ""
     forced: deque = field(default_factory=deque)
-    done: bool = False
     logp: float = float("nan")
     hidden: int = 0
 
@@ -447,7 +446,6 @@ class ThoughtSampler:
                     if row.thought is not None and not row.forced:
                         # its closing marker is fed: these logits are log p_policy(. | scored_ids)
                         row.logp = float(torch.log_softmax(logits[where[b]].float(), -1)[doc[row.position]])
-                        row.done = True
                         finished += 1
                         continue
                     if row.thought is None:
