@@ -79,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="run the curated notebooks and write an HTML report")
     report.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     report.add_argument("--runs", default=None, help="root folder for run directories (default: runs/)")
+
+    train = sub.add_parser("train", help="train with a YAML config (RLP or the next-token baseline) into a run directory")
+    train.add_argument("config", nargs="?", help="a YAML config, e.g. configs/rlp_tiny.yaml")
+    train.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
+                       help="continue from the last checkpoint (of RUN_DIR, of output_dir, or of the newest runs/<run_name>-*)")
+    train.add_argument("--output-dir", default=None, help="the run directory (overrides the config's output_dir)")
+    train.add_argument("--set", nargs=2, action="append", default=[], metavar=("FIELD", "VALUE"),
+                       help="override a config field (YAML syntax for the value), e.g. --set max_steps 3")
+    train.add_argument("--help-config", choices=["rlp", "ntp"], help="list every field of a trainer's config with its help and exit")
     return parser
 
 
@@ -193,10 +202,33 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from workbench.train_config import config_classes, load_config
+
+    if args.help_config:
+        for name, default, help_text in config_classes()[args.help_config].field_help():
+            print(f"{name} (default {default!r}):\n    {help_text}")
+        return 0
+    if not args.config:
+        raise WorkbenchError("give a config file, e.g. workbench train configs/rlp_tiny.yaml (fields: --help-config rlp)")
+    overrides = {name: yaml.safe_load(value) for name, value in args.set}
+    if args.output_dir:
+        overrides["output_dir"] = args.output_dir
+    config = load_config(args.config, overrides)
+    from workbench.launch import trainer_for
+
+    trainer = trainer_for(config, resume=args.resume, log=_log)
+    trainer.train()
+    print(trainer.run_dir.resolve())  # the last line printed is the run directory
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"score": cmd_score, "compare": cmd_compare, "run": cmd_run, "report": cmd_report}
+        commands = {"score": cmd_score, "compare": cmd_compare, "run": cmd_run, "report": cmd_report, "train": cmd_train}
         return commands[args.command](args)
     except WorkbenchError as exc:
         print(f"workbench {args.command}: error: {exc}", file=sys.stderr)

@@ -48,6 +48,8 @@ class RewardMap:
     positions: list[int]
     thoughts: list[Thought]
     timing: dict[str, float] = field(default_factory=dict)
+    # the policy's log p(x_t | x_<t, <think></think>) per position: the empty thought, a reference line
+    empty_logp: dict[int, float] = field(default_factory=dict)
 
     @property
     def rewards(self) -> np.ndarray:
@@ -75,6 +77,7 @@ class RewardMap:
                     "entropy_no_think": float(self.no_think.entropy[t]),
                     "logp_with_thought": th.logp_with_thought,
                     "reward": float(reward),
+                    "empty_thought_reward": self.empty_rewards.get(t, float("nan")),
                 }
             )
         return pd.DataFrame(rows)
@@ -96,6 +99,7 @@ class RewardMap:
             logp_no_think=("logp_no_think", "first"),
             entropy_no_think=("entropy_no_think", "first"),
             mean_thought_tokens=("thought_tokens", "mean"),
+            empty_thought_reward=("empty_thought_reward", "first"),
         )
         out["best_thought"] = grouped.apply(lambda g: g.loc[g["reward"].idxmax(), "thought"], include_groups=False)
         out["worst_thought"] = grouped.apply(lambda g: g.loc[g["reward"].idxmin(), "thought"], include_groups=False)
@@ -134,6 +138,7 @@ class RewardMap:
                     "target_id": self.document_ids[t],
                     "logp_no_think": float(self.no_think.logp[t]),
                     "entropy_no_think": float(self.no_think.entropy[t]),
+                    "empty_thought_reward": self.empty_rewards.get(t),
                     "thoughts": by_position[t],
                 }
                 for t in self.positions
@@ -143,11 +148,19 @@ class RewardMap:
             "summary": self.summary(),
         }
 
+    @property
+    def empty_rewards(self) -> dict[int, float]:
+        """The reward an empty thought would get at each position (what "not thinking" scores)."""
+        return {t: float(info_gain(lp, self.no_think.logp[t])) for t, lp in self.empty_logp.items()}
+
     def summary(self) -> dict[str, float]:
         r = self.rewards
         lengths = np.array([th.length for th in self.thoughts])
         closed = np.array([th.closed_by != "budget" for th in self.thoughts])
+        empty = list(self.empty_rewards.values())
         return {
+            **thought_length_stats(self.thoughts),
+            "empty_thought_reward": float(np.mean(empty)) if empty else float("nan"),
             "positions": len(self.positions),
             "thoughts": len(self.thoughts),
             "mean_reward": float(r.mean()) if r.size else float("nan"),
@@ -162,6 +175,36 @@ class RewardMap:
         return write_json(path, self.to_json())
 
 
+def thought_length_stats(thoughts: list[Thought]) -> dict[str, float]:
+    """The collapse diagnostics: thought length distribution and how thoughts ended."""
+    if not thoughts:
+        return {}
+    lengths = np.array([th.length for th in thoughts])
+    ended = np.array([th.closed_by for th in thoughts])
+    return {
+        "thought_tokens_p10": float(np.percentile(lengths, 10)),
+        "thought_tokens_p50": float(np.percentile(lengths, 50)),
+        "thought_tokens_p90": float(np.percentile(lengths, 90)),
+        "share_closed_by_marker": float((ended == "marker").mean()),
+        "share_closed_by_eos": float((ended == "eos").mean()),
+        "share_budget": float((ended == "budget").mean()),
+    }
+
+
+def empty_thought_logp(
+    policy: ModelHandle,
+    document_ids: list[int],
+    positions: list[int],
+    template: ThoughtTemplate = ThoughtTemplate(),
+    prefix=None,
+) -> np.ndarray:
+    """log p_policy(x_t | x_<t, open close) at each position: the score of not thinking at all.
+
+    A thought budget of 0 makes the sampler feed just the two markers, on the same shared prefix."""
+    sampler = ThoughtSampler(policy, template, SamplingConfig(G=1, thought_tokens=0))
+    return np.array([th.logp_with_thought for th in sampler.sample(document_ids, positions, prefix=prefix)])
+
+
 def reward_map(
     policy: ModelHandle,
     teacher: ModelHandle,
@@ -171,10 +214,12 @@ def reward_map(
     template: ThoughtTemplate = ThoughtTemplate(),
     progress: Callable[[int, int], None] | bool | None = None,
     max_rows: int = 256,
+    empty_reference: bool = True,
 ) -> RewardMap:
     """Sample G thoughts at the chosen positions of a document and compute every reward.
 
     `progress`: a callback (done, total), or True for a tqdm bar (a widget in notebooks).
+    `empty_reference`: also score the empty thought at each position (cheap: two markers per row).
     """
     spec = parse_positions(positions) if isinstance(positions, str) else positions
     config = config.validate()
@@ -202,6 +247,9 @@ def reward_map(
     sample_s = time.perf_counter() - start
     if bar is not None:
         bar.close()
+    empty: dict[int, float] = {}
+    if empty_reference and chosen:
+        empty = dict(zip(chosen, empty_thought_logp(policy, document_ids, chosen, template, prefix).tolist()))
 
     tok = policy.tokenizer
     return RewardMap(
@@ -217,4 +265,5 @@ def reward_map(
         positions=chosen,
         thoughts=thoughts,
         timing={"score_s": score_s, "sample_s": sample_s},
+        empty_logp=empty,
     )

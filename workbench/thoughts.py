@@ -61,6 +61,10 @@ class SamplingConfig:
     temperature: float = 0.7  # paper: 0.7; 0 means greedy
     top_p: float = 1.0  # nucleus; 1.0 samples from the full distribution, as the paper describes
     seed: int = 0  # one generator per call: the same seed, document and positions give the same thoughts
+    # guards against the empty-thought collapse (shared/reference/rewards.md, last section); the
+    # defaults leave sampling as the paper describes it
+    allow_eos: bool = True  # False: EOS is never sampled inside a thought (its logit is masked)
+    min_thought_tokens: int = 0  # the closing marker (and EOS) cannot be sampled before this many thought tokens
 
     def validate(self) -> "SamplingConfig":
         if not isinstance(self.G, int) or self.G < 1:
@@ -71,6 +75,11 @@ class SamplingConfig:
             raise WorkbenchError(f"temperature must be in [0, 100], got {self.temperature!r}")
         if not (0 < self.top_p <= 1):
             raise WorkbenchError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.min_thought_tokens, int) or not 0 <= self.min_thought_tokens <= self.thought_tokens:
+            raise WorkbenchError(
+                f"min_thought_tokens must be an integer in [0, thought_tokens={self.thought_tokens}], "
+                f"got {self.min_thought_tokens!r}"
+            )
         return self
 
     def as_dict(self) -> dict:
@@ -89,6 +98,7 @@ class Thought:
     scored_ids: list[int]  # document_ids[:t] + open + thought + close: exactly what x_t is conditioned on
     logp_with_thought: float  # policy: log p(x_t | scored_ids), natural log
     hidden_tokens: int = 0  # sampled tokens hidden again because they spelled the closing marker differently
+    eos_id: int | None = None  # the EOS token the model sampled to end the thought (closed_by == "eos")
 
     @property
     def length(self) -> int:
@@ -334,6 +344,7 @@ class _Row:
     forced: deque = field(default_factory=deque)
     logp: float = float("nan")
     hidden: int = 0
+    eos: int | None = None
 
 
 class ThoughtSampler:
@@ -437,6 +448,7 @@ class ThoughtSampler:
                 if sampling:
                     pick = torch.tensor([where[b] for b in sampling], device=device)
                     rows_logits = logits if len(sampling) == len(want) else logits.index_select(0, pick)
+                    self._mask_stops(rows_logits, [rows[active[b]] for b in sampling])
                     tokens = sample_tokens(rows_logits, self.config.temperature, self.config.top_p, generator)
                     sampled = dict(zip(sampling, tokens.tolist()))
                 next_inputs: list[int] = []
@@ -472,6 +484,28 @@ class ThoughtSampler:
                 next_pos += 1
                 write += 1
 
+    def _mask_stops(self, logits: torch.Tensor, rows: list[_Row]) -> None:
+        """The guards: no EOS inside a thought, no closing marker or EOS before the minimum length.
+
+        Masking changes the sampling distribution only; the losses still use the model's own
+        (unmasked) probabilities of the tokens that were sampled."""
+        cfg = self.config
+        if cfg.allow_eos and cfg.min_thought_tokens == 0:
+            return
+        eos = sorted(i for i in self.eos_ids if i < logits.shape[-1])
+        early = [k for k, row in enumerate(rows) if len(row.generated) < cfg.min_thought_tokens]
+        if not early and cfg.allow_eos:
+            return
+        with torch.inference_mode():
+            self._apply_mask(logits, early, eos)
+
+    def _apply_mask(self, logits: torch.Tensor, early: list[int], eos: list[int]) -> None:
+        cfg = self.config
+        if early:
+            logits[torch.tensor(early, device=logits.device)[:, None], torch.tensor([self.close_ids[0]] + eos, device=logits.device)] = float("-inf")
+        if not cfg.allow_eos and eos:
+            logits[:, torch.tensor(eos, device=logits.device)] = float("-inf")
+
     def _thinking(self, row: _Row) -> bool:
         """Whether the row's next token is to be sampled (an open thought still under its budget)."""
         return row.thought is None and len(row.generated) < self.config.thought_tokens
@@ -482,6 +516,7 @@ class ThoughtSampler:
         """Add a sampled token to a thinking row and stop the thought at EOS or the closing marker."""
         if token in self.eos_ids:
             # EOS ends the thought; it is not part of it and is never fed
+            row.eos = token
             self._close(row, "eos")
             return
         row.generated.append(token)
@@ -496,8 +531,8 @@ class ThoughtSampler:
         if self.template.close[-1] not in self._text_of(token):
             return
         kept = thought_before_marker(row.generated, self.template.close, self.policy.tokenizer)
-        if kept is None:
-            return
+        if kept is None or len(kept) < self.config.min_thought_tokens:
+            return  # under the minimum length the marker's text stays part of the thought
         # the model wrote the marker with other tokens: keep the thought tokens before it, hide the
         # rest from this row, and feed the canonical marker right after the kept thought
         keep = len(kept)
@@ -543,6 +578,7 @@ class ThoughtSampler:
             scored_ids=scored,
             logp_with_thought=row.logp,
             hidden_tokens=row.hidden,
+            eos_id=row.eos,
         )
 
 

@@ -1,0 +1,96 @@
+"""Starting training runs: in this process (small runs, tests) or as a background process (notebooks).
+
+    run = start_background("configs/rlp_tiny.yaml")     # returns at once
+    run.metrics()                                         # rows of metrics.jsonl so far
+    run.stop()                                            # graceful: finishes the step, checkpoints
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import WorkbenchError
+from workbench.train_config import TrainConfig, load_config
+from workbench.trainer import Trainer, read_metrics
+
+
+def trainer_for(config: TrainConfig, resume: bool | str = False, **kwargs: Any) -> Trainer:
+    """The trainer a config names (config.trainer: rlp or ntp)."""
+    from workbench.ntp_trainer import NTPTrainer
+    from workbench.rlp_trainer import RLPTrainer
+
+    classes: dict[str, type[Trainer]] = {"rlp": RLPTrainer, "ntp": NTPTrainer}
+    return classes[config.trainer](config, resume=resume, **kwargs)
+
+
+def train(config: TrainConfig | str | Path, resume: bool | str = False, **overrides: Any) -> dict[str, Any]:
+    """Run a config to the end in this process; returns the summary (also in <run_dir>/summary.json)."""
+    if not isinstance(config, TrainConfig):
+        config = load_config(config, overrides or None)
+    elif overrides:
+        from workbench.train_config import config_from_dict
+
+        config = config_from_dict({**config.to_dict(), **overrides})
+    trainer = trainer_for(config, resume=resume)
+    summary = trainer.train()
+    summary["run_dir"] = str(trainer.run_dir)
+    return summary
+
+
+@dataclass
+class BackgroundRun:
+    """A `workbench train` process running on its own; its run directory is the only channel."""
+
+    process: subprocess.Popen
+    run_dir: Path
+    log_path: Path
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return read_metrics(self.run_dir)
+
+    def stop(self, wait: float = 600.0) -> int | None:
+        """Ask the run to stop after its current step (it writes a checkpoint and its summary)."""
+        (self.run_dir / "STOP").touch()
+        try:
+            return self.process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self.process.wait(timeout=timeout)
+        if code != 0:
+            tail = self.log_path.read_text()[-2000:] if self.log_path.exists() else ""
+            raise WorkbenchError(f"training process exited with {code}; end of its log:\n{tail}")
+        return code
+
+
+def start_background(config_path: str | Path, run_dir: str | Path, extra_args: list[str] | None = None) -> BackgroundRun:
+    """Launch `python -m workbench.cli train CONFIG --output-dir RUN_DIR` and return at once."""
+    config_path, run_dir = Path(config_path), Path(run_dir)
+    load_config(config_path)  # fail here, not in the background, on a bad config
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "process.log"
+    cmd = [sys.executable, "-m", "workbench.cli", "train", str(config_path), "--output-dir", str(run_dir), *(extra_args or [])]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TQDM_DISABLE": "1"})
+    return BackgroundRun(proc, run_dir, log_path)
+
+
+def wait_for_rows(run: BackgroundRun, n: int, timeout: float = 600.0, poll: float = 1.0) -> list[dict[str, Any]]:
+    """Block until the run has logged n metrics rows (or ended)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rows = run.metrics()
+        if len(rows) >= n or not run.running():
+            return rows
+        time.sleep(poll)
+    return run.metrics()

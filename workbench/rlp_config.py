@@ -1,0 +1,93 @@
+"""RLPConfig: the RLP trainer's settings. Defaults follow the paper where it is explicit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workbench.errors import WorkbenchError
+from workbench.train_config import TrainConfig, _check_int, help_field
+
+
+@dataclass
+class RLPConfig(TrainConfig):
+    trainer: str = help_field("rlp", "Which trainer: rlp.")
+    run_name: str = help_field("rlp", "Name of the run; the run directory is runs/<run_name>-<UTC time>.")
+
+    # -- contexts and thoughts -------------------------------------------------------------------
+    docs_per_step: int = help_field(2, "Documents drawn per step; contexts are prefixes of these documents.")
+    positions_per_doc: int = help_field(4, "Positions t drawn uniformly per document per step (contexts = docs x positions). Paper: 512 contexts per step.")
+    min_position: int = help_field(8, "Smallest target index t, so every context has some text before the thought.")
+    G: int = help_field(4, "Thoughts per context. Paper: 16 (4/8/16/32 score alike).")
+    thought_tokens: int = help_field(32, "Token budget of a thought; the closing marker is appended at the budget. Paper: 2048.")
+    temperature: float = help_field(0.7, "Sampling temperature of thoughts. Paper: 0.7.")
+    top_p: float = help_field(1.0, "Nucleus of thought sampling. Paper: full distribution (1.0).")
+    think_open: str = help_field("<think>", "Opening marker, inserted as plain text.")
+    think_close: str = help_field("</think>", "Closing marker, inserted as plain text.")
+
+    # -- reward and teacher ----------------------------------------------------------------------
+    ema_tau: float = help_field(0.999, "EMA teacher decay: phi <- tau*phi + (1-tau)*theta after every optimizer step. Paper: 0.999.")
+
+    # -- loss --------------------------------------------------------------------------------------
+    eps_low: float = help_field(0.2, "Clip range below 1 of the per-token ratio (the paper gives no value).")
+    eps_high: float = help_field(0.2, "Clip range above 1 of the per-token ratio (the paper gives no value).")
+    ppo_epochs: int = help_field(
+        1, "Optimizer steps per batch of thoughts. With 1 the ratio is exactly 1 and clipping never acts; the paper does not say."
+    )
+    beta: float = help_field(0.0, "KL penalty to the EMA teacher (k3 estimator on thought tokens). Paper: 0 was best.")
+    ntp_coef: float = help_field(0.0, "Weight of an added next-token loss on the step's documents (ablation; paper: none).")
+    train_stop_tokens: bool = help_field(
+        True,
+        "Also train the tokens the policy sampled to end its thought (the closing marker it wrote, or EOS). "
+        "They are the policy's actions; the paper does not say. Forced markers (budget) are never trained.",
+    )
+
+    # -- guards against the empty-thought collapse (issue 6; all off = the paper's setting) --------
+    loss_normalisation: str = help_field(
+        "sequence",
+        "'sequence' (paper): each thought's loss averaged over its own length, then over the batch - a 1-token "
+        "empty thought weighs as much as a 32-token one. 'token': every thought token weighs the same.",
+    )
+    allow_eos_in_thought: bool = help_field(
+        True, "False masks EOS while sampling a thought (the paper's thoughts end with the closing marker; it does not discuss EOS)."
+    )
+    min_thought_tokens: int = help_field(
+        0, "The closing marker and EOS cannot be sampled before this many thought tokens (not in the paper)."
+    )
+    empty_thought_penalty: float = help_field(
+        0.0, "Subtracted from the reward of an empty thought (no tokens before its end) before advantages (not in the paper)."
+    )
+    empty_advantage_cap: float | None = help_field(
+        None, "If set, an empty thought's advantage is at most this (e.g. 0: never reinforced). Not in the paper."
+    )
+    collapse_warning: float = help_field(0.5, "Warn when this share of a step's thoughts are empty.")
+
+    def validate(self) -> "RLPConfig":
+        super().validate()
+        for name, minimum in (("docs_per_step", 1), ("positions_per_doc", 1), ("min_position", 1), ("G", 2),
+                              ("thought_tokens", 1), ("ppo_epochs", 1), ("min_thought_tokens", 0)):
+            _check_int(self, name, minimum)
+        if self.min_thought_tokens > self.thought_tokens:
+            raise WorkbenchError("min_thought_tokens must not exceed thought_tokens")
+        if not 0 < self.ema_tau <= 1:
+            raise WorkbenchError(f"ema_tau must be in (0, 1], got {self.ema_tau!r}")
+        if not (self.eps_low >= 0 and self.eps_high >= 0 and self.eps_low < 1):
+            raise WorkbenchError("eps_low must be in [0, 1) and eps_high >= 0")
+        if self.loss_normalisation not in ("sequence", "token"):
+            raise WorkbenchError(f"loss_normalisation must be 'sequence' or 'token', got {self.loss_normalisation!r}")
+        if self.beta < 0 or self.ntp_coef < 0 or self.empty_thought_penalty < 0:
+            raise WorkbenchError("beta, ntp_coef and empty_thought_penalty must be >= 0")
+        if not (self.temperature >= 0 and 0 < self.top_p <= 1):
+            raise WorkbenchError("temperature must be >= 0 and top_p in (0, 1]")
+        if not self.think_open or not self.think_close:
+            raise WorkbenchError("think_open and think_close must not be empty")
+        return self
+
+    @property
+    def guarded(self) -> bool:
+        return (
+            self.loss_normalisation != "sequence"
+            or not self.allow_eos_in_thought
+            or self.min_thought_tokens > 0
+            or self.empty_thought_penalty > 0
+            or self.empty_advantage_cap is not None
+        )

@@ -1,0 +1,307 @@
+"""RLP: reinforcement as a pretraining objective, one step at a time (arXiv 2510.01265).
+
+One step:
+1. draw contexts: `docs_per_step` documents x `positions_per_doc` positions t (seeded by seed and step);
+2. the EMA teacher scores every x_t without a thought (one forward pass per document);
+3. the policy samples G thoughts per context and scores x_t after each (the reward engine of
+   `workbench.thoughts`, on a bf16 inference copy of the current weights);
+4. r = log p_theta(x_t | x_<t, c) - log p_phi(x_t | x_<t), detached; A = G/(G-1) (r - mean r);
+5. clipped surrogate on the thought tokens, each thought averaged over its length, then over the batch;
+6. optimizer step, then phi <- tau phi + (1 - tau) theta; the inference copies get the new weights.
+
+Guards against the empty-thought collapse (see RLPConfig) act in 3 (sampling) and 4-5 (reward,
+advantage, normalisation). Every step logs the diagnostics that show a collapse coming.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from workbench.models import ModelHandle
+from workbench.rewards import empty_thought_logp, thought_length_stats
+from workbench.rl_math import clipped_surrogate, ema_update_, guarded_advantages, kl_k3, normalise_loss, relative_drift
+from workbench.rlp_config import RLPConfig
+from workbench.scoring import no_think_scores
+from workbench.thoughts import SamplingConfig, Thought, ThoughtSampler, ThoughtTemplate, encode_prefix
+from workbench.trainer import Trainer
+
+
+@dataclass
+class TrainRow:
+    """One thought as the loss sees it: the inputs to feed and the sampled tokens to score.
+
+    The logits at the last len(targets) input positions predict `targets`."""
+
+    inputs: list[int]
+    targets: list[int]
+    advantage: float
+
+
+def train_row(thought: Thought, open_ids: list[int], close_ids: list[int], advantage: float, train_stop_tokens: bool) -> TrainRow | None:
+    """The policy's actions of one thought: its tokens, plus the tokens it sampled to end it.
+
+    A marker written with the canonical ids, or an EOS, was sampled by the policy; a marker appended at
+    the budget (or fed in place of a differently spelled one) was not, and is never trained."""
+    prefix = thought.scored_ids[: thought.position] + open_ids
+    targets = list(thought.ids)
+    if train_stop_tokens and thought.closed_by == "marker" and thought.hidden_tokens == 0:
+        targets += close_ids
+    elif train_stop_tokens and thought.closed_by == "eos" and thought.eos_id is not None:
+        targets += [thought.eos_id]
+    if not targets:
+        return None
+    seq = prefix + targets
+    return TrainRow(inputs=seq[:-1], targets=targets, advantage=advantage)
+
+
+def token_logps(model: torch.nn.Module, rows: list[TrainRow], temperature: float, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """log pi(target | inputs) per target token, [rows, K] with a mask, in one left-padded forward.
+
+    Left padding puts every row's targets at the end, so the LM head runs on the last K positions only
+    (Gemma's vocabulary is 262k). Logits are divided by the sampling temperature, as in TRL."""
+    device = next(model.parameters()).device
+    length = max(len(r.inputs) for r in rows)
+    k = max(len(r.targets) for r in rows)
+    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), length), dtype=torch.long)
+    targets = torch.zeros((len(rows), k), dtype=torch.long)
+    mask = torch.zeros((len(rows), k), dtype=torch.bool)
+    for i, row in enumerate(rows):
+        input_ids[i, length - len(row.inputs):] = torch.tensor(row.inputs)
+        attention[i, length - len(row.inputs):] = 1
+        targets[i, k - len(row.targets):] = torch.tensor(row.targets)
+        mask[i, k - len(row.targets):] = True
+    input_ids, attention, targets, mask = (x.to(device) for x in (input_ids, attention, targets, mask))
+    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids, logits_to_keep=k, use_cache=False)
+    logits = out.logits.float()
+    if temperature > 0:
+        logits = logits / temperature
+    logp = logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, -1)
+    return logp * mask, mask
+
+
+@dataclass
+class Context:
+    doc: int  # index into the trainer's train_ids
+    positions: list[int]
+
+
+class RLPTrainer(Trainer):
+    config: RLPConfig
+
+    @property
+    def optimizer_steps_per_step(self) -> int:  # type: ignore[override]
+        return self.config.ppo_epochs
+
+    # -- state: the EMA teacher ------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self._template = ThoughtTemplate(self.config.think_open, self.config.think_close)
+        self.open_ids = self._template.open_ids(self.tokenizer)
+        self.close_ids = self._template.close_ids(self.tokenizer)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        # phi: fp32, copied from theta at the first step ("lazy init") - here at construction, which
+        # is the same weights - then an exponential moving average of theta
+        self.ema = [p.detach().clone().float() for p in self.policy.parameters()]
+        self._teacher = self.inference_copy()
+
+    def template(self) -> ThoughtTemplate:
+        return self._template
+
+    def refresh_teacher(self) -> None:
+        with torch.no_grad():
+            for dst, src in zip(self._teacher.parameters(), self.ema):
+                dst.copy_(src)
+
+    @property
+    def teacher(self) -> ModelHandle:
+        return ModelHandle(self._teacher, self.tokenizer, self.model_name, source=str(self.run_dir), role="teacher", step=self.step)
+
+    def eval_teacher(self) -> ModelHandle:
+        return self.teacher
+
+    def eval_sampling(self) -> SamplingConfig:
+        return self.sampling(seed=self.config.seed, G=self.config.eval_G)
+
+    def extra_tensors(self) -> dict[str, dict[str, torch.Tensor]]:
+        names = [n for n, _ in self.named_policy_params()]
+        return {"teacher": dict(zip(names, self.ema))}
+
+    def load_extra_tensors(self, tensors: dict[str, dict[str, torch.Tensor]]) -> None:
+        names = [n for n, _ in self.named_policy_params()]
+        saved = tensors["teacher"]
+        self.ema = [saved[n].to(self.accelerator.device).float() for n in names]
+        self.refresh_teacher()
+
+    # -- one step --------------------------------------------------------------------------------
+
+    def sampling(self, seed: int, G: int | None = None) -> SamplingConfig:
+        cfg = self.config
+        return SamplingConfig(
+            G=G or cfg.G, thought_tokens=cfg.thought_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=seed,
+            allow_eos=cfg.allow_eos_in_thought, min_thought_tokens=cfg.min_thought_tokens,
+        )
+
+    def draw_contexts(self, rng: np.random.Generator) -> list[Context]:
+        cfg = self.config
+        docs = rng.choice(len(self.train_ids), size=min(cfg.docs_per_step, len(self.train_ids)), replace=False)
+        contexts = []
+        for d in sorted(int(i) for i in docs):
+            n = len(self.train_ids[d])
+            lo = min(cfg.min_position, n - 1)
+            k = min(cfg.positions_per_doc, n - lo)
+            contexts.append(Context(d, sorted(int(t) for t in rng.choice(np.arange(lo, n), size=k, replace=False))))
+        return contexts
+
+    def rollouts(self, contexts: list[Context], seed: int) -> dict[str, Any]:
+        """Thoughts, both scores and the empty-thought reference for every context."""
+        policy, teacher = self.rollout, self.teacher
+        sampler = ThoughtSampler(policy, self._template, self.sampling(seed))
+        thoughts: list[list[Thought]] = []  # per (doc, position): G thoughts
+        teacher_logp, empty_logp = [], []
+        flops = 0.0
+        for ctx in contexts:
+            ids = self.train_ids[ctx.doc]
+            span = max(ctx.positions)
+            scores, _ = no_think_scores(teacher, ids[: span + 1])
+            flops += self.flops_of.forward(span + 1, span)
+            _, prefix = encode_prefix(policy.model, ids[:span], span)
+            flops += self.flops_of.forward(span, 0)
+            sampled = sampler.sample(ids, ctx.positions, prefix=prefix)
+            empty = empty_thought_logp(policy, ids, ctx.positions, self._template, prefix=prefix)
+            for j, t in enumerate(ctx.positions):
+                thoughts.append(sampled[j * self.config.G : (j + 1) * self.config.G])
+                teacher_logp.append(scores.logp[t])
+                empty_logp.append(empty[j])
+            fed = sum(len(self.open_ids) + th.length + th.hidden_tokens + len(self.close_ids) for th in sampled)
+            flops += self.flops_of.forward(fed, sum(th.length + 1 for th in sampled))
+            flops += self.flops_of.forward(len(ctx.positions) * (len(self.open_ids) + len(self.close_ids)), len(ctx.positions))
+        return {"thoughts": thoughts, "teacher_logp": np.array(teacher_logp), "empty_logp": np.array(empty_logp), "flops": flops}
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        cfg = self.config
+        rng = np.random.default_rng([cfg.seed, step, self.accelerator.process_index])
+        contexts = self.draw_contexts(rng)
+        t0 = time.perf_counter()
+        roll = self.rollouts(contexts, seed=int(rng.integers(2**31 - 1)))
+        time_sample = time.perf_counter() - t0
+
+        groups: list[list[Thought]] = roll["thoughts"]
+        logp_with = torch.tensor([[th.logp_with_thought for th in g] for g in groups], dtype=torch.float64)
+        rewards = logp_with - torch.tensor(roll["teacher_logp"])[:, None]  # detached: plain numbers
+        empty = torch.tensor([[th.length == 0 for th in g] for g in groups])
+        adv = guarded_advantages(rewards, empty, cfg.empty_thought_penalty, cfg.empty_advantage_cap)
+
+        rows = [
+            row
+            for g, a in zip(groups, adv)
+            for th, ai in zip(g, a.tolist())
+            if (row := train_row(th, self.open_ids, self.close_ids, ai, cfg.train_stop_tokens)) is not None
+        ]
+        n_thoughts = sum(len(g) for g in groups)
+        denominator = n_thoughts if cfg.loss_normalisation == "sequence" else max(1, sum(len(r.targets) for r in rows))
+
+        t1 = time.perf_counter()
+        stats = self.update(rows, contexts, denominator)
+        time_loss = time.perf_counter() - t1
+        train_tokens = sum(len(r.inputs) for r in rows)
+        self.flops += roll["flops"] + cfg.ppo_epochs * self.flops_of.train(train_tokens, sum(len(r.targets) for r in rows))
+
+        all_thoughts = [th for g in groups for th in g]
+        lengths = np.array([th.length for th in all_thoughts])
+        empty_reward = roll["empty_logp"] - roll["teacher_logp"]
+        total = time.perf_counter() - t0
+        row = {
+            "reward_mean": float(rewards.mean()),
+            "reward_std": float(rewards.std()),
+            "reward_max": float(rewards.max()),
+            "share_positive": float((rewards > 0).double().mean()),
+            "empty_thought_reward": float(empty_reward.mean()),
+            "advantage_std": float(adv.std()),
+            **stats,
+            "thought_tokens_mean": float(lengths.mean()),
+            **thought_length_stats(all_thoughts),
+            "share_empty": float((lengths == 0).mean()),
+            "teacher_drift": relative_drift(self.ema, self.policy.parameters()),
+            "contexts": len(groups),
+            "thoughts": n_thoughts,
+            "time_sample_s": time_sample,
+            "time_loss_s": time_loss,
+            "thought_tokens_per_s": float(lengths.sum()) / total,
+            "train_tokens_per_s": train_tokens / total,
+        }
+        if row["share_empty"] >= cfg.collapse_warning:
+            self.note(
+                f"step {step}: {row['share_empty']:.0%} of thoughts are empty (mean length {row['thought_tokens_mean']:.1f}) - "
+                "the empty-thought collapse; see the guards in RLPConfig (loss_normalisation, min_thought_tokens, ...)"
+            )
+        return row
+
+    def update(self, rows: list[TrainRow], contexts: list[Context], denominator: float) -> dict[str, float]:
+        """ppo_epochs optimizer steps on one batch of thoughts; the EMA teacher follows every step."""
+        cfg = self.config
+        micro = [rows[i : i + cfg.micro_batch_rows] for i in range(0, len(rows), cfg.micro_batch_rows)]
+        old: list[torch.Tensor] = []
+        losses, clipped, tokens, kls, norms = 0.0, 0.0, 0.0, 0.0, []
+        for epoch in range(cfg.ppo_epochs):
+            self.optimizer.zero_grad(set_to_none=True)
+            for i, chunk in enumerate(micro):
+                logp, mask = token_logps(self.model, chunk, cfg.temperature, self.pad_id)
+                if epoch == 0:
+                    old.append(logp.detach())  # the sampling policy's log-probs: same weights, so the ratio starts at 1
+                adv = torch.tensor([r.advantage for r in chunk], device=logp.device, dtype=logp.dtype)[:, None]
+                per_token, was_clipped = clipped_surrogate(logp, old[i], adv.expand_as(logp), cfg.eps_low, cfg.eps_high)
+                if cfg.beta > 0:
+                    with torch.no_grad():
+                        ref, _ = token_logps(self._teacher, chunk, cfg.temperature, self.pad_id)
+                    kl = kl_k3(logp, ref.to(logp.dtype))
+                    per_token = per_token + cfg.beta * kl
+                    kls += float((kl * mask).sum())
+                loss = normalise_loss(per_token, mask, cfg.loss_normalisation, denominator)
+                self.accelerator.backward(loss)
+                losses += float(loss.detach())
+                clipped += float((was_clipped & mask).sum())
+                tokens += float(mask.sum())
+            if cfg.ntp_coef > 0:
+                losses += self.ntp_loss_backward(contexts)
+            if cfg.max_grad_norm > 0:
+                norms.append(float(self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)))
+            else:
+                norms.append(float(torch.norm(torch.stack([p.grad.norm() for p in self.model.parameters() if p.grad is not None]))))
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            ema_update_(self.ema, self.policy.parameters(), cfg.ema_tau)
+        self.refresh_teacher()
+        return {
+            "loss": losses / cfg.ppo_epochs,
+            "clip_fraction": clipped / max(tokens, 1.0),
+            "kl": kls / max(tokens, 1.0),
+            "grad_norm": float(np.mean(norms)),
+            "train_target_tokens": tokens / cfg.ppo_epochs,
+        }
+
+    def ntp_loss_backward(self, contexts: list[Context]) -> float:
+        """The optional next-token term on the step's documents (an ablation; the paper uses none)."""
+        total = 0.0
+        for ctx in contexts:
+            ids = torch.tensor([self.train_ids[ctx.doc]], device=self.accelerator.device)
+            out = self.model(input_ids=ids, labels=ids, use_cache=False)
+            loss = self.config.ntp_coef * out.loss / len(contexts)
+            self.accelerator.backward(loss)
+            total += float(loss)
+            self.flops += self.flops_of.train(ids.shape[1], ids.shape[1])
+        return total
+
+    def postfix(self, row: dict[str, Any]) -> dict[str, str]:
+        return {
+            "reward": f"{row['reward_mean']:.2f}",
+            "len": f"{row['thought_tokens_mean']:.1f}",
+            "empty": f"{row['share_empty']:.0%}",
+        }

@@ -1,0 +1,440 @@
+"""The loop every trainer shares, on accelerate: run directory, model, optimizer, checkpoints, resume, eval.
+
+A subclass writes one `train_step(step) -> metrics`; everything else lives here:
+
+    run_dir/
+      config.yaml        the resolved config (every field)
+      run.json           seed, versions, command, start time, config fingerprint
+      metrics.jsonl      one JSON object per step (step 0: the eval before training)
+      train.log          warnings and milestones
+      checkpoints/step-NNNNNN/   policy.safetensors, teacher.safetensors, optimizer.pt, ...
+      summary.json       written at the end
+      STOP               create this file to stop after the current step (the notebook's stop button)
+
+Reproducibility: all randomness of step s comes from generators seeded with (seed, s, process), so
+a resumed run draws exactly the contexts and thoughts the uninterrupted run drew.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from workbench.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from workbench.data import Document, load_corpus, load_documents, tokenize
+from workbench.errors import WorkbenchError
+from workbench.flops import flop_counter
+from workbench.models import ModelHandle, load_model
+from workbench.runs import RUNS_ROOT, new_run_dir, versions, write_json
+from workbench.scoring import no_think_scores
+from workbench.train_config import TrainConfig, load_config
+
+TIMING_KEYS = frozenset(
+    {"step_time_s", "time_sample_s", "time_loss_s", "time_eval_s", "thought_tokens_per_s", "train_tokens_per_s",
+     "tokens_per_s", "peak_rss_mb", "peak_gpu_mb", "wall_time_s"}
+)  # everything else in metrics.jsonl is reproducible bit for bit
+
+
+def load_docs(spec: str) -> list[Document]:
+    if spec in ("corpus:train", "corpus:eval"):
+        return load_corpus(spec.split(":")[1])
+    return load_documents(spec)
+
+
+def peak_memory_mb() -> dict[str, float]:
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available():
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+class Trainer:
+    """Owns the state of a run; `train()` runs it to the end (or to a STOP file)."""
+
+    def __init__(self, config: TrainConfig, resume: bool | str = False, log: Callable[[str], None] | None = None) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import broadcast_object_list
+
+        self.config = config.validate()
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.accelerator = Accelerator(
+            mixed_precision=config.mixed_precision, step_scheduler_with_optimizer=False
+        )
+        self.is_main = self.accelerator.is_main_process
+        self._print = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+        # -- run directory: chosen on the main process, shared with the others
+        run_dir = [str(self._resolve_run_dir(resume)) if self.is_main else None]
+        broadcast_object_list(run_dir)
+        self.run_dir = Path(run_dir[0])
+
+        # -- data
+        self.train_docs = load_docs(config.train_data)
+        self.eval_docs = load_docs(config.eval_data) if config.eval_data else []
+        if config.eval_docs:
+            self.eval_docs = self.eval_docs[: config.eval_docs]
+
+        # -- model (fp32 master weights), optimizer, schedule
+        handle = load_model(config.model, dtype="float32", device=str(self.accelerator.device),
+                            trust_remote_code=config.trust_remote_code)
+        self.tokenizer = handle.tokenizer
+        self.model_name = handle.name
+        model = handle.model
+        model.requires_grad_(True)
+        model.train()
+        self.flops_of = flop_counter(model)
+        self.train_ids = self._tokenized(self.train_docs, "train_data")
+        self.eval_ids = self._tokenized(self.eval_docs, "eval_data") if self.eval_docs else []
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.learning_rate, betas=tuple(config.adam_betas), weight_decay=config.weight_decay
+        )
+        from transformers import get_scheduler
+
+        scheduler = get_scheduler(
+            config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps,
+            num_training_steps=max(1, config.max_steps * self.optimizer_steps_per_step),
+        )
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.rollout_dtype = getattr(torch, config.rollout_dtype)
+        self._rollout: torch.nn.Module | None = None
+        self.step = 0
+        self.flops = 0.0
+        self.setup()
+        if resume and (ckpt := latest_checkpoint(self.run_dir)) is not None:
+            self._restore(ckpt)
+        elif self.is_main:
+            self._start_files()
+        self.refresh_rollout()
+
+    # -- hooks for subclasses ------------------------------------------------------------------------
+
+    optimizer_steps_per_step = 1
+
+    def setup(self) -> None:
+        """Build trainer-specific state (e.g. the EMA teacher) after the model is prepared."""
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def extra_tensors(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {}
+
+    def load_extra_tensors(self, tensors: dict[str, dict[str, torch.Tensor]]) -> None:
+        pass
+
+    def eval_teacher(self) -> ModelHandle:
+        """Whose no-think score the held-out reward subtracts (RLP: the EMA teacher)."""
+        return self.rollout
+
+    def finished(self) -> bool:
+        """Stop early (the NTP trainer stops at its FLOP budget)."""
+        return False
+
+    def eval_sampling(self):
+        from workbench.thoughts import SamplingConfig
+
+        return SamplingConfig(G=max(1, self.config.eval_G), thought_tokens=32, seed=self.config.seed)
+
+    def template(self):
+        from workbench.thoughts import ThoughtTemplate
+
+        return ThoughtTemplate()
+
+    # -- models ----------------------------------------------------------------------------------------
+
+    @property
+    def policy(self) -> torch.nn.Module:
+        """The trainable model, unwrapped from DDP/FSDP wrappers."""
+        return self.accelerator.unwrap_model(self.model)
+
+    def named_policy_params(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return list(self.policy.named_parameters())
+
+    def inference_copy(self) -> torch.nn.Module:
+        """A frozen copy of the policy in the rollout dtype (thought sampling and scoring run on it)."""
+        clone = copy.deepcopy(self.policy).to(self.rollout_dtype)
+        clone.requires_grad_(False)
+        clone.eval()
+        return clone
+
+    def refresh_rollout(self) -> None:
+        """Push the current policy weights into the inference copy (after every optimizer step)."""
+        if self._rollout is None:
+            self._rollout = self.inference_copy()
+            return
+        with torch.no_grad():
+            for dst, src in zip(self._rollout.parameters(), self.policy.parameters()):
+                dst.copy_(src)
+
+    @property
+    def rollout(self) -> ModelHandle:
+        return ModelHandle(self._rollout, self.tokenizer, self.model_name, source=str(self.run_dir), role="policy", step=self.step)
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    def train(self) -> dict[str, Any]:
+        cfg = self.config
+        start_time = time.perf_counter()
+        if self.step == 0:
+            row = {"step": 0, "flops": 0.0, **self.evaluate()}
+            self.log_row(row)
+        bar = None
+        if cfg.progress and self.is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"{cfg.trainer} steps", unit="step")
+        stopped_by = "max_steps"
+        while self.step < cfg.max_steps:
+            if self.stop_requested():
+                stopped_by = "stop file"
+                break
+            if self.finished():
+                stopped_by = "flops budget"
+                break
+            step = self.step + 1
+            torch.manual_seed(cfg.seed * 100_003 + step)  # anything else random in the step (e.g. dropout)
+            t0 = time.perf_counter()
+            row = self.train_step(step)
+            self.step = step
+            self.refresh_rollout()
+            row = {"step": step, **row, "flops": self.flops, "lr": float(self.scheduler.get_last_lr()[0])}
+            row["step_time_s"] = time.perf_counter() - t0
+            last = step == cfg.max_steps or self.stop_requested() or self.finished()
+            if step % cfg.eval_every == 0 or last:
+                row.update(self.evaluate())
+            row.update(peak_memory_mb())
+            self.log_row(row)
+            if step % cfg.checkpoint_every == 0 or last:
+                self.save()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(self.postfix(row))
+        if bar is not None:
+            bar.close()
+        latest = latest_checkpoint(self.run_dir)
+        if self.step and (latest is None or latest.name != f"step-{self.step:06d}"):
+            self.save()
+        summary = self.summary(stopped_by, time.perf_counter() - start_time)
+        if self.is_main:
+            write_json(self.run_dir / "summary.json", summary)
+            self.note(f"finished at step {self.step} ({stopped_by}); summary in {self.run_dir / 'summary.json'}")
+        return summary
+
+    def postfix(self, row: dict[str, Any]) -> dict[str, str]:
+        return {"loss": f"{row.get('loss', float('nan')):.3g}"}
+
+    def stop_requested(self) -> bool:
+        return (self.run_dir / "STOP").exists()
+
+    # -- evaluation ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Held-out no-think loss and next-token accuracy, and a held-out reward map (fixed seed)."""
+        if not self.eval_ids:
+            return {}
+        t0 = time.perf_counter()
+        policy = self.rollout
+        nll, correct, count = 0.0, 0, 0
+        own_logp: list[np.ndarray] = []
+        for ids in self.eval_ids:
+            scores, _ = no_think_scores(policy, ids)
+            nll -= float(np.nansum(scores.logp[1:]))
+            correct += int((scores.top_id[1:] == np.asarray(ids[1:])).sum())
+            count += len(ids) - 1
+            own_logp.append(scores.logp)
+        out = {"eval_loss": nll / count, "eval_accuracy": correct / count}
+        if self.config.eval_G > 0:
+            out.update(self._eval_rewards(policy, own_logp))
+        out["time_eval_s"] = time.perf_counter() - t0
+        return out
+
+    def _eval_rewards(self, policy: ModelHandle, own_logp: list[np.ndarray]) -> dict[str, float]:
+        from workbench.rewards import reward_map, thought_length_stats
+
+        rewards, gains, with_thought, empty, thoughts = [], [], [], [], []
+        for ids, own in zip(self.eval_ids, own_logp):
+            rm = reward_map(policy, self.eval_teacher(), ids, self.config.eval_positions, self.eval_sampling(), self.template())
+            rewards.extend(rm.rewards.tolist())
+            with_thought.extend(th.logp_with_thought for th in rm.thoughts)
+            gains.extend(th.logp_with_thought - own[th.position] for th in rm.thoughts)
+            empty.extend(rm.empty_rewards.values())
+            thoughts.extend(rm.thoughts)
+        lengths = np.array([th.length for th in thoughts])
+        stats = thought_length_stats(thoughts)
+        return {
+            "eval_reward_mean": float(np.mean(rewards)),
+            "eval_logp_with_thought": float(np.mean(with_thought)),
+            "eval_gain_vs_own_no_think": float(np.mean(gains)),
+            "eval_empty_thought_reward": float(np.mean(empty)),
+            "eval_thought_tokens": float(lengths.mean()),
+            "eval_share_empty": float((lengths == 0).mean()),
+            "eval_share_closed_by_marker": stats["share_closed_by_marker"],
+        }
+
+    # -- files -----------------------------------------------------------------------------------
+
+    def _resolve_run_dir(self, resume: bool | str) -> Path:
+        cfg = self.config
+        if isinstance(resume, str) and resume:
+            run_dir = Path(resume)
+        elif cfg.output_dir:
+            run_dir = Path(cfg.output_dir)
+        elif resume:
+            root = Path(os.environ.get("WORKBENCH_RUNS", RUNS_ROOT))
+            candidates = sorted(root.glob(f"{cfg.run_name}-*"), key=lambda p: p.stat().st_mtime)
+            candidates = [p for p in candidates if (p / "config.yaml").exists()]
+            if not candidates:
+                raise WorkbenchError(f"--resume: no run directory {root}/{cfg.run_name}-* to resume; set output_dir")
+            run_dir = candidates[-1]
+        else:
+            return new_run_dir(cfg.run_name)
+        if resume:
+            if not (run_dir / "config.yaml").exists():
+                raise WorkbenchError(f"--resume: {run_dir} is not a run directory (no config.yaml)")
+            saved = load_config(run_dir / "config.yaml")
+            if saved.fingerprint() != cfg.fingerprint():
+                changed = sorted(k for k, v in cfg.to_dict().items() if saved.to_dict().get(k) != v and k not in ("output_dir", "progress"))
+                raise WorkbenchError(
+                    f"--resume: the config differs from the run's own config.yaml in {', '.join(changed)}; "
+                    "resume with the same config (or start a new run)"
+                )
+        elif latest_checkpoint(run_dir) is not None:
+            raise WorkbenchError(f"{run_dir} already holds a run with checkpoints; pass --resume or choose another output_dir")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+
+    def _start_files(self) -> None:
+        (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
+        write_json(self.run_dir / "run.json", {
+            "seed": self.config.seed,
+            "trainer": self.config.trainer,
+            "config_fingerprint": self.config.fingerprint(),
+            "command": sys.argv,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "processes": self.accelerator.num_processes,
+            "device": str(self.accelerator.device),
+            "versions": versions(),
+        })
+        (self.run_dir / "metrics.jsonl").write_text("")
+        self.note(f"run directory {self.run_dir}")
+
+    def log_row(self, row: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+
+    def note(self, message: str) -> None:
+        if not self.is_main:
+            return
+        line = f"{time.strftime('%H:%M:%S')} {message}"
+        with open(self.run_dir / "train.log", "a") as fh:
+            fh.write(line + "\n")
+        self._print(line)
+
+    def _tokenized(self, docs: list[Document], field: str) -> list[list[int]]:
+        ids = [tokenize(self.tokenizer, d.text, self.config.max_doc_tokens) for d in docs]
+        ids = [x for x in ids if len(x) >= 16]
+        if not ids:
+            raise WorkbenchError(f"{field}: no document has at least 16 tokens")
+        return ids
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def save(self) -> None:
+        self.accelerator.wait_for_everyone()
+        if not self.is_main:
+            return
+        policy = {k: v for k, v in self.policy.state_dict().items()}
+        policy = _untie(policy)
+        save_checkpoint(
+            self.run_dir,
+            self.step,
+            tensors={"policy": policy, **self.extra_tensors()},
+            objects={
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": {"torch": torch.get_rng_state()},
+            },
+            state={"step": self.step, "flops": self.flops, "config_fingerprint": self.config.fingerprint()},
+            keep_last=self.config.keep_last,
+        )
+
+    def _restore(self, ckpt: Path) -> None:
+        tensors, objects, state = load_checkpoint(ckpt)
+        missing, unexpected = self.policy.load_state_dict(tensors.pop("policy"), strict=False)
+        if unexpected or any(not _is_tied_name(self.policy, k) for k in missing):
+            raise WorkbenchError(f"{ckpt}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        self.optimizer.load_state_dict(objects["optimizer"])
+        self.scheduler.load_state_dict(objects["scheduler"])
+        torch.set_rng_state(objects["rng"]["torch"])
+        self.load_extra_tensors(tensors)
+        self.step = int(state["step"])
+        self.flops = float(state["flops"])
+        if self.is_main:
+            # rows written after the checkpoint belong to steps that will run again
+            kept = [row for row in read_metrics(self.run_dir) if row["step"] <= self.step]
+            (self.run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in kept))
+            self.note(f"resumed from {ckpt.name} (step {self.step})")
+
+    # -- summary ---------------------------------------------------------------------------------
+
+    def summary(self, stopped_by: str, seconds: float) -> dict[str, Any]:
+        rows = read_metrics(self.run_dir)
+        evals = [r for r in rows if "eval_loss" in r]
+        return {
+            "trainer": self.config.trainer,
+            "model": self.model_name,
+            "steps": self.step,
+            "stopped_by": stopped_by,
+            "total_flops": self.flops,
+            "wall_time_s": seconds,
+            "first_eval": evals[0] if evals else None,
+            "last_eval": evals[-1] if evals else None,
+            "last_step": rows[-1] if rows else None,
+            **peak_memory_mb(),
+        }
+
+
+def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share storage (a tied LM head): keep the first name of each."""
+    seen: dict[int, str] = {}
+    out = {}
+    for name, tensor in state.items():
+        key = tensor.untyped_storage().data_ptr()
+        if key in seen:
+            continue
+        seen[key] = name
+        out[name] = tensor
+    return out
+
+
+def _is_tied_name(model: torch.nn.Module, name: str) -> bool:
+    head = model.get_output_embeddings()
+    return head is not None and head.weight is model.get_input_embeddings().weight and name.startswith("lm_head")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Rows of <run_dir>/metrics.jsonl (a half-written last line from a killed run is skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = []
+    if not path.exists():
+        return rows
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
