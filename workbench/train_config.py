@@ -175,9 +175,18 @@ def _coerce(name: str, value: Any, f: dataclasses.Field, source: str) -> Any:
     return value
 
 
+def resolve_config_path(path: str | Path) -> Path:
+    """A config path as given, else relative to the repository root (notebooks run in notebooks/)."""
+    path = Path(path).expanduser()
+    if path.is_file() or path.is_absolute():
+        return path
+    in_repo = Path(__file__).resolve().parents[1] / path
+    return in_repo if in_repo.is_file() else path
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML config (plus optional overrides, e.g. from a notebook's parameters)."""
-    path = Path(path)
+    path = resolve_config_path(path)
     if not path.is_file():
         raise WorkbenchError(f"config file {path} not found")
     try:

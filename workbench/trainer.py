@@ -389,6 +389,16 @@ class Trainer:
             (self.run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in kept))
             self.note(f"resumed from {ckpt.name} (step {self.step})")
 
+    def close(self) -> None:
+        """Drop the model, optimizer state and inference copies (gigabytes for Gemma) now, not at exit."""
+        import gc
+
+        self.accelerator.free_memory()
+        for name in ("model", "optimizer", "scheduler", "_rollout", "_teacher", "ema"):
+            if hasattr(self, name):
+                setattr(self, name, None)
+        gc.collect()
+
     # -- summary ---------------------------------------------------------------------------------
 
     def summary(self, stopped_by: str, seconds: float) -> dict[str, Any]:
@@ -438,3 +448,24 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return rows
+
+
+def load_trained(run_dir: str | Path, role: str = "policy", dtype: str = "bfloat16", checkpoint: str | Path | None = None) -> ModelHandle:
+    """A model handle with the weights of a run's last (or a given) checkpoint: role 'policy' or 'teacher'."""
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise WorkbenchError(f"{run_dir} has no checkpoint")
+    path = ckpt / f"{role}.safetensors"
+    if not path.exists():
+        raise WorkbenchError(f"{ckpt} has no {role} weights (the {load_config(run_dir / 'config.yaml').trainer} trainer keeps none)")
+    config = load_config(run_dir / "config.yaml")
+    handle = load_model(config.model, dtype=dtype, trust_remote_code=config.trust_remote_code)
+    state = {k: v.to(handle.dtype) for k, v in load_file(path).items()}
+    missing, unexpected = handle.model.load_state_dict(state, strict=False)
+    if unexpected or any(not _is_tied_name(handle.model, k) for k in missing):
+        raise WorkbenchError(f"{path} does not match {config.model}")
+    step = int(json.loads((ckpt / "state.json").read_text())["step"])
+    return ModelHandle(handle.model, handle.tokenizer, handle.name, source=str(ckpt), role=role, step=step)

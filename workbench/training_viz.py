@@ -1,0 +1,132 @@
+"""Training curves from metrics.jsonl: static plotly figures for reports, a live chart with a stop button."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from workbench.trainer import read_metrics
+
+# (metric, title, reference metric drawn dashed in the same panel)
+RLP_PANELS: list[tuple[str, str, str | None]] = [
+    ("reward_mean", "reward (nats); dashed: empty thought", "empty_thought_reward"),
+    ("thought_tokens_mean", "mean thought length (tokens)", None),
+    ("share_empty", "share of empty thoughts", None),
+    ("eval_loss", "held-out no-think loss (nats/token)", None),
+    ("eval_reward_mean", "held-out reward (nats); dashed: empty", "eval_empty_thought_reward"),
+    ("grad_norm", "gradient norm (before clipping)", None),
+    ("advantage_std", "advantage std", None),
+    ("clip_fraction", "clip fraction", None),
+    ("teacher_drift", "teacher-policy drift ||θ-φ||/||θ||", None),
+]
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+
+
+def _series(rows: list[dict[str, Any]], key: str, x: str) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for row in rows:
+        value = row.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value) and x in row:
+            xs.append(row[x])
+            ys.append(value)
+    return xs, ys
+
+
+def training_curves(
+    runs: dict[str, list[dict[str, Any]] | str | Path],
+    panels: list[tuple[str, str, str | None]] = RLP_PANELS,
+    x: str = "step",
+    cols: int = 3,
+    title: str = "",
+    drop_empty: bool = True,
+) -> go.Figure:
+    """One panel per metric, one colour per run. `runs`: label -> metrics rows or a run directory."""
+    data = {label: (read_metrics(r) if isinstance(r, (str, Path)) else r) for label, r in runs.items()}
+    present = [p for p in panels if not drop_empty or any(_series(rows, p[0], x)[0] for rows in data.values())]
+    rows_n = max(1, math.ceil(len(present) / cols))
+    fig = make_subplots(rows=rows_n, cols=cols, subplot_titles=[p[1] for p in present], horizontal_spacing=0.07, vertical_spacing=0.12)
+    for i, (key, _, ref) in enumerate(present):
+        r, c = divmod(i, cols)
+        for j, (label, rows) in enumerate(data.items()):
+            color = COLORS[j % len(COLORS)]
+            xs, ys = _series(rows, key, x)
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label, legendgroup=label,
+                                     showlegend=i == 0, line=dict(color=color)), row=r + 1, col=c + 1)
+            if ref:
+                xs, ys = _series(rows, ref, x)
+                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"{label}: empty thought", legendgroup=label,
+                                         showlegend=False, line=dict(color=color, dash="dash")), row=r + 1, col=c + 1)
+    fig.update_layout(height=280 * rows_n, title=title or None, margin=dict(t=60 if title else 40, b=30))
+    fig.update_xaxes(title_text=x, title_standoff=2)
+    return fig
+
+
+class LiveChart:
+    """A FigureWidget redrawn from a background run's metrics.jsonl, with a Stop button.
+
+    Stopping writes <run_dir>/STOP: the trainer finishes its step, checkpoints and exits cleanly.
+    `watch()` blocks the cell until the run ends (interrupt the kernel to stop the run);
+    `start()` redraws from a thread so the cell returns and the Stop button stays live in JupyterLab."""
+
+    def __init__(self, run, panels: list[tuple[str, str, str | None]] = RLP_PANELS[:6], every: float = 2.0) -> None:
+        import ipywidgets as widgets
+
+        self.run = run
+        self.panels = panels
+        self.every = every
+        self.figure = go.FigureWidget(training_curves({"live": []}, panels, drop_empty=False))
+        self.status = widgets.HTML("starting…")
+        self.button = widgets.Button(description="Stop after this step", button_style="danger", icon="stop")
+        self.button.on_click(lambda _: self.stop())
+        self.widget = widgets.VBox([widgets.HBox([self.button, self.status]), self.figure])
+        self._thread = None
+
+    def stop(self) -> None:
+        (Path(self.run.run_dir) / "STOP").touch()
+        self.status.value = "stop requested: finishing the current step…"
+
+    def refresh(self) -> int:
+        rows = self.run.metrics()
+        fresh = training_curves({"live": rows}, self.panels, drop_empty=False)
+        with self.figure.batch_update():
+            for old, new in zip(self.figure.data, fresh.data):
+                old.x, old.y = new.x, new.y
+        last = rows[-1] if rows else {}
+        state = "running" if self.run.running() else f"finished (exit code {self.run.process.poll()})"
+        self.status.value = f"step {last.get('step', 0)} &nbsp; {state} &nbsp; <code>{self.run.run_dir}</code>"
+        return len(rows)
+
+    def watch(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        from IPython.display import display
+
+        display(self.widget)
+        start = time.time()
+        try:
+            while self.run.running() and (timeout is None or time.time() - start < timeout):
+                self.refresh()
+                time.sleep(self.every)
+        except KeyboardInterrupt:  # the kernel's stop button: stop the run gracefully, keep its checkpoint
+            self.stop()
+            self.run.process.wait()
+        self.refresh()
+        return self.run.metrics()
+
+    def start(self) -> None:
+        import threading
+        from IPython.display import display
+
+        display(self.widget)
+
+        def loop() -> None:
+            while self.run.running():
+                self.refresh()
+                time.sleep(self.every)
+            self.refresh()
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
