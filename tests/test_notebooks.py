@@ -19,6 +19,9 @@ SMALL = {
     "02_information_gain": ["positions", "every:12", "G", "2", "thought_tokens", "6", "max_tokens", "120"],
     "03_reward_designs": ["positions", "every:30", "G", "2", "thought_tokens", "6", "max_tokens", "120",
                           "sweep_G", "[1, 2]", "sweep_budgets", "[2, 6]"],
+    "04_training": ["max_steps", "2", "thought_tokens", "6", "positions_per_doc", "1", "G", "2",
+                    "guard_steps", "2", "guard_thought_tokens", "4"],
+    "05_evaluation": ["train_steps", "1", "positions", "every:20", "G", "2", "thought_tokens", "6"],
 }
 
 
@@ -56,7 +59,8 @@ def test_notebook_runs_headlessly(tmp_path, stem):
     assert params["parameters"]["G"] == 2 and params["parameters"]["seed"] == 0
     assert "torch" in params["versions"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["model"] == "gemma3-270m" and metrics["thoughts"] > 0
+    if stem < "04":
+        assert metrics["model"] == "gemma3-270m" and metrics["thoughts"] > 0
     page = (run_dir / f"{stem}.html").read_text()
     assert "Plotly.newPlot" in page  # charts are embedded with plotly.js inline: the report works offline
     if stem == "02_information_gain":
@@ -65,6 +69,18 @@ def test_notebook_runs_headlessly(tmp_path, stem):
         assert page.count("hover a token") >= 9  # one token map per design
         assert set(metrics["designs"]) >= {"rlp", "quiet_star", "vr_cli", "nover", "intuitor", "rpt", "pretrainzero", "rlpt",
                                             "reasoning_pattern"}
+    if stem == "04_training":
+        rlp, ntp = Path(metrics["rlp_run"]), Path(metrics["ntp_run"])
+        assert rlp.parent == run_dir and ntp.parent == run_dir  # training runs live inside the notebook's run
+        rlp_summary = json.loads((rlp / "summary.json").read_text())
+        ntp_summary = json.loads((ntp / "summary.json").read_text())
+        assert rlp_summary["steps"] == 2 and ntp_summary["stopped_by"] == "flops budget"
+        assert ntp_summary["total_flops"] >= rlp_summary["total_flops"]  # matched compute (to one NTP step)
+        assert metrics["guarded_last_share_empty"] == 0.0  # min_thought_tokens forbids empty thoughts
+        assert (Path(metrics["faithful_run"]) / "metrics.jsonl").exists()
+    if stem == "05_evaluation":
+        assert {"ppl_base", "ppl_rlp", "ppl_ntp", "mc_acc_base", "mc_acc_rlp", "reward_trained"} <= set(metrics)
+        assert "hover a token" in page
 
 
 def test_bad_parameter_is_rejected_before_the_kernel_starts(tmp_path):

@@ -16,6 +16,7 @@ advantage, normalisation). Every step logs the diagnostics that show a collapse 
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,22 +253,14 @@ class RLPTrainer(Trainer):
         for epoch in range(cfg.ppo_epochs):
             self.optimizer.zero_grad(set_to_none=True)
             for i, chunk in enumerate(micro):
-                logp, mask = token_logps(self.model, chunk, cfg.temperature, self.pad_id)
-                if epoch == 0:
-                    old.append(logp.detach())  # the sampling policy's log-probs: same weights, so the ratio starts at 1
-                adv = torch.tensor([r.advantage for r in chunk], device=logp.device, dtype=logp.dtype)[:, None]
-                per_token, was_clipped = clipped_surrogate(logp, old[i], adv.expand_as(logp), cfg.eps_low, cfg.eps_high)
-                if cfg.beta > 0:
-                    with torch.no_grad():
-                        ref, _ = token_logps(self._teacher, chunk, cfg.temperature, self.pad_id)
-                    kl = kl_k3(logp, ref.to(logp.dtype))
-                    per_token = per_token + cfg.beta * kl
-                    kls += float((kl * mask).sum())
-                loss = normalise_loss(per_token, mask, cfg.loss_normalisation, denominator)
-                self.accelerator.backward(loss)
-                losses += float(loss.detach())
-                clipped += float((was_clipped & mask).sum())
-                tokens += float(mask.sum())
+                # several processes (DDP): all-reduce gradients once per optimizer step, on the last backward
+                last = i == len(micro) - 1 and cfg.ntp_coef == 0
+                with nullcontext() if last else self.accelerator.no_sync(self.model):
+                    stats = self._micro_step(chunk, old, i, epoch, denominator)
+                losses += stats[0]
+                clipped += stats[1]
+                tokens += stats[2]
+                kls += stats[3]
             if cfg.ntp_coef > 0:
                 losses += self.ntp_loss_backward(contexts)
             if cfg.max_grad_norm > 0:
@@ -286,6 +279,25 @@ class RLPTrainer(Trainer):
             "grad_norm": float(np.mean(norms)),
             "train_target_tokens": tokens / cfg.ppo_epochs,
         }
+
+    def _micro_step(self, chunk: list[TrainRow], old: list[torch.Tensor], i: int, epoch: int, denominator: float) -> tuple[float, float, float, float]:
+        """Forward + backward of one chunk of rows; returns (loss, clipped tokens, tokens, kl sum)."""
+        cfg = self.config
+        logp, mask = token_logps(self.model, chunk, cfg.temperature, self.pad_id)
+        if epoch == 0:
+            old.append(logp.detach())  # the sampling policy's log-probs: same weights, so the ratio starts at 1
+        adv = torch.tensor([r.advantage for r in chunk], device=logp.device, dtype=logp.dtype)[:, None]
+        per_token, was_clipped = clipped_surrogate(logp, old[i], adv.expand_as(logp), cfg.eps_low, cfg.eps_high)
+        kl_sum = 0.0
+        if cfg.beta > 0:
+            with torch.no_grad():
+                ref, _ = token_logps(self._teacher, chunk, cfg.temperature, self.pad_id)
+            kl = kl_k3(logp, ref.to(logp.dtype))
+            per_token = per_token + cfg.beta * kl
+            kl_sum = float((kl * mask).sum())
+        loss = normalise_loss(per_token, mask, cfg.loss_normalisation, denominator)
+        self.accelerator.backward(loss)
+        return float(loss.detach()), float((was_clipped & mask).sum()), float(mask.sum()), kl_sum
 
     def ntp_loss_backward(self, contexts: list[Context]) -> float:
         """The optional next-token term on the step's documents (an ablation; the paper uses none)."""
