@@ -68,7 +68,10 @@ class Trainer:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.accelerator = Accelerator(
-            mixed_precision=config.mixed_precision, step_scheduler_with_optimizer=False
+            mixed_precision=config.mixed_precision,
+            step_scheduler_with_optimizer=False,
+            # without a GPU say so: accelerate then treats torchrun's processes as MULTI_CPU (gloo)
+            cpu=not torch.cuda.is_available(),
         )
         self.is_main = self.accelerator.is_main_process
         self._print = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -108,6 +111,7 @@ class Trainer:
         self.rollout_dtype = getattr(torch, config.rollout_dtype)
         self._rollout: torch.nn.Module | None = None
         self.step = 0
+        self._saved_step = -1
         self.flops = 0.0
         self.setup()
         if resume and (ckpt := latest_checkpoint(self.run_dir)) is not None:
@@ -221,8 +225,7 @@ class Trainer:
                 bar.set_postfix(self.postfix(row))
         if bar is not None:
             bar.close()
-        latest = latest_checkpoint(self.run_dir)
-        if self.step and (latest is None or latest.name != f"step-{self.step:06d}"):
+        if self.step and self._saved_step != self.step:
             self.save()
         summary = self.summary(stopped_by, time.perf_counter() - start_time)
         if self.is_main:
@@ -234,7 +237,13 @@ class Trainer:
         return {"loss": f"{row.get('loss', float('nan')):.3g}"}
 
     def stop_requested(self) -> bool:
-        return (self.run_dir / "STOP").exists()
+        """A STOP file in the run directory; the main process decides for all (they must stop together)."""
+        from accelerate.utils import broadcast_object_list
+
+        flag = [(self.run_dir / "STOP").exists() if self.is_main else None]
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(flag)
+        return bool(flag[0])
 
     # -- evaluation ------------------------------------------------------------------------------
 
@@ -355,6 +364,7 @@ class Trainer:
 
     def save(self) -> None:
         self.accelerator.wait_for_everyone()
+        self._saved_step = self.step
         if not self.is_main:
             return
         policy = {k: v for k, v in self.policy.state_dict().items()}
@@ -382,6 +392,7 @@ class Trainer:
         torch.set_rng_state(objects["rng"]["torch"])
         self.load_extra_tensors(tensors)
         self.step = int(state["step"])
+        self._saved_step = self.step
         self.flops = float(state["flops"])
         if self.is_main:
             # rows written after the checkpoint belong to steps that will run again
