@@ -59,6 +59,17 @@ def _read_text(path: Path) -> str:
     return text
 
 
+def jsonl_objects(path: Path, text: str) -> Iterator[tuple[int, object]]:
+    """(line number, parsed JSON) for each non-blank line; a line that is not JSON is a one-line error."""
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise WorkbenchError(f"{path}:{lineno} is not valid JSON ({exc.msg})") from exc
+
+
 def load_documents(path: str | Path) -> list[Document]:
     """Documents from a .jsonl file (one object per line with a "text" field) or a plain text file (one document)."""
     path = Path(path).expanduser()
@@ -66,13 +77,7 @@ def load_documents(path: str | Path) -> list[Document]:
     if path.suffix != ".jsonl":
         return [Document(id=path.stem, text=text.strip("\n"), kind="text", title=path.name)]
     docs: list[Document] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise WorkbenchError(f"{path}:{lineno} is not valid JSON ({exc.msg})") from exc
+    for lineno, obj in jsonl_objects(path, text):
         if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not obj["text"].strip():
             raise WorkbenchError(f'{path}:{lineno} needs a non-empty string field "text"')
         docs.append(

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import torch
 
-from workbench.data import _read_text, data_dir
+from workbench.data import _read_text, data_dir, jsonl_objects
 from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
 
@@ -86,13 +86,7 @@ def load_mc_task(path: str | Path | None = None) -> list[MCItem]:
     text = _read_text(path)
     items: list[MCItem] = []
     seen: set[str] = set()
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise WorkbenchError(f"{path}:{lineno} is not valid JSON ({exc.msg})") from exc
+    for lineno, obj in jsonl_objects(path, text):
         item = _parse_item(obj, f"{path}:{lineno}", f"{path.stem}-{lineno}")
         if item.id in seen:
             raise WorkbenchError(f"{path}:{lineno} repeats the id {item.id!r}")
