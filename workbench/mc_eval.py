@@ -14,7 +14,6 @@ model handle, with our task registered as `rlp_workbench_mc` and any hub task pa
 from __future__ import annotations
 
 import inspect
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
