@@ -252,3 +252,28 @@ def test_resume_after_sigkill_gives_the_same_metrics(tmp_path):
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["steps"] == 4 and summary["total_flops"] == json.loads((straight / "summary.json").read_text())["total_flops"]
     assert "resumed from" in (killed / "train.log").read_text()
+
+
+@pytest.mark.model
+def test_empty_thought_guards_on_real_thoughts(gemma_bf16, math_doc):
+    """On real Gemma thoughts with '.' as the closing marker (some end at once): the advantage cap keeps every
+    empty thought's advantage <= 0 and leaves the others alone; the penalty lowers every empty thought's."""
+    from workbench.rl_math import guarded_advantages
+    from workbench.scoring import no_think_scores
+
+    ids = tokenize(gemma_bf16.tokenizer, math_doc.text)
+    positions = list(range(16, len(ids), 24))
+    G = 8
+    thoughts = ThoughtSampler(gemma_bf16, ThoughtTemplate("<think>", "."),
+                              SamplingConfig(G=G, thought_tokens=8, temperature=1.0, seed=1)).sample(ids, positions)
+    scores, _ = no_think_scores(gemma_bf16, ids)
+    rewards = torch.tensor([[th.logp_with_thought - scores.logp[th.position] for th in thoughts[i : i + G]]
+                            for i in range(0, len(thoughts), G)], dtype=torch.float64)
+    empty = torch.tensor([[th.length == 0 for th in thoughts[i : i + G]] for i in range(0, len(thoughts), G)])
+    assert empty.any() and not empty.all()
+    plain = guarded_advantages(rewards, empty)
+    capped = guarded_advantages(rewards, empty, empty_cap=0.0)
+    assert (capped[empty] <= 0).all() and torch.equal(capped[~empty], plain[~empty])
+    assert torch.equal(capped[empty], plain[empty].clamp(max=0.0))
+    penalised = guarded_advantages(rewards, empty, empty_penalty=100.0)
+    assert (penalised[empty] < plain[empty] - 50).all()
