@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,13 +86,3 @@ def start_background(config_path: str | Path, run_dir: str | Path, extra_args: l
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TQDM_DISABLE": "1"})
     return BackgroundRun(proc, run_dir, log_path)
 
-
-def wait_for_rows(run: BackgroundRun, n: int, timeout: float = 600.0, poll: float = 1.0) -> list[dict[str, Any]]:
-    """Block until the run has logged n metrics rows (or ended)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        rows = run.metrics()
-        if len(rows) >= n or not run.running():
-            return rows
-        time.sleep(poll)
-    return run.metrics()
