@@ -129,6 +129,8 @@ class RewardMap:
                 "thought_tokens": self.config.thought_tokens,
                 "temperature": self.config.temperature,
                 "top_p": self.config.top_p,
+                "allow_eos": self.config.allow_eos,
+                "min_thought_tokens": self.config.min_thought_tokens,
                 "positions": self.positions_spec,
             },
             "document_ids": list(self.document_ids),
