@@ -70,7 +70,8 @@ def test_score_writes_the_documented_json(tmp_path):
         assert key in data
     assert data["model"] == "gemma3-270m" and data["dtype"] == "bfloat16" and data["seed"] == 7
     assert data["template"] == {"open": "<think>", "close": "</think>"}
-    assert data["settings"] == {"G": 2, "thought_tokens": 6, "temperature": 0.7, "top_p": 1.0, "positions": "every:16"}
+    assert data["settings"] == {"G": 2, "thought_tokens": 6, "temperature": 0.7, "top_p": 1.0, "positions": "every:16",
+                                "allow_eos": True, "min_thought_tokens": 0}
     ids = data["document_ids"]
     assert len(ids) == 100 and ids[0] == 2  # Gemma's <bos>
     assert [p["position"] for p in data["positions"]] == list(range(16, 100, 16))
