@@ -16,7 +16,6 @@ outside load: trust the ratio of medians, not one number.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from workbench.data import find_document, parse_positions, select_positions, tokenize  # noqa: E402
 from workbench.models import load_model, teacher_of  # noqa: E402
 from workbench.rewards import reward_map  # noqa: E402
+from workbench.runs import cpu_name  # noqa: E402
 from workbench.thoughts import SamplingConfig, ThoughtTemplate  # noqa: E402
 
 
@@ -81,16 +81,6 @@ def plain_loop(handle, ids: list[int], positions: list[int], config: SamplingCon
                 lp = torch.log_softmax(logits[k, -1].float(), -1)[target]
                 rewards.append(float(lp - no_think[target]))
     return tokens, statistics.fmean(rewards)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

@@ -78,6 +78,8 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from workbench.runs import cpu_name  # noqa: E402
+
 ENGINES = ("workbench", "trl", "trl-compact")
 PREFIX = "#"  # child lines starting with this are shown live by the parent
 
@@ -313,16 +315,6 @@ def child(args) -> None:
 
 
 # --------------------------------------------------------------------------- parent
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def package_versions() -> dict[str, str]:

@@ -46,6 +46,17 @@ def new_run_dir(name: str, root: str | Path | None = None) -> Path:
     raise RuntimeError(f"could not create a run directory under {root}")
 
 
+def cpu_name() -> str:
+    """The CPU model, for benchmark records ("noisy machines: say which one")."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def versions() -> dict[str, str]:
     """Versions of everything that can change a number."""
     out = {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine()}

@@ -384,9 +384,7 @@ class Trainer:
 
     def _restore(self, ckpt: Path) -> None:
         tensors, objects, state = load_checkpoint(ckpt)
-        missing, unexpected = self.policy.load_state_dict(tensors.pop("policy"), strict=False)
-        if unexpected or any(not _is_tied_name(self.policy, k) for k in missing):
-            raise WorkbenchError(f"{ckpt}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        _load_weights(self.policy, tensors.pop("policy"), str(ckpt))
         self.optimizer.load_state_dict(objects["optimizer"])
         self.scheduler.load_state_dict(objects["scheduler"])
         torch.set_rng_state(objects["rng"]["torch"])
@@ -442,6 +440,13 @@ def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Load a checkpoint's (untied) state dict; only a tied LM head may be missing from it."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not _is_tied_name(model, k) for k in missing):
+        raise WorkbenchError(f"{where}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
 def _is_tied_name(model: torch.nn.Module, name: str) -> bool:
     head = model.get_output_embeddings()
     return head is not None and head.weight is model.get_input_embeddings().weight and name.startswith("lm_head")
@@ -475,8 +480,6 @@ def load_trained(run_dir: str | Path, role: str = "policy", dtype: str = "bfloat
     config = load_config(run_dir / "config.yaml")
     handle = load_model(config.model, dtype=dtype, trust_remote_code=config.trust_remote_code)
     state = {k: v.to(handle.dtype) for k, v in load_file(path).items()}
-    missing, unexpected = handle.model.load_state_dict(state, strict=False)
-    if unexpected or any(not _is_tied_name(handle.model, k) for k in missing):
-        raise WorkbenchError(f"{path} does not match {config.model}")
+    _load_weights(handle.model, state, str(path))
     step = int(json.loads((ckpt / "state.json").read_text())["step"])
     return ModelHandle(handle.model, handle.tokenizer, handle.name, source=str(ckpt), role=role, step=step)
