@@ -25,16 +25,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sampler_backends import machine  # noqa: E402
+
 from workbench.data import find_document, parse_positions, select_positions, tokenize  # noqa: E402
 from workbench.models import load_model, teacher_of  # noqa: E402
 from workbench.rewards import reward_map  # noqa: E402
-from workbench.runs import cpu_name  # noqa: E402
-from workbench.thoughts import SamplingConfig, ThoughtTemplate  # noqa: E402
+from workbench.thoughts import SamplingConfig, ThoughtTemplate, backend_unavailable  # noqa: E402
 
 
 def plain_loop(handle, ids: list[int], positions: list[int], config: SamplingConfig, template: ThoughtTemplate):
     """What a user writes with transformers alone. Returns (thought tokens, mean reward)."""
     model, tok = handle.model, handle.tokenizer
+    dev = handle.device
     open_ids = template.open_ids(tok)
     close_ids = template.close_ids(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -44,8 +46,8 @@ def plain_loop(handle, ids: list[int], positions: list[int], config: SamplingCon
     with torch.inference_mode():
         for t in positions:
             target = ids[t]
-            no_think = torch.log_softmax(model(torch.tensor([ids[:t]]), logits_to_keep=1).logits[0, -1].float(), -1)
-            prompt = torch.tensor([ids[:t] + open_ids])
+            no_think = torch.log_softmax(model(torch.tensor([ids[:t]], device=dev), logits_to_keep=1).logits[0, -1].float(), -1)
+            prompt = torch.tensor([ids[:t] + open_ids], device=dev)
             out = model.generate(
                 prompt,
                 do_sample=config.temperature > 0,
@@ -73,8 +75,8 @@ def plain_loop(handle, ids: list[int], positions: list[int], config: SamplingCon
                 seqs.append(ids[:t] + open_ids + thought + close_ids)
             # score the G sequences in one forward: left-padded, so the last position is x_t's prediction
             longest = max(len(s) for s in seqs)
-            batch = torch.tensor([[pad] * (longest - len(s)) + s for s in seqs])
-            mask = torch.tensor([[0] * (longest - len(s)) + [1] * len(s) for s in seqs])
+            batch = torch.tensor([[pad] * (longest - len(s)) + s for s in seqs], device=dev)
+            mask = torch.tensor([[0] * (longest - len(s)) + [1] * len(s) for s in seqs], device=dev)
             position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
             logits = model(batch, attention_mask=mask, position_ids=position_ids, logits_to_keep=1).logits
             for k in range(len(seqs)):
@@ -92,7 +94,9 @@ def main() -> None:
     ap.add_argument("-G", type=int, default=4)
     ap.add_argument("--thought-tokens", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=400)
-    ap.add_argument("--repeats", type=int, default=3, help="workbench repeats (the plain loop runs ceil(repeats/2))")
+    ap.add_argument("--engines", default="workbench,plain,vllm",
+                    help="comma-separated from workbench, plain, vllm (the workbench's reward map on its vLLM backend)")
+    ap.add_argument("--repeats", type=int, default=3, help="workbench/vllm repeats (the plain loop runs ceil(repeats/2))")
     args = ap.parse_args()
 
     handle = load_model(args.model, dtype=args.dtype)
@@ -102,40 +106,60 @@ def main() -> None:
     template = ThoughtTemplate()
     positions = select_positions(parse_positions(args.positions), len(ids), seed=config.seed)
     print(f"# {args.model} {args.dtype}, document {args.doc} ({len(ids)} tokens), {args.positions} -> "
-          f"{len(positions)} positions, G={args.G}, budget {args.thought_tokens}", flush=True)
+          f"{len(positions)} positions, G={args.G}, budget {args.thought_tokens}; {machine()}", flush=True)
 
-    # warm-up: first-call costs (kernel compilation, allocator) are not what we compare
-    reward_map(handle, teacher, ids, args.positions, SamplingConfig(G=2, thought_tokens=4), template)
-    plain_loop(handle, ids, positions[:1], SamplingConfig(G=2, thought_tokens=4), template)
+    def engine_run(backend: str):
+        def run(cfg: SamplingConfig, doc: list[int], spec: str):
+            rm = reward_map(handle, teacher, doc, spec, cfg, template, backend=backend, empty_reference=False)
+            return rm.generated_tokens, float(rm.rewards.mean())
+        return run
 
-    results: dict[str, list[float]] = {"workbench": [], "plain loop": []}
+    def plain(cfg: SamplingConfig, doc: list[int], spec: str):
+        return plain_loop(handle, doc, select_positions(parse_positions(spec), len(doc), seed=cfg.seed), cfg, template)
+
+    runners = {"workbench": engine_run("transformers"), "vllm": engine_run("vllm"), "plain": plain}
+    engines = []
+    for name in args.engines.split(","):
+        if name not in runners:
+            raise SystemExit(f"unknown engine {name!r}; choose from {', '.join(runners)}")
+        reason = backend_unavailable("vllm") if name == "vllm" else None
+        if reason:
+            print(f"# skipped engine vllm: {reason}", flush=True)
+        else:
+            engines.append(name)
+    # warm-up: first-call costs (engine start, kernel compilation, allocator) are not what we compare
+    for name in engines:
+        start = time.perf_counter()
+        runners[name](SamplingConfig(G=2, thought_tokens=4), ids[:48], "every:16")
+        print(f"# {name}: warm-up {time.perf_counter() - start:.1f} s", flush=True)
+
+    results: dict[str, list[float]] = {name: [] for name in engines}
     rewards: dict[str, float] = {}
     plain_runs = max(1, (args.repeats + 1) // 2)
-    for i in range(max(args.repeats, plain_runs)):
-        if i < args.repeats:
+    for i in range(args.repeats):
+        for name in engines:
+            if name == "plain" and i >= plain_runs:
+                continue
             start = time.perf_counter()
-            rm = reward_map(handle, teacher, ids, args.positions, config, template)
+            tokens, mean_reward = runners[name](config, ids, args.positions)
             elapsed = time.perf_counter() - start
-            results["workbench"].append(rm.generated_tokens / elapsed)
-            rewards["workbench"] = float(rm.rewards.mean())
-            print(f"workbench  run {i + 1}: {rm.generated_tokens} tokens in {elapsed:.1f} s", flush=True)
-        if i < plain_runs:
-            start = time.perf_counter()
-            tokens, mean_reward = plain_loop(handle, ids, positions, config, template)
-            elapsed = time.perf_counter() - start
-            results["plain loop"].append(tokens / elapsed)
-            rewards["plain loop"] = mean_reward
-            print(f"plain loop run {i + 1}: {tokens} tokens in {elapsed:.1f} s", flush=True)
+            results[name].append(tokens / elapsed)
+            rewards[name] = mean_reward
+            print(f"{name:10s} run {i + 1}: {tokens} tokens in {elapsed:.1f} s", flush=True)
 
-    w = statistics.median(results["workbench"])
-    p = statistics.median(results["plain loop"])
+    labels = {"workbench": "workbench reward_map (transformers backend)", "plain": "plain per-position loop",
+              "vllm": "workbench reward_map (vLLM backend)"}
+    med = {name: statistics.median(results[name]) for name in engines}
     print()
-    print(f"machine: {cpu_name()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}")
+    print(f"machine: {machine()}; torch {torch.__version__}")
     print("| engine | thought tokens/s incl. scoring (median) | runs | mean reward (nats) |")
     print("|---|---|---|---|")
-    print(f"| workbench reward_map | {w:.0f} | {len(results['workbench'])} | {rewards['workbench']:+.2f} |")
-    print(f"| plain per-position loop | {p:.0f} | {len(results['plain loop'])} | {rewards['plain loop']:+.2f} |")
-    print(f"\nratio workbench / plain loop: {w / p:.1f}x")
+    for name in engines:
+        print(f"| {labels[name]} | {med[name]:.0f} | {len(results[name])} | {rewards[name]:+.2f} |")
+    print()
+    for name in engines:
+        if name != "workbench" and "workbench" in med:
+            print(f"ratio workbench / {name}: {med['workbench'] / med[name]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -275,7 +275,7 @@ def run_trl(args, tmp: str, compact: bool) -> dict:
         learning_rate=1e-6, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
         adam_beta1=0.9, adam_beta2=0.999, max_grad_norm=1.0,
         beta=0.0, loss_type="grpo", scale_rewards="none", epsilon=0.2, num_iterations=1,
-        use_cpu=True, bf16=True, gradient_checkpointing=False, shuffle_dataset=False,
+        use_cpu=not torch.cuda.is_available(), bf16=True, gradient_checkpointing=False, shuffle_dataset=False,
         report_to="none", save_strategy="no", logging_steps=10**6, disable_tqdm=True, log_completions=False,
         dataloader_num_workers=0,
     )
@@ -310,6 +310,8 @@ def child(args) -> None:
         else:
             out = run_trl(args, tmp, compact=args.child == "trl-compact")
     out.update(engine=args.child, peak_rss_mb=peak_rss_mb(), wall_s=time.perf_counter() - t0,
+               peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0,
+               gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                torch_threads=torch.get_num_threads())
     Path(args.child_out).write_text(json.dumps(out))
 
@@ -396,6 +398,7 @@ def main() -> None:
             "thought_tokens_per_s": statistics.median(s["thought_tokens"] / s["seconds"] for s in timed),
             "thought_tokens_per_step": statistics.median(s["thought_tokens"] for s in timed),
             "peak_rss_mb": max(res["peak_rss_mb"] for res in results),
+            "peak_gpu_mb": max(res.get("peak_gpu_mb", 0.0) for res in results),
             "reward_mean": statistics.fmean(s["reward_mean"] for s in timed),
             "timed_steps": len(timed),
             "settings": results[0]["settings"],
@@ -404,16 +407,17 @@ def main() -> None:
     vers = package_versions()
     threads = runs[engines[0]][0]["torch_threads"]
     print()
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {threads} torch threads per engine process; "
+    gpu = runs[engines[0]][0].get("gpu")
+    print(f"machine: {(gpu + ' + ') if gpu else ''}{cpu_name()}, {os.cpu_count()} cores, {threads} torch threads per engine process; "
           + ", ".join(f"{k} {v}" for k, v in vers.items()))
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print()
-    print("| engine | step time s (median) | range s | thought tokens/s (median) | thought tokens/step | peak RSS MB | mean reward (nats) | timed steps |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| engine | step time s (median) | range s | thought tokens/s (median) | thought tokens/step | peak RSS MB | peak GPU MB | mean reward (nats) | timed steps |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for engine, s in summary.items():
         lo, hi = s["step_s_range"]
         print(f"| {engine} | {s['median_step_s']:.2f} | {lo:.2f} – {hi:.2f} | {s['thought_tokens_per_s']:.1f} | "
-              f"{s['thought_tokens_per_step']:.0f} | {s['peak_rss_mb']:.0f} | {s['reward_mean']:+.2f} | {s['timed_steps']} |")
+              f"{s['thought_tokens_per_step']:.0f} | {s['peak_rss_mb']:.0f} | {s['peak_gpu_mb']:.0f} | {s['reward_mean']:+.2f} | {s['timed_steps']} |")
     ratios = {}
     if "workbench" in summary:
         w = summary["workbench"]

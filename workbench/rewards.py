@@ -217,15 +217,18 @@ def reward_map(
     progress: Callable[[int, int], None] | bool | None = None,
     max_rows: int = 256,
     empty_reference: bool = True,
+    backend: str = "transformers",
 ) -> RewardMap:
     """Sample G thoughts at the chosen positions of a document and compute every reward.
 
     `progress`: a callback (done, total), or True for a tqdm bar (a widget in notebooks).
     `empty_reference`: also score the empty thought at each position (cheap: two markers per row).
+    `backend`: the thought sampler's backend, "transformers" or "vllm" (the no-think teacher pass is
+    always transformers: one forward over the document).
     """
     spec = parse_positions(positions) if isinstance(positions, str) else positions
     config = config.validate()
-    sampler = ThoughtSampler(policy, template, config, max_rows=max_rows)
+    sampler = ThoughtSampler(policy, template, config, max_rows=max_rows, backend=backend)
     shared = teacher.shares_weights_with(policy)
 
     start = time.perf_counter()

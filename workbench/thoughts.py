@@ -21,6 +21,7 @@ model conditioned on (ids, never re-tokenised text).
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
@@ -347,12 +348,39 @@ class _Row:
     eos: int | None = None
 
 
+BACKENDS = ("transformers", "vllm")
+
+
+def backend_unavailable(backend: str) -> str | None:
+    """Why `backend` cannot run here, or None when it can."""
+    if backend == "transformers":
+        return None
+    if backend == "vllm":
+        from workbench.vllm_backend import vllm_unavailable
+
+        return vllm_unavailable()
+    return f"unknown sampling backend {backend!r}; choose from {', '.join(BACKENDS)}"
+
+
 class ThoughtSampler:
     """Samples G thoughts at each requested position of a document and scores the target with each.
 
-    All (position, thought) rows of a call decode in one batch (split into chunks of at most
-    `max_rows` rows) on top of the document's shared key/value cache.
+    backend="transformers" (default): all (position, thought) rows of a call decode in one batch
+    (split into chunks of at most `max_rows` rows) on top of the document's shared key/value cache.
+    backend="vllm": the same interface and semantics on a vLLM engine (`workbench.vllm_backend`).
     """
+
+    backend = "transformers"
+
+    def __new__(cls, *args, backend: str = "transformers", **kwargs):
+        if cls is ThoughtSampler and backend != "transformers":
+            reason = backend_unavailable(backend)
+            if reason:
+                raise WorkbenchError(reason)
+            from workbench.vllm_backend import VLLMThoughtSampler
+
+            return super().__new__(VLLMThoughtSampler)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -360,6 +388,7 @@ class ThoughtSampler:
         template: ThoughtTemplate = ThoughtTemplate(),
         config: SamplingConfig = SamplingConfig(),
         max_rows: int = 256,
+        backend: str = "transformers",
     ) -> None:
         self.policy = policy
         self.template = template
@@ -375,6 +404,12 @@ class ThoughtSampler:
         self._token_text: dict[int, str] = {}
 
     # -- public API -----------------------------------------------------------------------------
+
+    def with_config(self, config: SamplingConfig) -> "ThoughtSampler":
+        """The same sampler (same model, template and engine) with other sampling settings."""
+        other = copy.copy(self)
+        other.config = config.validate()
+        return other
 
     def sample(
         self,
