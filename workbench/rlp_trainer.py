@@ -111,6 +111,49 @@ class RLPTrainer(Trainer):
         # is the same weights - then an exponential moving average of theta
         self.ema = [p.detach().clone().float() for p in self.policy.parameters()]
         self._teacher = self.inference_copy()
+        self._vllm = None
+        if self.config.sampler_backend == "vllm":
+            from workbench.models import bundled_model_dir, BUNDLED
+            from workbench.vllm_backend import VLLMEngine
+
+            model = self.config.model
+            source = bundled_model_dir(model) if model in BUNDLED else model
+            self._vllm = VLLMEngine(source, dtype=self.config.rollout_dtype, seed=self.config.seed,
+                                    max_model_len=self.config.vllm_max_model_len,
+                                    gpu_memory_utilization=self.config.vllm_gpu_memory_utilization)
+            if self.is_main:
+                self._print(f"vLLM engine started in {self._vllm.start_s:.1f} s")
+
+    def refresh_rollout(self) -> None:
+        """After every optimizer step: the bf16 inference copy and, with the vLLM backend, the engine get theta."""
+        super().refresh_rollout()
+        if getattr(self, "_vllm", None) is not None:
+            start = time.perf_counter()
+            self._vllm.load_weights((n, p.to(self._vllm_dtype)) for n, p in self.named_policy_params())
+            pushed = time.perf_counter() - start
+            self.vllm_sync = {"time_vllm_push_s": pushed, **self.vllm_probe()}
+
+    def vllm_probe(self, n_probe: int = 4) -> dict[str, float]:
+        """Next-token log-probs on a fixed probe of training text, from the engine and from the rollout copy.
+
+        vllm_sync_nats: largest |engine - policy|; stays at bf16 noise when the engine holds the policy's weights.
+        vllm_shift_nats: largest |engine now - engine at the start|; grows as training moves the policy.
+        """
+        ids = self.train_ids[0][:64]
+        cuts = sorted({max(2, len(ids) * (k + 1) // n_probe) for k in range(n_probe)})
+        engine = np.array(self._vllm.last_token_logps([ids[:c] for c in cuts]))
+        with torch.inference_mode():
+            logits = self._rollout(torch.tensor([ids], device=self.accelerator.device)).logits[0].float()
+            own = torch.log_softmax(logits, -1)
+        local = np.array([float(own[c - 2, ids[c - 1]]) for c in cuts])
+        if not hasattr(self, "_probe_start"):
+            self._probe_start = engine
+        return {"vllm_sync_nats": float(np.abs(engine - local).max()),
+                "vllm_shift_nats": float(np.abs(engine - self._probe_start).max())}
+
+    @property
+    def _vllm_dtype(self) -> torch.dtype:
+        return getattr(torch, self.config.rollout_dtype)
 
     def template(self) -> ThoughtTemplate:
         return self._template
@@ -163,7 +206,10 @@ class RLPTrainer(Trainer):
     def rollouts(self, contexts: list[Context], seed: int) -> dict[str, Any]:
         """Thoughts, both scores and the empty-thought reference for every context."""
         policy, teacher = self.rollout, self.teacher
-        sampler = ThoughtSampler(policy, self._template, self.sampling(seed))
+        if self._vllm is not None:
+            sampler = ThoughtSampler(policy, self._template, self.sampling(seed), backend="vllm", engine=self._vllm)
+        else:
+            sampler = ThoughtSampler(policy, self._template, self.sampling(seed))
         thoughts: list[list[Thought]] = []  # per (doc, position): G thoughts
         teacher_logp, empty_logp = [], []
         flops = 0.0
@@ -237,6 +283,9 @@ class RLPTrainer(Trainer):
             "thought_tokens_per_s": float(lengths.sum()) / total,
             "train_tokens_per_s": train_tokens / total,
         }
+        if self._vllm is not None:
+            # the weights this step sampled with were pushed after the previous optimizer step
+            row.update(self.vllm_sync)
         if row["share_empty"] >= cfg.collapse_warning:
             self.note(
                 f"step {step}: {row['share_empty']:.0%} of thoughts are empty (mean length {row['thought_tokens_mean']:.1f}) - "

