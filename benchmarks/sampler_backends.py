@@ -1,7 +1,7 @@
 """Thought sampling: the transformers backend vs the vLLM backend, in one run.
 
     python benchmarks/sampler_backends.py [--model gemma3-270m] [--backends transformers,vllm]
-        [--G 4,16] [--budgets 32,256] [--doc math-01] [--positions every:24] [--repeats 2] [--json OUT]
+        [--G 4,16] [--budgets 32,256]  (backend "vllm:vllm": vLLM samples and also scores) [--doc math-01] [--positions every:24] [--repeats 2] [--json OUT]
 
 For every (G, budget) cell each backend samples G thoughts at the same positions of the same document
 with the same template, temperature, top-p and seed, and scores the true next token with each thought
@@ -68,9 +68,9 @@ def main() -> None:
     template = ThoughtTemplate()
     backends, skipped = [], {}
     for name in args.backends.split(","):
-        if name not in BACKENDS:
-            raise SystemExit(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
-        reason = backend_unavailable(name)
+        if name.split(":")[0] not in BACKENDS:
+            raise SystemExit(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)} (vllm:vllm = vLLM also scores)")
+        reason = backend_unavailable(name.split(":")[0])
         if reason:
             skipped[name] = reason
         else:
@@ -83,7 +83,9 @@ def main() -> None:
     samplers = {}
     for name in backends:
         start = time.perf_counter()
-        samplers[name] = ThoughtSampler(handle, template, SamplingConfig(G=2, thought_tokens=4), backend=name)
+        backend, _, scorer = name.partition(":")
+        options = {"scorer": scorer} if scorer else {}
+        samplers[name] = ThoughtSampler(handle, template, SamplingConfig(G=2, thought_tokens=4), backend=backend, **options)
         samplers[name].sample(ids, positions[:2])  # warm-up: engine start, kernel compilation
         print(f"# {name}: set-up and warm-up {time.perf_counter() - start:.1f} s", flush=True)
 
@@ -111,15 +113,16 @@ def main() -> None:
     print(f"\nmachine: {machine()}; {versions()}")
     print(f"{args.model} {args.dtype}, {args.doc}, {len(positions)} positions, temperature 0.7, top-p 1\n")
     head = " | ".join(f"{b} tok/s" for b in backends)
-    print(f"| G | budget | {head} | mean thought length | " + ("vllm / transformers |" if len(backends) == 2 else ""))
-    print("|---|---|" + "---|" * (len(backends) + 1 + (len(backends) == 2)))
+    ratios = [b for b in backends if b != "transformers"] if "transformers" in backends else []
+    print(f"| G | budget | {head} | mean thought length | " + "".join(f"{b} / transformers | " for b in ratios))
+    print("|---|---|" + "---|" * (len(backends) + 1 + len(ratios)))
     for G, budget in cells:
         med = {b: statistics.median(r["tokens_per_s"] for r in records if (r["backend"], r["G"], r["budget"]) == (b, G, budget))
                for b in backends}
         length = statistics.fmean(r["mean_length"] for r in records if (r["G"], r["budget"]) == (G, budget))
         row = f"| {G} | {budget} | " + " | ".join(f"{med[b]:.0f}" for b in backends) + f" | {length:.1f} |"
-        if len(backends) == 2:
-            row += f" {med['vllm'] / med['transformers']:.2f}x |"
+        for b in ratios:
+            row += f" {med[b] / med['transformers']:.2f}x |"
         print(row)
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "machine": machine(), "versions": versions(),
