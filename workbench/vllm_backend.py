@@ -81,6 +81,7 @@ class VLLMEngine:
         self.llm = LLM(**kwargs)
         self.start_s = time.perf_counter() - start
         self.model_path = str(model_path)
+        self.synced_with: torch.nn.Module | None = None  # the model object whose weights the engine holds
         self.dtype = dtype
         self.max_model_len = max_model_len
 
@@ -136,8 +137,15 @@ def engine_for(policy: ModelHandle, **engine_kwargs) -> VLLMEngine:
     dtype = str(policy.dtype).replace("torch.", "")
     key = (os.path.realpath(source), dtype)
     if key not in _ENGINES:
-        _ENGINES[key] = VLLMEngine(source, dtype=dtype, **engine_kwargs)
-    return _ENGINES[key]
+        _ENGINES[key] = engine = VLLMEngine(source, dtype=dtype, **engine_kwargs)
+        if policy.step == 0:
+            engine.synced_with = policy.model  # the directory's weights are this handle's weights
+    engine = _ENGINES[key]
+    if engine.synced_with is not policy.model:
+        # another model object (e.g. trained weights loaded over the same directory): give the engine its weights
+        engine.load_weights((n, p.to(policy.dtype)) for n, p in policy.model.named_parameters())
+        engine.synced_with = policy.model
+    return engine
 
 
 class VLLMThoughtSampler(ThoughtSampler):
