@@ -196,18 +196,15 @@ class VLLMThoughtSampler(ThoughtSampler):
         # seeded samples depend on the prefix cache's state in bf16 (cold and warm runs diverge after a few
         # tokens), so every call starts cold: the same call gives the same thoughts
         self.engine.reset_prefix_cache()
-        if self.config.thought_tokens == 0:
-            outputs = [[[] for _ in range(G)] for _ in positions]  # nothing to sample: the empty thought
-            reasons = [[("length", None)] * G for _ in positions]
+        if self.config.thought_tokens == 0:  # nothing to sample: the empty thought, as a budget of 0 gives
+            completions = [[([], "length", None)] * G for _ in positions]
         else:
             requests = self.engine.generate(prompts, [self.sampling_params(t) for t in positions])
-            outputs = [[list(c.token_ids) for c in sorted(r.outputs, key=lambda c: c.index)] for r in requests]
-            reasons = [[(c.finish_reason, c.stop_reason) for c in sorted(r.outputs, key=lambda c: c.index)]
-                       for r in requests]
-        thoughts = []
-        for t, outs, why in zip(positions, outputs, reasons):
-            for g, (ids, (finish, stop)) in enumerate(zip(outs, why)):
-                thoughts.append(self._thought_from(document_ids, t, g, ids, finish, stop))
+            completions = [[(list(c.token_ids), c.finish_reason, c.stop_reason)
+                            for c in sorted(r.outputs, key=lambda c: c.index)] for r in requests]
+        thoughts = [self._thought_from(document_ids, t, g, ids, finish, stop)
+                    for t, per_position in zip(positions, completions)
+                    for g, (ids, finish, stop) in enumerate(per_position)]
         if progress:
             progress(0, len(thoughts))
         self._score(document_ids, thoughts, prefix)
