@@ -111,7 +111,8 @@ class RLPTrainer(Trainer):
         # is the same weights - then an exponential moving average of theta
         self.ema = [p.detach().clone().float() for p in self.policy.parameters()]
         self._teacher = self.inference_copy()
-        self._vllm = None
+        self._vllm = None  # the vLLM engine, with sampler_backend "vllm"
+        self._probe_start: np.ndarray | None = None  # the engine's probe log-probs before the first update
         if self.config.sampler_backend == "vllm":
             from workbench.models import bundled_model_dir, BUNDLED
             from workbench.vllm_backend import VLLMEngine
@@ -127,9 +128,9 @@ class RLPTrainer(Trainer):
     def refresh_rollout(self) -> None:
         """After every optimizer step: the bf16 inference copy and, with the vLLM backend, the engine get theta."""
         super().refresh_rollout()
-        if getattr(self, "_vllm", None) is not None:
+        if self._vllm is not None:
             start = time.perf_counter()
-            self._vllm.load_weights((n, p.to(self._vllm_dtype)) for n, p in self.named_policy_params())
+            self._vllm.load_weights((n, p.to(self.rollout_dtype)) for n, p in self.named_policy_params())
             pushed = time.perf_counter() - start
             self.vllm_sync = {"time_vllm_push_s": pushed, **self.vllm_probe()}
 
@@ -146,14 +147,10 @@ class RLPTrainer(Trainer):
             logits = self._rollout(torch.tensor([ids], device=self.accelerator.device)).logits[0].float()
             own = torch.log_softmax(logits, -1)
         local = np.array([float(own[c - 2, ids[c - 1]]) for c in cuts])
-        if not hasattr(self, "_probe_start"):
+        if self._probe_start is None:
             self._probe_start = engine
         return {"vllm_sync_nats": float(np.abs(engine - local).max()),
                 "vllm_shift_nats": float(np.abs(engine - self._probe_start).max())}
-
-    @property
-    def _vllm_dtype(self) -> torch.dtype:
-        return getattr(torch, self.config.rollout_dtype)
 
     def template(self) -> ThoughtTemplate:
         return self._template
@@ -206,10 +203,8 @@ class RLPTrainer(Trainer):
     def rollouts(self, contexts: list[Context], seed: int) -> dict[str, Any]:
         """Thoughts, both scores and the empty-thought reference for every context."""
         policy, teacher = self.rollout, self.teacher
-        if self._vllm is not None:
-            sampler = ThoughtSampler(policy, self._template, self.sampling(seed), backend="vllm", engine=self._vllm)
-        else:
-            sampler = ThoughtSampler(policy, self._template, self.sampling(seed))
+        on_vllm = {"backend": "vllm", "engine": self._vllm} if self._vllm is not None else {}
+        sampler = ThoughtSampler(policy, self._template, self.sampling(seed), **on_vllm)
         thoughts: list[list[Thought]] = []  # per (doc, position): G thoughts
         teacher_logp, empty_logp = [], []
         flops = 0.0
