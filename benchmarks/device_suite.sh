@@ -3,6 +3,12 @@
 # machine (no network, 64 MiB per call), so it builds random-weight models with the real architectures and
 # tokenizers (benchmarks/random_model.py) from .devcarry/, and installs carried wheels from .whl/.
 #   device run, carry [".whl", ".devcarry"]: bash benchmarks/device_suite.sh
+# Prepare both folders here first (both are in .git/info/exclude, so git ignores them):
+#   for m in gemma3-270m smollm2-135m; do src=$(ls -d ~/.cache/rlp-workbench/models/$m-*); mkdir -p .devcarry/$m
+#     cp $src/{config.json,tokenizer_config.json,generation_config.json} .devcarry/$m/; xz -9 -c $src/tokenizer.json > .devcarry/$m/tokenizer.json.xz; done
+#   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
+#     transformers==5.19.0 trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 plotly==7.1.0
 # Writes suite.log and the JSON/PNG results under $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TQDM_DISABLE=1
