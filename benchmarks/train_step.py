@@ -80,7 +80,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workbench.runs import cpu_name  # noqa: E402
 
-ENGINES = ("workbench", "trl", "trl-compact")
+ENGINES = ("workbench", "workbench-vllm", "trl", "trl-compact")  # workbench-vllm: sampler_backend vllm
 PREFIX = "#"  # child lines starting with this are shown live by the parent
 
 
@@ -98,7 +98,7 @@ def split_contexts(contexts: int) -> tuple[int, int]:
     return docs, contexts // docs
 
 
-def rlp_config(args, output_dir: str):
+def rlp_config(args, output_dir: str, sampler_backend: str = "transformers"):
     from workbench.train_config import config_from_dict
 
     docs, positions = split_contexts(args.contexts)
@@ -107,18 +107,19 @@ def rlp_config(args, output_dir: str):
         docs_per_step=docs, positions_per_doc=positions, G=args.G, thought_tokens=args.thought_tokens,
         temperature=0.7, top_p=1.0, learning_rate=1e-6, lr_scheduler="constant", mixed_precision="bf16",
         rollout_dtype="bfloat16", eval_data="", checkpoint_every=10**6, progress=False, threads=args.threads,
+        sampler_backend=sampler_backend,
     ))
 
 
 # --------------------------------------------------------------------------- workbench engine
 
 
-def run_workbench(args, tmp: str) -> dict:
+def run_workbench(args, tmp: str, sampler_backend: str = "transformers") -> dict:
     import torch
 
     from workbench.launch import trainer_for
 
-    cfg = rlp_config(args, str(Path(tmp) / "run"))
+    cfg = rlp_config(args, str(Path(tmp) / "run"), sampler_backend)
     trainer = trainer_for(cfg, log=lambda msg: None)
     rss_loaded = peak_rss_mb()
     steps = []
@@ -305,8 +306,8 @@ def child(args) -> None:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix=f"train-step-{args.child}-") as tmp:
         t0 = time.perf_counter()
-        if args.child == "workbench":
-            out = run_workbench(args, tmp)
+        if args.child in ("workbench", "workbench-vllm"):
+            out = run_workbench(args, tmp, "vllm" if args.child == "workbench-vllm" else "transformers")
         else:
             out = run_trl(args, tmp, compact=args.child == "trl-compact")
     out.update(engine=args.child, peak_rss_mb=peak_rss_mb(), wall_s=time.perf_counter() - t0,

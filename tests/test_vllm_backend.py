@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import SMOLLM
 from tests.reference import logp_next
 from workbench.data import tokenize
 from workbench.errors import WorkbenchError
@@ -98,9 +99,21 @@ def test_greedy_thoughts_match_the_transformers_backend(gemma_bf16, engine, doc_
     config = SamplingConfig(G=1, thought_tokens=8, temperature=0.0)
     via_vllm = ThoughtSampler(gemma_bf16, ThoughtTemplate(), config, backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
     via_tf = ThoughtSampler(gemma_bf16, ThoughtTemplate(), config).sample(doc_ids, POSITIONS)
-    first_same = [a.ids[:1] == b.ids[:1] for a, b in zip(via_vllm, via_tf)]
+    # compare where the greedy choice is decisive: with random weights (benchmarks/device_vllm.sh) the top two
+    # logits can sit within bf16 rounding, and two correct kernels then pick different tokens
+    open_ids = ThoughtTemplate().open_ids(gemma_bf16.tokenizer)
+    decisive = []
+    with torch.no_grad():
+        for t in POSITIONS:
+            inp = torch.tensor([doc_ids[:t] + open_ids], device=gemma_bf16.model.device)
+            top2 = gemma_bf16.model(inp, logits_to_keep=1).logits[0, -1].float().topk(2).values
+            decisive.append(float(top2[0] - top2[1]) > 0.1)
+    if not any(decisive):
+        pytest.skip("no position with a decisive greedy first token (top-2 logits within 0.1)")
+    first_same = [a.ids[:1] == b.ids[:1] for a, b, d in zip(via_vllm, via_tf, decisive) if d]
     assert all(first_same), [(a.ids, b.ids) for a, b in zip(via_vllm, via_tf)]
-    assert sum(a.ids == b.ids for a, b in zip(via_vllm, via_tf)) >= len(POSITIONS) - 1  # bf16 near-ties may split one
+    if all(decisive):
+        assert sum(a.ids == b.ids for a, b in zip(via_vllm, via_tf)) >= len(POSITIONS) - 1  # a later near-tie may split one
 
 
 @needs_vllm
@@ -124,7 +137,7 @@ def test_pushed_weights_reach_the_engine(gemma_bf16, gemma_fp32, engine, doc_ids
     gen = torch.Generator().manual_seed(0)
     for name in changed:
         if "mlp" in name and name.endswith("weight"):
-            changed[name] += 0.01 * torch.randn(changed[name].shape, generator=gen)
+            changed[name] += 0.01 * torch.randn(changed[name].shape, generator=gen).to(changed[name].device)
     try:
         engine.load_weights((n, t.to(torch.bfloat16)) for n, t in changed.items())
         after = np.array(engine.last_token_logps(seqs))
@@ -148,7 +161,7 @@ def test_training_samples_with_vllm_and_pushes_weights(tmp_path):
     engine's next-token scores match the policy's after each push), and training moves the policy."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "workbench.cli", "train", str(REPO / "configs" / "rlp_tiny.yaml"),
-           "--output-dir", str(out), "--set", "model", "smollm2-135m", "--set", "sampler_backend", "vllm",
+           "--output-dir", str(out), "--set", "model", SMOLLM, "--set", "sampler_backend", "vllm",
            "--set", "max_steps", "3", "--set", "learning_rate", "1e-3", "--set", "eval_every", "100",
            "--set", "checkpoint_every", "100", "--set", "progress", "false"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
