@@ -109,7 +109,7 @@ class RLPTrainer(Trainer):
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         # phi: fp32, copied from theta at the first step ("lazy init") - here at construction, which
         # is the same weights - then an exponential moving average of theta
-        self.ema = [p.detach().clone().float() for p in self.policy.parameters()]
+        self.ema = [t.clone().float() for _, t in self.named_policy_params()]
         self._teacher = self.inference_copy()
         self._vllm = None  # the vLLM engine, with sampler_backend "vllm"
         self._probe_start: np.ndarray | None = None  # the engine's probe log-probs before the first update
@@ -171,11 +171,11 @@ class RLPTrainer(Trainer):
         return self.sampling(seed=self.config.seed, G=self.config.eval_G)
 
     def extra_tensors(self) -> dict[str, dict[str, torch.Tensor]]:
-        names = [n for n, _ in self.named_policy_params()]
+        names = [n for n, _ in self.policy.named_parameters()]  # names only: no gather (only the main process saves)
         return {"teacher": dict(zip(names, self.ema))}
 
     def load_extra_tensors(self, tensors: dict[str, dict[str, torch.Tensor]]) -> None:
-        names = [n for n, _ in self.named_policy_params()]
+        names = [n for n, _ in self.policy.named_parameters()]
         saved = tensors["teacher"]
         self.ema = [saved[n].to(self.accelerator.device).float() for n in names]
         self.refresh_teacher()
@@ -270,7 +270,7 @@ class RLPTrainer(Trainer):
             "thought_tokens_mean": float(lengths.mean()),
             **thought_length_stats(all_thoughts),
             "share_empty": float((lengths == 0).mean()),
-            "teacher_drift": relative_drift(self.ema, self.policy.parameters()),
+            "teacher_drift": relative_drift(self.ema, [t for _, t in self.named_policy_params()]),
             "contexts": len(groups),
             "thoughts": n_thoughts,
             "time_sample_s": time_sample,
@@ -314,7 +314,7 @@ class RLPTrainer(Trainer):
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-            ema_update_(self.ema, self.policy.parameters(), cfg.ema_tau)
+            ema_update_(self.ema, [t for _, t in self.named_policy_params()], cfg.ema_tau)
         self.refresh_teacher()
         return {
             "loss": losses / cfg.ppo_epochs,

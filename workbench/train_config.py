@@ -170,6 +170,8 @@ def _coerce(name: str, value: Any, f: dataclasses.Field, source: str) -> Any:
         if not isinstance(value, int) or isinstance(value, bool):
             raise WorkbenchError(f"{source}: {name} must be an integer, got {value!r}")
         return value
+    if isinstance(default, str) and value is False and name == "mixed_precision":
+        return "no"  # YAML 1.1 reads a bare `no` (mixed_precision: no, --set mixed_precision no) as false
     if isinstance(default, str) and not isinstance(value, str):
         raise WorkbenchError(f"{source}: {name} must be a string, got {value!r}")
     return value

@@ -17,7 +17,6 @@ a resumed run draws exactly the contexts and thoughts the uninterrupted run drew
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import resource
@@ -36,6 +35,8 @@ from workbench.flops import flop_counter
 from workbench.models import ModelHandle, load_model
 from workbench.runs import RUNS_ROOT, new_run_dir, versions, write_json
 from workbench.scoring import no_think_scores
+from workbench.sharding import (full_named_tensors, full_optimizer_state, full_state_dict, is_sharded,
+                                load_full_optimizer_state, load_full_state_dict, plain_copy)
 from workbench.train_config import TrainConfig, load_config
 
 TIMING_KEYS = frozenset(
@@ -119,6 +120,8 @@ class Trainer:
         elif self.is_main:
             self._start_files()
         self.refresh_rollout()
+        if is_sharded(self.policy):
+            self.note(f"policy sharded with FSDP2 across {self.accelerator.num_processes} processes")
 
     # -- hooks for subclasses ------------------------------------------------------------------------
 
@@ -161,15 +164,14 @@ class Trainer:
         """The trainable model, unwrapped from DDP/FSDP wrappers."""
         return self.accelerator.unwrap_model(self.model)
 
-    def named_policy_params(self) -> list[tuple[str, torch.nn.Parameter]]:
-        return list(self.policy.named_parameters())
+    def named_policy_params(self) -> list[tuple[str, torch.Tensor]]:
+        """(name, whole tensor) of the policy's parameters, detached. Under FSDP2 this gathers the shards (a
+        collective: every process calls it); otherwise the tensors are the parameters themselves."""
+        return full_named_tensors(self.policy)
 
     def inference_copy(self) -> torch.nn.Module:
-        """A frozen copy of the policy in the rollout dtype (thought sampling and scoring run on it)."""
-        clone = copy.deepcopy(self.policy).to(self.rollout_dtype)
-        clone.requires_grad_(False)
-        clone.eval()
-        return clone
+        """A frozen, unsharded copy of the policy in the rollout dtype (thought sampling and scoring run on it)."""
+        return plain_copy(self.policy, self.rollout_dtype)
 
     def refresh_rollout(self) -> None:
         """Push the current policy weights into the inference copy (after every optimizer step)."""
@@ -177,7 +179,7 @@ class Trainer:
             self._rollout = self.inference_copy()
             return
         with torch.no_grad():
-            for dst, src in zip(self._rollout.parameters(), self.policy.parameters()):
+            for dst, (_, src) in zip(self._rollout.parameters(), self.named_policy_params()):
                 dst.copy_(src)
 
     @property
@@ -365,16 +367,21 @@ class Trainer:
     def save(self) -> None:
         self.accelerator.wait_for_everyone()
         self._saved_step = self.step
+        sharded = is_sharded(self.policy)
+        if not self.is_main and not sharded:
+            return
+        # sharded (FSDP2): every process takes part in gathering whole tensors; the main process writes them
+        policy = full_state_dict(self.policy)
+        optimizer = full_optimizer_state(self.policy, self.optimizer)
         if not self.is_main:
             return
-        policy = {k: v for k, v in self.policy.state_dict().items()}
-        policy = _untie(policy)
+        policy = _untie(dict(policy))
         save_checkpoint(
             self.run_dir,
             self.step,
             tensors={"policy": policy, **self.extra_tensors()},
             objects={
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": optimizer,
                 "scheduler": self.scheduler.state_dict(),
                 "rng": {"torch": torch.get_rng_state()},
             },
@@ -385,7 +392,7 @@ class Trainer:
     def _restore(self, ckpt: Path) -> None:
         tensors, objects, state = load_checkpoint(ckpt)
         _load_weights(self.policy, tensors.pop("policy"), str(ckpt))
-        self.optimizer.load_state_dict(objects["optimizer"])
+        load_full_optimizer_state(self.policy, self.optimizer, objects["optimizer"])
         self.scheduler.load_state_dict(objects["scheduler"])
         torch.set_rng_state(objects["rng"]["torch"])
         self.load_extra_tensors(tensors)
@@ -442,7 +449,7 @@ def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
     """Load a checkpoint's (untied) state dict; only a tied LM head may be missing from it."""
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = load_full_state_dict(model, state)
     if unexpected or any(not _is_tied_name(model, k) for k in missing):
         raise WorkbenchError(f"{where}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
