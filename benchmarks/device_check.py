@@ -20,10 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sampler_backends import machine  # noqa: E402
-
 from workbench.data import find_document, parse_positions, select_positions, tokenize  # noqa: E402
 from workbench.models import load_model  # noqa: E402
+from workbench.runs import machine_name as machine  # noqa: E402
 from workbench.thoughts import SamplingConfig, ThoughtSampler, ThoughtTemplate  # noqa: E402
 
 

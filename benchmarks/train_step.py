@@ -78,7 +78,7 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workbench.runs import cpu_name  # noqa: E402
+from workbench.runs import cpu_name, package_versions  # noqa: E402
 
 ENGINES = ("workbench", "workbench-vllm", "trl", "trl-compact")  # workbench-vllm: sampler_backend vllm
 PREFIX = "#"  # child lines starting with this are shown live by the parent
@@ -320,16 +320,9 @@ def child(args) -> None:
 # --------------------------------------------------------------------------- parent
 
 
-def package_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "transformers", "accelerate", "trl", "datasets"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "absent"
-    return out
+def engine_versions() -> dict[str, str]:
+    return {"python": platform.python_version(),
+            **package_versions(("torch", "transformers", "accelerate", "trl", "datasets", "vllm"))}
 
 
 def spawn(engine: str, args, argv: list[str]) -> dict:
@@ -405,7 +398,7 @@ def main() -> None:
             "settings": results[0]["settings"],
         }
 
-    vers = package_versions()
+    vers = engine_versions()
     threads = runs[engines[0]][0]["torch_threads"]
     print()
     gpu = runs[engines[0]][0].get("gpu")

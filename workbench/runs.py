@@ -57,14 +57,30 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def versions() -> dict[str, str]:
-    """Versions of everything that can change a number."""
-    out = {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine()}
-    for pkg in ("rlp-workbench", "torch", "transformers", "numpy", "pandas", "papermill", "plotly", "gguf"):
+def machine_name() -> str:
+    """What a benchmark ran on: the GPU (and the CPU beside it), or the CPU and its torch threads."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (+ {cpu_name()})"
+    return f"{cpu_name()}, {torch.get_num_threads()} torch threads"
+
+
+def package_versions(packages: tuple[str, ...]) -> dict[str, str]:
+    """The installed version of each package that is installed."""
+    out = {}
+    for pkg in packages:
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             pass
+    return out
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that can change a number."""
+    out = {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine()}
+    out.update(package_versions(("rlp-workbench", "torch", "transformers", "numpy", "pandas", "papermill", "plotly", "gguf")))
     try:
         import torch
 
