@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from workbench.trainer import TIMING_KEYS, read_metrics
+from workbench.trainer import TIMING_KEYS, merge_process_rows, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without torch.distributed")
@@ -60,6 +60,16 @@ def _checkpoint(run: Path, step: int) -> dict[str, dict[str, torch.Tensor]]:
     return {f.stem: load_file(f) for f in folder.glob("*.safetensors")}
 
 
+def test_merge_process_rows():
+    rows = [{"step": 3, "reward_mean": -1.0, "reward_max": 2.0, "contexts": 4, "thoughts": 16, "peak_rss_mb": 900.0,
+             "train_tokens_per_s": 10.0, "note": "a"},
+            {"step": 3, "reward_mean": -3.0, "reward_max": 5.0, "contexts": 4, "thoughts": 16, "peak_rss_mb": 1000.0,
+             "train_tokens_per_s": 30.0, "note": "b"}]
+    assert merge_process_rows(rows) == {"step": 3, "reward_mean": -2.0, "reward_max": 5.0, "contexts": 8, "thoughts": 32,
+                                        "peak_rss_mb": 1000.0, "train_tokens_per_s": 40.0, "note": "a"}
+    assert merge_process_rows(rows[:1]) == rows[0]
+
+
 @pytest.mark.model
 def test_fsdp2_training_matches_ddp_and_resumes(tmp_path, tiny_llama):
     config = tmp_path / "fsdp.yaml"
@@ -77,6 +87,7 @@ def test_fsdp2_training_matches_ddp_and_resumes(tmp_path, tiny_llama):
     # the same run: step 1 samples with the same weights; after that, reduce-scatter vs all-reduce rounding only
     a, b = _rows(ddp), _rows(fsdp)
     assert [r["step"] for r in a] == [r["step"] for r in b] == [0, 1, 2]
+    assert a[1]["contexts"] == b[1]["contexts"] == 2 * 2 and a[1]["thoughts"] == 2 * 2 * 2  # both processes' rows
     assert a[1]["reward_mean"] == pytest.approx(b[1]["reward_mean"], abs=1e-5)
     for key in ("reward_mean", "loss", "grad_norm", "teacher_drift"):
         assert a[2][key] == pytest.approx(b[2][key], rel=1e-3, abs=1e-5), key

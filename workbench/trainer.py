@@ -45,6 +45,32 @@ TIMING_KEYS = frozenset(
 )  # everything else in metrics.jsonl is reproducible bit for bit
 
 
+SUMMED_KEYS = frozenset({"contexts", "thoughts", "thought_tokens_per_s", "train_tokens_per_s", "tokens_per_s",
+                         "train_target_tokens", "train_tokens"})  # across processes: totals
+
+
+def merge_process_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One metrics row from every process's row of a step (processes see different contexts).
+
+    Counts and throughputs are summed, `*_max` and peak memory take the largest, every other number is the mean over
+    processes (the step's mean when processes hold equal numbers of contexts, as they do here; a `*_std` is the mean
+    of the processes' standard deviations). Anything that is not a number is the main process's."""
+    if len(rows) == 1:
+        return dict(rows[0])
+    merged = dict(rows[0])
+    for key, value in rows[0].items():
+        values = [r.get(key) for r in rows]
+        if isinstance(value, bool) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            continue
+        if key in SUMMED_KEYS:
+            merged[key] = sum(values)
+        elif key.endswith("_max") or key.startswith("peak_"):
+            merged[key] = max(values)
+        else:
+            merged[key] = float(np.mean(values))
+    return merged
+
+
 def load_docs(spec: str) -> list[Document]:
     if spec in ("corpus:train", "corpus:eval"):
         return load_corpus(spec.split(":")[1])
@@ -211,6 +237,10 @@ class Trainer:
             torch.manual_seed(cfg.seed * 100_003 + step)  # anything else random in the step (e.g. dropout)
             t0 = time.perf_counter()
             row = self.train_step(step)
+            if self.accelerator.num_processes > 1:
+                from accelerate.utils import gather_object
+
+                row = merge_process_rows(gather_object([row]))
             self.step = step
             self.refresh_rollout()
             row = {"step": step, **row, "flops": self.flops, "lr": float(self.scheduler.get_last_lr()[0])}
