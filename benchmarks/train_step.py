@@ -80,7 +80,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workbench.runs import cpu_name, package_versions  # noqa: E402
 
-ENGINES = ("workbench", "workbench-vllm", "trl", "trl-compact")  # workbench-vllm: sampler_backend vllm
+# workbench-vllm: sampler_backend vllm; workbench-rows: share_prefix_in_loss off (one row per thought in the loss pass)
+ENGINES = ("workbench", "workbench-vllm", "workbench-rows", "trl", "trl-compact")
+WORKBENCH_ENGINES = {"workbench": {}, "workbench-vllm": {"sampler_backend": "vllm"},
+                     "workbench-rows": {"share_prefix_in_loss": False}}
 PREFIX = "#"  # child lines starting with this are shown live by the parent
 
 
@@ -98,7 +101,7 @@ def split_contexts(contexts: int) -> tuple[int, int]:
     return docs, contexts // docs
 
 
-def rlp_config(args, output_dir: str, sampler_backend: str = "transformers"):
+def rlp_config(args, output_dir: str, **fields):
     from workbench.train_config import config_from_dict
 
     docs, positions = split_contexts(args.contexts)
@@ -107,19 +110,19 @@ def rlp_config(args, output_dir: str, sampler_backend: str = "transformers"):
         docs_per_step=docs, positions_per_doc=positions, G=args.G, thought_tokens=args.thought_tokens,
         temperature=0.7, top_p=1.0, learning_rate=1e-6, lr_scheduler="constant", mixed_precision="bf16",
         rollout_dtype="bfloat16", eval_data="", checkpoint_every=10**6, progress=False, threads=args.threads,
-        sampler_backend=sampler_backend,
+        **fields,
     ))
 
 
 # --------------------------------------------------------------------------- workbench engine
 
 
-def run_workbench(args, tmp: str, sampler_backend: str = "transformers") -> dict:
+def run_workbench(args, tmp: str, **fields) -> dict:
     import torch
 
     from workbench.launch import trainer_for
 
-    cfg = rlp_config(args, str(Path(tmp) / "run"), sampler_backend)
+    cfg = rlp_config(args, str(Path(tmp) / "run"), **fields)
     trainer = trainer_for(cfg, log=lambda msg: None)
     rss_loaded = peak_rss_mb()
     steps = []
@@ -142,7 +145,8 @@ def run_workbench(args, tmp: str, sampler_backend: str = "transformers") -> dict
     return {"steps": steps, "rss_after_load_mb": rss_loaded,
             "settings": {"mixed_precision": trainer.accelerator.mixed_precision, "rollout_dtype": cfg.rollout_dtype,
                          "micro_batch_rows": cfg.micro_batch_rows, "docs_per_step": cfg.docs_per_step,
-                         "positions_per_doc": cfg.positions_per_doc}}
+                         "positions_per_doc": cfg.positions_per_doc, "share_prefix_in_loss": cfg.share_prefix_in_loss,
+                         "packed_loss": trainer.packed_loss}}
 
 
 # --------------------------------------------------------------------------- TRL engine
@@ -306,8 +310,8 @@ def child(args) -> None:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix=f"train-step-{args.child}-") as tmp:
         t0 = time.perf_counter()
-        if args.child in ("workbench", "workbench-vllm"):
-            out = run_workbench(args, tmp, "vllm" if args.child == "workbench-vllm" else "transformers")
+        if args.child in WORKBENCH_ENGINES:
+            out = run_workbench(args, tmp, **WORKBENCH_ENGINES[args.child])
         else:
             out = run_trl(args, tmp, compact=args.child == "trl-compact")
     out.update(engine=args.child, peak_rss_mb=peak_rss_mb(), wall_s=time.perf_counter() - t0,
@@ -394,6 +398,7 @@ def main() -> None:
             "peak_rss_mb": max(res["peak_rss_mb"] for res in results),
             "peak_gpu_mb": max(res.get("peak_gpu_mb", 0.0) for res in results),
             "reward_mean": statistics.fmean(s["reward_mean"] for s in timed),
+            "median_loss_s": statistics.median(s["time_loss_s"] for s in timed) if "time_loss_s" in timed[0] else None,
             "timed_steps": len(timed),
             "settings": results[0]["settings"],
         }
@@ -426,6 +431,10 @@ def main() -> None:
             x = ratios[engine]
             print(f"ratio {engine} / workbench: step time {x['step_time']:.2f}x, peak RSS {x['peak_rss']:.2f}x "
                   f"(workbench thought tokens/s = {x['thought_tokens_per_s']:.2f}x {engine}'s)")
+    if "workbench" in summary and "workbench-rows" in summary:
+        packed, rows = summary["workbench"]["median_loss_s"], summary["workbench-rows"]["median_loss_s"]
+        ratios["loss_pass_rows_over_packed"] = rows / packed
+        print(f"loss pass (median): packed {packed:.2f} s, one row per thought {rows:.2f} s = {rows / packed:.2f}x")
     for engine in (e for e in summary if e.startswith("trl")):
         share = summary[engine]["settings"]["retokenised_prompt_share"]
         print(f"{engine}: retokenised prompts {share:.1%} (TRL's prompt ids differ from the scored ids)")

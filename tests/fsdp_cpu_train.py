@@ -7,7 +7,10 @@ trainer's sharded code (gathered copies, EMA, checkpoints, resume) then runs her
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
+from pathlib import Path
 
 import accelerate
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
@@ -27,7 +30,26 @@ def _fsdp2_init(self, *args, **kwargs) -> None:
 
 accelerate.Accelerator.__init__ = _fsdp2_init
 
+
+def _count_gathers(path: str) -> None:
+    """Count whole-policy gathers (the trainer should do one per optimizer step); written to PATH.RANK at exit."""
+    import workbench.sharding
+    import workbench.trainer
+
+    calls = [0]
+    gather = workbench.sharding.full_named_tensors
+
+    def counted(model):
+        calls[0] += 1
+        return gather(model)
+
+    workbench.sharding.full_named_tensors = workbench.trainer.full_named_tensors = counted
+    atexit.register(lambda: Path(f"{path}.{os.environ.get('RANK', '0')}").write_text(str(calls[0])))
+
+
 if __name__ == "__main__":
+    if os.environ.get("WORKBENCH_COUNT_GATHERS"):
+        _count_gathers(os.environ["WORKBENCH_COUNT_GATHERS"])
     from workbench.cli import main
 
     sys.exit(main())

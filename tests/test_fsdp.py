@@ -42,10 +42,10 @@ def tiny_llama(tmp_path_factory) -> Path:
     return path
 
 
-def _torchrun(script: list[str], config: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+def _torchrun(script: list[str], config: Path, out: Path, *extra: str, **env_extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            *script, "train", str(config), "--output-dir", str(out), *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "WORKBENCH_COMPILE": "0"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "WORKBENCH_COMPILE": "0", **env_extra}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
@@ -80,8 +80,13 @@ def test_fsdp2_training_matches_ddp_and_resumes(tmp_path, tiny_llama):
     )
     ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
     _torchrun(["-m", "workbench.cli"], config, ddp)
-    _torchrun([str(REPO / "tests" / "fsdp_cpu_train.py")], config, fsdp)
+    gathers = tmp_path / "gathers"
+    _torchrun([str(REPO / "tests" / "fsdp_cpu_train.py")], config, fsdp, WORKBENCH_COUNT_GATHERS=str(gathers))
     assert "policy sharded with FSDP2 across 2 processes" in (fsdp / "train.log").read_text()
+    # one gather of the whole policy at the start (EMA, teacher and rollout copies) and one per optimizer step,
+    # shared by the EMA update, the teacher drift and the rollout refresh
+    for rank in (0, 1):
+        assert int(Path(f"{gathers}.{rank}").read_text()) == 1 + 2, rank
     assert "sharded" not in (ddp / "train.log").read_text()
 
     # the same run: step 1 samples with the same weights; after that, reduce-scatter vs all-reduce rounding only

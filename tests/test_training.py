@@ -20,8 +20,9 @@ import torch
 from reference import logp_next
 from workbench.data import tokenize
 from workbench.errors import WorkbenchError
+from workbench.policy_logps import TrainRow, fed_tokens, pack_document, packed_token_logps, token_logps
 from workbench.rl_math import clipped_surrogate, normalise_loss
-from workbench.rlp_trainer import TrainRow, token_logps, train_row
+from workbench.rlp_trainer import loss_chunks, train_row
 from workbench.thoughts import SamplingConfig, Thought, ThoughtSampler, ThoughtTemplate
 from workbench.train_config import config_from_dict, load_config
 from workbench.trainer import TIMING_KEYS, read_metrics
@@ -79,6 +80,62 @@ def test_token_logps_equal_plain_forwards(gemma_fp32, math_doc):
                         logits = gemma_fp32.model(torch.tensor([context])).logits[0, -1].float() / temperature
                     ref = float(torch.log_softmax(logits, -1)[target])
                 assert got[j] == pytest.approx(ref, abs=2e-3), (i, j)
+
+
+def test_loss_chunks_keep_documents_apart():
+    rows = [TrainRow([1, 2], [3], 0.0, doc=d, position=1) for d in (0, 0, 0, 1, 1, 2)]
+    assert [[r.doc for r in c] for c in loss_chunks(rows, 2, True)] == [[0, 0], [0], [1, 1], [2]]
+    assert [[r.doc for r in c] for c in loss_chunks(rows, 4, False)] == [[0, 0, 0, 1], [1, 2]]
+    # FLOPs of the loss pass: each document's prefix once (up to its last position) when packed
+    doc_rows = [TrainRow(list(range(10)) + [90, 5, 6], [5, 6, 91], 0.0, doc=0, position=10),
+                TrainRow(list(range(4)) + [90], [7], 0.0, doc=0, position=4)]
+    assert fed_tokens(doc_rows, packed=False) == 13 + 5
+    assert fed_tokens(doc_rows, packed=True) == 10 + 3 + 1
+    assert len(pack_document(doc_rows).input_ids) == fed_tokens(doc_rows, packed=True)
+    with pytest.raises(ValueError, match="prefix"):
+        pack_document([TrainRow([1, 2, 3], [4], 0.0, doc=0, position=2), TrainRow([1, 9, 3], [4], 0.0, doc=0, position=2)])
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("window", [None, 24])
+def test_packed_logps_equal_one_row_per_thought(gemma_fp32, math_doc, window):
+    """The packed loss pass (each document's prefix once, a mask per thought) == one row per thought: log-probs
+    and gradients, on real thoughts from Gemma 3 270M (fp32), two documents, three positions each. With a
+    24-token sliding window the prefix is longer than the window, so the packed mask must apply it as the
+    unpacked sequence does."""
+    model, tok = gemma_fp32.model, gemma_fp32.tokenizer
+    template = ThoughtTemplate()
+    open_ids, close_ids = template.open_ids(tok), template.close_ids(tok)
+    full = tokenize(tok, math_doc.text)
+    rows = []
+    for doc, ids in enumerate([full, full[7:]]):
+        thoughts = ThoughtSampler(gemma_fp32, template, SamplingConfig(G=2, thought_tokens=6, seed=doc)).sample(ids, [9, 40, 71])
+        rows += [r for th in thoughts if (r := train_row(th, open_ids, close_ids, 1.0, True, doc)) is not None]
+    assert len({r.doc for r in rows}) == 2 and len({r.position for r in rows}) == 3
+    saved_window = model.config.sliding_window
+    model.requires_grad_(True)
+    try:
+        if window:
+            model.config.sliding_window = window
+        grads = []
+        for run in (lambda: token_logps(model, rows, 0.7, pad_id=0), lambda: packed_token_logps(model, rows, 0.7)):
+            model.zero_grad(set_to_none=True)
+            logp, mask = run()
+            (logp * torch.linspace(0.5, 1.5, logp.shape[1])).sum().backward()  # weights differ per column
+            grads.append((logp.detach(), mask, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    finally:
+        model.config.sliding_window = saved_window
+        model.zero_grad(set_to_none=True)
+        model.requires_grad_(False)
+    (plain, plain_mask, plain_grad), (packed, packed_mask, packed_grad) = grads
+    assert torch.equal(plain_mask, packed_mask)
+    torch.testing.assert_close(packed, plain, atol=1e-3, rtol=0)
+    assert plain_grad.keys() == packed_grad.keys()
+    # per tensor, |difference| / |gradient| (Frobenius). Measured: 0.9e-4 (no window) and 4.5e-4 (window 24); the
+    # row-per-thought pass itself moves by 2-3e-4 when its rows run one at a time instead of batched (fp32 sums
+    # in another order, Gemma's large activations). A window off by one token gives 3.3 (log-probs off by 0.8).
+    worst = max(float((packed_grad[n] - g).norm() / g.norm()) for n, g in plain_grad.items())
+    assert worst < 2e-3, worst
 
 
 @pytest.mark.model
@@ -174,6 +231,24 @@ def test_config_yaml_roundtrip_and_errors(tmp_path):
     assert load_config(REPO / "configs" / "rlp_tiny.yaml", {"learning_rate": "1e-5"}).learning_rate == 1e-5
 
 
+def test_yaml_no_is_text_for_text_fields(tmp_path):
+    """YAML 1.1 reads a bare `no`/`off` as false; text fields take it as written, boolean fields as the word says."""
+    from workbench.train_config import override_value
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("trainer: rlp\nmixed_precision: no\nprogress: off\nallow_eos_in_thought: yes\n")
+    loaded = load_config(cfg)
+    assert loaded.mixed_precision == "no" and loaded.progress is False and loaded.allow_eos_in_thought is True
+    # --set: raw text for text fields, YAML for the rest
+    assert override_value("mixed_precision", "no") == "no"
+    assert override_value("run_name", "2026") == "2026"
+    assert override_value("output_dir", "null") is None and override_value("output_dir", "off") == "off"
+    assert override_value("max_steps", "3") == 3 and override_value("progress", "false") is False
+    assert override_value("adam_betas", "[0.9, 0.95]") == [0.9, 0.95]
+    with pytest.raises(WorkbenchError, match="must be true or false"):
+        load_config(REPO / "configs" / "rlp_tiny.yaml", {"progress": "maybe"})
+
+
 # --------------------------------------------------------------------------- the wiring check
 
 
@@ -206,6 +281,26 @@ def test_rlp_raises_the_reward_of_a_fixed_batch(tmp_path):
         trainer.refresh_rollout()
     after = batch_reward()
     assert after > before + 0.2, (before, after)
+
+
+@pytest.mark.model
+def test_kl_and_ntp_ablations_run(tmp_path):
+    """beta > 0 and ntp_coef > 0 (ablations; off by default). At step 1 the EMA teacher is the policy itself (its
+    bf16 copy), so the k3 KL on thought tokens is bf16 noise; a teacher pass that read the rows misaligned (or
+    another context) would give nats."""
+    from workbench.launch import trainer_for
+
+    cfg = config_from_dict(dict(
+        trainer="rlp", model="smollm2-135m", output_dir=str(tmp_path / "run"), max_steps=1, G=2, thought_tokens=6,
+        docs_per_step=2, positions_per_doc=2, micro_batch_rows=3, beta=0.1, ntp_coef=0.1, eval_data="",
+        checkpoint_every=100, progress=False,
+    ))
+    trainer = trainer_for(cfg)
+    assert trainer.packed_loss
+    row = trainer.train_step(1)
+    assert row["train_target_tokens"] > 0
+    assert 0.0 <= row["kl"] < 0.02, row["kl"]  # measured 0.003; with the teacher's columns shifted by one, 28.9
+    assert math.isfinite(row["loss"]) and math.isfinite(row["grad_norm"])
 
 
 # --------------------------------------------------------------------------- resume after SIGKILL

@@ -203,9 +203,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import yaml
-
-    from workbench.train_config import config_classes, load_config
+    from workbench.train_config import config_classes, load_config, override_value
 
     if args.help_config:
         for name, default, help_text in config_classes()[args.help_config].field_help():
@@ -213,7 +211,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     if not args.config:
         raise WorkbenchError("give a config file, e.g. workbench train configs/rlp_tiny.yaml (fields: --help-config rlp)")
-    overrides = {name: yaml.safe_load(value) for name, value in args.set}
+    overrides = {name: override_value(name, value) for name, value in args.set}
     if args.output_dir:
         overrides["output_dir"] = args.output_dir
     config = load_config(args.config, overrides)

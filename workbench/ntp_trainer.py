@@ -70,9 +70,7 @@ class NTPTrainer(Trainer):
             self.accelerator.backward(loss)
             total_loss += float(loss)
         grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)) if cfg.max_grad_norm > 0 else float("nan")
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_step()
         tokens = sum(len(self.train_ids[d]) for d in docs)
         self.flops += self.flops_of.train(tokens, tokens)
         seconds = time.perf_counter() - t0

@@ -37,6 +37,11 @@ class RLPConfig(TrainConfig):
     # -- loss --------------------------------------------------------------------------------------
     eps_low: float = help_field(0.2, "Clip range below 1 of the per-token ratio (the paper gives no value).")
     eps_high: float = help_field(0.2, "Clip range above 1 of the per-token ratio (the paper gives no value).")
+    share_prefix_in_loss: bool = help_field(
+        True, "Loss pass: run each document's prefix once for all its thoughts (one packed sequence, a mask per "
+        "thought; the same log-probs and gradients as one row per thought, up to float rounding). Needs sdpa or "
+        "eager attention; otherwise one row per thought."
+    )
     ppo_epochs: int = help_field(
         1, "Optimizer steps per batch of thoughts. With 1 the ratio is exactly 1 and clipping never acts; the paper does not say."
     )

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from workbench.models import ModelHandle
+from workbench.policy_logps import TrainRow, can_pack, fed_tokens, packed_token_logps, token_logps
 from workbench.rewards import empty_thought_logp, thought_length_stats
 from workbench.rl_math import clipped_surrogate, ema_update_, guarded_advantages, kl_k3, normalise_loss, relative_drift
 from workbench.rlp_config import RLPConfig
@@ -32,18 +33,8 @@ from workbench.thoughts import SamplingConfig, Thought, ThoughtSampler, ThoughtT
 from workbench.trainer import Trainer
 
 
-@dataclass
-class TrainRow:
-    """One thought as the loss sees it: the inputs to feed and the sampled tokens to score.
-
-    The logits at the last len(targets) input positions predict `targets`."""
-
-    inputs: list[int]
-    targets: list[int]
-    advantage: float
-
-
-def train_row(thought: Thought, open_ids: list[int], close_ids: list[int], advantage: float, train_stop_tokens: bool) -> TrainRow | None:
+def train_row(thought: Thought, open_ids: list[int], close_ids: list[int], advantage: float, train_stop_tokens: bool,
+              doc: int = -1) -> TrainRow | None:
     """The policy's actions of one thought: its tokens, plus the tokens it sampled to end it.
 
     A marker written with the canonical ids, or an EOS, was sampled by the policy; a marker appended at
@@ -57,34 +48,21 @@ def train_row(thought: Thought, open_ids: list[int], close_ids: list[int], advan
     if not targets:
         return None
     seq = prefix + targets
-    return TrainRow(inputs=seq[:-1], targets=targets, advantage=advantage)
+    return TrainRow(inputs=seq[:-1], targets=targets, advantage=advantage, doc=doc, position=thought.position)
 
 
-def token_logps(model: torch.nn.Module, rows: list[TrainRow], temperature: float, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """log pi(target | inputs) per target token, [rows, K] with a mask, in one left-padded forward.
-
-    Left padding puts every row's targets at the end, so the LM head runs on the last K positions only
-    (Gemma's vocabulary is 262k). Logits are divided by the sampling temperature, as in TRL."""
-    device = next(model.parameters()).device
-    length = max(len(r.inputs) for r in rows)
-    k = max(len(r.targets) for r in rows)
-    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), length), dtype=torch.long)
-    targets = torch.zeros((len(rows), k), dtype=torch.long)
-    mask = torch.zeros((len(rows), k), dtype=torch.bool)
-    for i, row in enumerate(rows):
-        input_ids[i, length - len(row.inputs):] = torch.tensor(row.inputs)
-        attention[i, length - len(row.inputs):] = 1
-        targets[i, k - len(row.targets):] = torch.tensor(row.targets)
-        mask[i, k - len(row.targets):] = True
-    input_ids, attention, targets, mask = (x.to(device) for x in (input_ids, attention, targets, mask))
-    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids, logits_to_keep=k, use_cache=False)
-    logits = out.logits.float()
-    if temperature > 0:
-        logits = logits / temperature
-    logp = logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, -1)
-    return logp * mask, mask
+def loss_chunks(rows: list[TrainRow], size: int, one_doc_each: bool) -> list[list[TrainRow]]:
+    """Micro-batches of at most `size` rows; with `one_doc_each`, never two documents in one (a packed forward
+    runs one document's prefix)."""
+    if not one_doc_each:
+        return [rows[i : i + size] for i in range(0, len(rows), size)]
+    runs: list[list[TrainRow]] = []
+    for row in rows:
+        if runs and runs[-1][0].doc == row.doc:
+            runs[-1].append(row)
+        else:
+            runs.append([row])
+    return [run[i : i + size] for run in runs for i in range(0, len(run), size)]
 
 
 @dataclass
@@ -104,6 +82,10 @@ class RLPTrainer(Trainer):
 
     def setup(self) -> None:
         self._template = ThoughtTemplate(self.config.think_open, self.config.think_close)
+        self.packed_loss = self.config.share_prefix_in_loss and can_pack(self.policy)
+        if self.config.share_prefix_in_loss and not self.packed_loss and self.is_main:
+            self._print(f"share_prefix_in_loss: {self.policy.config._attn_implementation} attention takes no custom mask; "
+                        "the loss pass feeds one row per thought")
         self.open_ids = self._template.open_ids(self.tokenizer)
         self.close_ids = self._template.close_ids(self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -240,11 +222,12 @@ class RLPTrainer(Trainer):
         empty = torch.tensor([[th.length == 0 for th in g] for g in groups])
         adv = guarded_advantages(rewards, empty, cfg.empty_thought_penalty, cfg.empty_advantage_cap)
 
+        docs = [ctx.doc for ctx in contexts for _ in ctx.positions]  # one per group, as rollouts orders them
         rows = [
             row
-            for g, a in zip(groups, adv)
+            for g, a, doc in zip(groups, adv, docs)
             for th, ai in zip(g, a.tolist())
-            if (row := train_row(th, self.open_ids, self.close_ids, ai, cfg.train_stop_tokens)) is not None
+            if (row := train_row(th, self.open_ids, self.close_ids, ai, cfg.train_stop_tokens, doc)) is not None
         ]
         n_thoughts = sum(len(g) for g in groups)
         denominator = n_thoughts if cfg.loss_normalisation == "sequence" else max(1, sum(len(r.targets) for r in rows))
@@ -252,8 +235,8 @@ class RLPTrainer(Trainer):
         t1 = time.perf_counter()
         stats = self.update(rows, contexts, denominator)
         time_loss = time.perf_counter() - t1
-        train_tokens = sum(len(r.inputs) for r in rows)
-        self.flops += roll["flops"] + cfg.ppo_epochs * self.flops_of.train(train_tokens, sum(len(r.targets) for r in rows))
+        train_tokens = sum(len(r.inputs) for r in rows)  # as if each thought carried its own context
+        self.flops += roll["flops"] + cfg.ppo_epochs * self.flops_of.train(stats["loss_tokens_fed"], sum(len(r.targets) for r in rows))
 
         all_thoughts = [th for g in groups for th in g]
         lengths = np.array([th.length for th in all_thoughts])
@@ -291,7 +274,7 @@ class RLPTrainer(Trainer):
     def update(self, rows: list[TrainRow], contexts: list[Context], denominator: float) -> dict[str, float]:
         """ppo_epochs optimizer steps on one batch of thoughts; the EMA teacher follows every step."""
         cfg = self.config
-        micro = [rows[i : i + cfg.micro_batch_rows] for i in range(0, len(rows), cfg.micro_batch_rows)]
+        micro = loss_chunks(rows, cfg.micro_batch_rows, self.packed_loss)
         old: list[torch.Tensor] = []
         losses, clipped, tokens, kls, norms = 0.0, 0.0, 0.0, 0.0, []
         for epoch in range(cfg.ppo_epochs):
@@ -311,9 +294,7 @@ class RLPTrainer(Trainer):
                 norms.append(float(self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)))
             else:
                 norms.append(float(torch.norm(torch.stack([p.grad.norm() for p in self.model.parameters() if p.grad is not None]))))
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer_step()
             ema_update_(self.ema, [t for _, t in self.named_policy_params()], cfg.ema_tau)
         self.refresh_teacher()
         return {
@@ -322,12 +303,13 @@ class RLPTrainer(Trainer):
             "kl": kls / max(tokens, 1.0),
             "grad_norm": float(np.mean(norms)),
             "train_target_tokens": tokens / cfg.ppo_epochs,
+            "loss_tokens_fed": sum(fed_tokens(chunk, self.packed_loss) for chunk in micro),  # per epoch
         }
 
     def _micro_step(self, chunk: list[TrainRow], old: list[torch.Tensor], i: int, epoch: int, denominator: float) -> tuple[float, float, float, float]:
         """Forward + backward of one chunk of rows; returns (loss, clipped tokens, tokens, kl sum)."""
         cfg = self.config
-        logp, mask = token_logps(self.model, chunk, cfg.temperature, self.pad_id)
+        logp, mask = self.thought_logps(self.model, chunk)
         if epoch == 0:
             old.append(logp.detach())  # the sampling policy's log-probs: same weights, so the ratio starts at 1
         adv = torch.tensor([r.advantage for r in chunk], device=logp.device, dtype=logp.dtype)[:, None]
@@ -335,13 +317,20 @@ class RLPTrainer(Trainer):
         kl_sum = 0.0
         if cfg.beta > 0:
             with torch.no_grad():
-                ref, _ = token_logps(self._teacher, chunk, cfg.temperature, self.pad_id)
+                ref, _ = self.thought_logps(self._teacher, chunk)
             kl = kl_k3(logp, ref.to(logp.dtype))
             per_token = per_token + cfg.beta * kl
             kl_sum = float((kl * mask).sum())
         loss = normalise_loss(per_token, mask, cfg.loss_normalisation, denominator)
         self.accelerator.backward(loss)
         return float(loss.detach()), float((was_clipped & mask).sum()), float(mask.sum()), kl_sum
+
+    def thought_logps(self, model: torch.nn.Module, chunk: list[TrainRow]) -> tuple[torch.Tensor, torch.Tensor]:
+        """log pi(thought tokens | context) of one chunk; packed (each document's prefix once) when configured."""
+        if self.packed_loss:
+            base = self.policy if model is self.model else model
+            return packed_token_logps(model, chunk, self.config.temperature, base=base)
+        return token_logps(model, chunk, self.config.temperature, self.pad_id)
 
     def ntp_loss_backward(self, contexts: list[Context]) -> float:
         """The optional next-token term on the step's documents (an ablation; the paper uses none)."""

@@ -43,18 +43,20 @@ def full_named_tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]
     return out
 
 
-def plain_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+def plain_copy(model: torch.nn.Module, dtype: torch.dtype,
+               weights: list[tuple[str, torch.Tensor]] | None = None) -> torch.nn.Module:
     """A frozen, unsharded copy of `model` in `dtype`, on this process's device.
 
     Unsharded models are deep-copied. FSDP2 modules refuse `deepcopy`, so a sharded model is rebuilt from its
     config (same class, same attention implementation) and given the gathered weights and the buffers (rotary
-    tables are non-persistent buffers: not in any state dict)."""
+    tables are non-persistent buffers: not in any state dict). `weights`: already gathered `full_named_tensors(model)`,
+    to spare a second gather."""
     if not is_sharded(model):
         clone = copy.deepcopy(model).to(dtype)
     else:
         from transformers import AutoModelForCausalLM
 
-        weights = full_named_tensors(model)
+        weights = weights if weights is not None else full_named_tensors(model)
         device = weights[0][1].device
         with torch.device(device):
             clone = AutoModelForCausalLM.from_config(

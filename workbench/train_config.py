@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,37 @@ from typing import Any
 import yaml
 
 from workbench.errors import WorkbenchError
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML with YAML 1.2's booleans: only true/false. PyYAML follows YAML 1.1, where a bare yes/no/on/off is a
+    boolean too, so `mixed_precision: no` would arrive as False (boolean fields still accept those words)."""
+
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ConfigLoader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_BOOL_WORDS = {"yes": True, "on": True, "no": False, "off": False}
+
+
+def read_yaml(text: str) -> Any:
+    """Parse config YAML (files and `--set` values) with YAML 1.2 booleans."""
+    return yaml.load(text, Loader=_ConfigLoader)
+
+
+def override_value(name: str, text: str) -> Any:
+    """A `--set FIELD VALUE` value: the raw text for a text field (`--set run_name 2026`, `--set mixed_precision no`
+    stay text), YAML for the others (numbers, booleans, lists, null)."""
+    types = {str(f.type) for cls in config_classes().values() for f in fields(cls) if f.name == name}
+    if types and types <= {"str", "str | None"} and not (text in ("null", "~") and "str | None" in types):
+        return text
+    try:
+        return read_yaml(text)
+    except yaml.YAMLError as exc:
+        raise WorkbenchError(f"--set {name}: not a valid YAML value: {text!r}") from exc
 
 
 def help_field(default: Any, help: str, **kwargs: Any) -> Any:
@@ -154,6 +186,8 @@ def _coerce(name: str, value: Any, f: dataclasses.Field, source: str) -> Any:
                 raise WorkbenchError(f"{source}: {name} must be a number or null, got {value!r}") from None
         return value
     if isinstance(default, bool):
+        if isinstance(value, str) and value.lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.lower()]
         if not isinstance(value, bool):
             raise WorkbenchError(f"{source}: {name} must be true or false, got {value!r}")
         return value
@@ -170,8 +204,6 @@ def _coerce(name: str, value: Any, f: dataclasses.Field, source: str) -> Any:
         if not isinstance(value, int) or isinstance(value, bool):
             raise WorkbenchError(f"{source}: {name} must be an integer, got {value!r}")
         return value
-    if isinstance(default, str) and value is False and name == "mixed_precision":
-        return "no"  # YAML 1.1 reads a bare `no` (mixed_precision: no, --set mixed_precision no) as false
     if isinstance(default, str) and not isinstance(value, str):
         raise WorkbenchError(f"{source}: {name} must be a string, got {value!r}")
     return value
@@ -192,7 +224,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     if not path.is_file():
         raise WorkbenchError(f"config file {path} not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise WorkbenchError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
     if overrides:

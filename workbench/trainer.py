@@ -46,7 +46,7 @@ TIMING_KEYS = frozenset(
 
 
 SUMMED_KEYS = frozenset({"contexts", "thoughts", "thought_tokens_per_s", "train_tokens_per_s", "tokens_per_s",
-                         "train_target_tokens", "train_tokens"})  # across processes: totals
+                         "train_target_tokens", "train_tokens", "loss_tokens_fed"})  # across processes: totals
 
 
 def merge_process_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -137,6 +137,7 @@ class Trainer:
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.rollout_dtype = getattr(torch, config.rollout_dtype)
         self._rollout: torch.nn.Module | None = None
+        self._gathered: list[tuple[str, torch.Tensor]] | None = None  # see named_policy_params
         self.step = 0
         self._saved_step = -1
         self.flops = 0.0
@@ -146,6 +147,7 @@ class Trainer:
         elif self.is_main:
             self._start_files()
         self.refresh_rollout()
+        self.release_gathered()
         if is_sharded(self.policy):
             self.note(f"policy sharded with FSDP2 across {self.accelerator.num_processes} processes")
 
@@ -191,13 +193,27 @@ class Trainer:
         return self.accelerator.unwrap_model(self.model)
 
     def named_policy_params(self) -> list[tuple[str, torch.Tensor]]:
-        """(name, whole tensor) of the policy's parameters, detached. Under FSDP2 this gathers the shards (a
-        collective: every process calls it); otherwise the tensors are the parameters themselves."""
-        return full_named_tensors(self.policy)
+        """(name, whole tensor) of the policy's parameters, detached.
+
+        Under FSDP2 this gathers the shards (a collective: every process calls it) once per optimizer step: the EMA
+        update, the teacher drift, the rollout refresh and the vLLM push all read the same gathered tensors, which
+        `optimizer_step` marks stale and the loop frees after `refresh_rollout`, their last reader. Unsharded, the tensors are the
+        parameters themselves, so the cache is never stale and costs nothing."""
+        if self._gathered is None:
+            self._gathered = full_named_tensors(self.policy)
+        return self._gathered
+
+    def optimizer_step(self) -> None:
+        """optimizer, scheduler, zero_grad: the one place the policy's weights change during training."""
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._gathered = None
 
     def inference_copy(self) -> torch.nn.Module:
         """A frozen, unsharded copy of the policy in the rollout dtype (thought sampling and scoring run on it)."""
-        return plain_copy(self.policy, self.rollout_dtype)
+        policy = self.policy
+        return plain_copy(policy, self.rollout_dtype, self.named_policy_params() if is_sharded(policy) else None)
 
     def refresh_rollout(self) -> None:
         """Push the current policy weights into the inference copy (after every optimizer step)."""
@@ -207,6 +223,10 @@ class Trainer:
         with torch.no_grad():
             for dst, (_, src) in zip(self._rollout.parameters(), self.named_policy_params()):
                 dst.copy_(src)
+
+    def release_gathered(self) -> None:
+        """Free the gathered whole weights (under FSDP2, 4 bytes a parameter) until the next optimizer step."""
+        self._gathered = None
 
     @property
     def rollout(self) -> ModelHandle:
@@ -243,6 +263,7 @@ class Trainer:
                 row = merge_process_rows(gather_object([row]))
             self.step = step
             self.refresh_rollout()
+            self.release_gathered()
             row = {"step": step, **row, "flops": self.flops, "lr": float(self.scheduler.get_last_lr()[0])}
             row["step_time_s"] = time.perf_counter() - t0
             last = step == cfg.max_steps or self.stop_requested() or self.finished()
@@ -422,6 +443,7 @@ class Trainer:
     def _restore(self, ckpt: Path) -> None:
         tensors, objects, state = load_checkpoint(ckpt)
         _load_weights(self.policy, tensors.pop("policy"), str(ckpt))
+        self._gathered = None  # gathered before the checkpoint's weights were loaded
         load_full_optimizer_state(self.policy, self.optimizer, objects["optimizer"])
         self.scheduler.load_state_dict(objects["scheduler"])
         torch.set_rng_state(objects["rng"]["torch"])
