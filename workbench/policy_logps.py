@@ -172,9 +172,9 @@ def packed_token_logps(
     by_doc: dict[int, list[int]] = {}
     for i, row in enumerate(rows):
         by_doc.setdefault(row.doc, []).append(i)
+    dtype = next(base.parameters()).dtype
     for members in by_doc.values():
         packed = pack_document([rows[i] for i in members])
-        dtype = next(base.parameters()).dtype
         out = model(
             input_ids=packed.input_ids[None].to(device),
             position_ids=packed.position_ids[None].to(device),

@@ -197,18 +197,18 @@ class Trainer:
 
         Under FSDP2 this gathers the shards (a collective: every process calls it) once per optimizer step: the EMA
         update, the teacher drift, the rollout refresh and the vLLM push all read the same gathered tensors, which
-        `optimizer_step` marks stale and the loop frees after `refresh_rollout`, their last reader. Unsharded, the tensors are the
-        parameters themselves, so the cache is never stale and costs nothing."""
+        `optimizer_step` marks stale and the loop frees after `refresh_rollout`, their last reader. Unsharded, the
+        tensors are the parameters themselves, so the cache is never stale and costs nothing."""
         if self._gathered is None:
             self._gathered = full_named_tensors(self.policy)
         return self._gathered
 
     def optimizer_step(self) -> None:
-        """optimizer, scheduler, zero_grad: the one place the policy's weights change during training."""
+        """optimizer, scheduler, zero_grad: where a training step changes the policy's weights."""
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self._gathered = None
+        self.release_gathered()  # stale now
 
     def inference_copy(self) -> torch.nn.Module:
         """A frozen, unsharded copy of the policy in the rollout dtype (thought sampling and scoring run on it)."""
@@ -443,7 +443,7 @@ class Trainer:
     def _restore(self, ckpt: Path) -> None:
         tensors, objects, state = load_checkpoint(ckpt)
         _load_weights(self.policy, tensors.pop("policy"), str(ckpt))
-        self._gathered = None  # gathered before the checkpoint's weights were loaded
+        self.release_gathered()  # gathered before the checkpoint's weights were loaded
         load_full_optimizer_state(self.policy, self.optimizer, objects["optimizer"])
         self.scheduler.load_state_dict(objects["scheduler"])
         torch.set_rng_state(objects["rng"]["torch"])
