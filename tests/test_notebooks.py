@@ -42,17 +42,30 @@ def test_notebooks_are_committed_without_outputs():
                 assert cell.outputs == [] and cell.execution_count is None, f"{path.name} has outputs: strip them"
 
 
+# the 04 case's training runs, handed to 05 as `workbench report` does (05 trains its own when run alone)
+TRAINED: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module")
+def kept_runs(tmp_path_factory) -> Path:
+    """A runs folder that outlives one test (a passed test's tmp_path is deleted): 04's runs feed 05."""
+    return tmp_path_factory.mktemp("notebook-runs")
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("stem", list(SMALL))
-def test_notebook_runs_headlessly(tmp_path, stem):
+def test_notebook_runs_headlessly(tmp_path, kept_runs, stem):
     pairs = SMALL[stem]
     args = []
     for name, value in zip(pairs[::2], pairs[1::2]):
         args += ["-p", name, value]
-    proc = run("run", stem, *args, "--runs", str(tmp_path))
+    if stem == "05_evaluation" and TRAINED:
+        args += ["-p", "rlp_run", TRAINED["rlp_run"], "-p", "ntp_run", TRAINED["ntp_run"]]
+    runs = kept_runs if stem == "04_training" else tmp_path
+    proc = run("run", stem, *args, "--runs", str(runs))
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = Path(proc.stdout.strip().splitlines()[-1])  # the last line printed is the run directory
-    assert run_dir.parent == tmp_path and run_dir.is_dir()
+    assert run_dir.parent == runs and run_dir.is_dir()
     executed = nbformat.read(run_dir / f"{stem}.ipynb", as_version=4)
     assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
     params = json.loads((run_dir / "params.json").read_text())
@@ -78,8 +91,11 @@ def test_notebook_runs_headlessly(tmp_path, stem):
         assert ntp_summary["total_flops"] >= rlp_summary["total_flops"]  # matched compute (to one NTP step)
         assert metrics["guarded_last_share_empty"] == 0.0  # min_thought_tokens forbids empty thoughts
         assert (Path(metrics["faithful_run"]) / "metrics.jsonl").exists()
+        TRAINED.update(rlp_run=metrics["rlp_run"], ntp_run=metrics["ntp_run"])
     if stem == "05_evaluation":
         assert {"ppl_base", "ppl_rlp", "ppl_ntp", "mc_acc_base", "mc_acc_rlp", "reward_trained"} <= set(metrics)
+        if TRAINED:
+            assert metrics["rlp_run"] == TRAINED["rlp_run"] and metrics["ntp_run"] == TRAINED["ntp_run"]
         assert "hover a token" in page
 
 
