@@ -30,6 +30,8 @@ Both engines run the same RLP step, at the same sizes, on the same contexts:
   inference copies). A step is timed from on_step_begin to on_step_end (generation, reward, the four
   micro-batches, optimizer, EMA callback); the TRL engine's output also records the time between steps.
 - trl-compact (optional engine): the same, plus the compact fused LM head (see workaround 5).
+- workbench-vllm / workbench-rows (optional engines): the workbench step sampling with the vLLM backend, or with
+  the loss pass feeding one row per thought instead of packing each document's prefix once.
 
 TRL workarounds the RLP step needs (reference card `rewards.md`, "Pitfalls", trl 1.16), and what this
 benchmark does about each:
