@@ -21,6 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
+from workbench.errors import WorkbenchError
+from workbench.thoughts import layer_kinds, masks_by_layer_type
+
 PACKABLE_ATTENTION = ("sdpa", "eager")
 
 
@@ -115,46 +118,39 @@ def pack_document(rows: list[TrainRow]) -> PackedDocument:
     return PackedDocument(as_long(ids), as_long(pos), as_long(seg), as_long(limit), as_long(predict_at))
 
 
-def packed_mask(packed: PackedDocument, window: int | None = None) -> torch.Tensor:
+def packed_mask(packed: PackedDocument) -> torch.Tensor:
     """[L, L] bool, True where query slot q may attend to key slot k.
 
     Prefix slots: causal. Row i's own slots: prefix slots with position < row i's position, and row i's own
-    earlier slots (never another row's). With a sliding window, also position(q) - position(k) < window,
-    as in the unpacked sequence."""
+    earlier slots (never another row's). Sliding windows are applied by position, in `_attention_mask`."""
     slots = torch.arange(len(packed.input_ids))
     seg, pos = packed.segment, packed.position_ids
     same_row = (seg[:, None] == seg[None, :]) & (slots[None, :] <= slots[:, None])  # causal within a segment
     prefix_seen = (seg[None, :] == -1) & (pos[None, :] < packed.limit[:, None])
-    visible = same_row | prefix_seen
-    if window is not None:
-        visible &= (pos[:, None] - pos[None, :]) < window
-    return visible
+    return same_row | prefix_seen
 
 
 def _attention_mask(model: torch.nn.Module, packed: PackedDocument, device: torch.device, dtype: torch.dtype):
-    """The mask argument transformers takes as given: [1, 1, L, L], per layer type where the model has several."""
-    config = model.config
-    kinds = set(getattr(config, "layer_types", None) or [])
+    """The mask argument for the packed forward: [1, 1, L, L], per layer type where the model has several (sliding
+    windows by position, as in the unpacked sequence); additive floats for eager attention."""
+    pos = packed.position_ids.to(device)
+    masks = masks_by_layer_type(model.config, packed_mask(packed).to(device)[None, None], pos[:, None] - pos[None, :])
 
     def as_arg(visible: torch.Tensor) -> torch.Tensor:
-        visible = visible.to(device)[None, None]
-        if config._attn_implementation == "eager":  # eager adds the mask to the scores
+        if model.config._attn_implementation == "eager":  # eager adds the mask to the scores
             return torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill(~visible, torch.finfo(dtype).min)
         return visible
 
-    full = as_arg(packed_mask(packed))
-    if not kinds:
-        return full
-    masks = {kind: full for kind in kinds}
-    if "sliding_attention" in kinds:
-        masks["sliding_attention"] = as_arg(packed_mask(packed, getattr(config, "sliding_window", None)))
-    return masks
+    return {kind: as_arg(m) for kind, m in masks.items()} if isinstance(masks, dict) else as_arg(masks)
 
 
 def can_pack(model: torch.nn.Module) -> bool:
-    """Whether `packed_token_logps` runs on this model (its attention takes a custom mask)."""
-    kinds = set(getattr(model.config, "layer_types", None) or ["full_attention"])
-    return model.config._attn_implementation in PACKABLE_ATTENTION and kinds <= {"full_attention", "sliding_attention"}
+    """Whether `packed_token_logps` runs on this model (its attention takes a custom mask; full or sliding layers)."""
+    try:
+        layer_kinds(model.config)
+    except WorkbenchError:
+        return False
+    return model.config._attn_implementation in PACKABLE_ATTENTION
 
 
 def packed_token_logps(

@@ -129,6 +129,19 @@ def layer_kinds(config) -> set[str]:
     return kinds
 
 
+def masks_by_layer_type(config, full: torch.Tensor, distance: torch.Tensor):
+    """The attention-mask argument transformers takes as given: `full` (bool, True = attend) for a model with one
+    kind of layer; else one mask per layer type, sliding-window layers also dropping keys a window or more back
+    (`distance` = position of the query - position of the key, broadcastable to `full`)."""
+    if not getattr(config, "layer_types", None):
+        return full
+    mask = {"full_attention": full}
+    if "sliding_attention" in layer_kinds(config):
+        window = getattr(config, "sliding_window", None) or 10**9
+        mask["sliding_attention"] = full & (distance < window)
+    return mask
+
+
 def new_static_cache(config, max_len: int):
     """A preallocated cache whose every layer (sliding ones too) keeps all slots."""
     return Cache(layers=[StaticLayer(max_cache_len=max_len) for _ in range(config.num_hidden_layers)])
@@ -307,14 +320,7 @@ def shared_prefix_forward(model, cache, inp, slot_pos, next_pos, write: int) -> 
     visible = keys_pos[:, None, :] >= 0
     causal = keys_pos[:, None, :] <= pos[:, :, None]
     full = (visible & causal)[:, None]  # [B, 1, q, S]
-    config = model.config
-    if getattr(config, "layer_types", None):
-        mask = {"full_attention": full}
-        if "sliding_attention" in layer_kinds(config):
-            window = getattr(config, "sliding_window", None) or 10**9
-            mask["sliding_attention"] = full & ((pos[:, :, None] - keys_pos[:, None, :]) < window)[:, None]
-    else:
-        mask = full
+    mask = masks_by_layer_type(model.config, full, (pos[:, :, None] - keys_pos[:, None, :])[:, None])
     out = model.base_model(input_ids=inp, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
     return out.last_hidden_state
 
