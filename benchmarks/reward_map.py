@@ -1,16 +1,19 @@
 """Reward map: the workbench engine vs the plain per-position loop a user would write, in one run.
 
-    .venv/bin/python benchmarks/reward_map.py [--model gemma3-270m] [--positions every:8] [-G 4]
-        [--thought-tokens 32] [--doc math-01] [--repeats 3]
+    .venv/bin/python benchmarks/reward_map.py [--model gemma3-270m] [--dtypes float32,bfloat16] [--positions every:8]
+        [-G 4] [--thought-tokens 32] [--doc math-01] [--repeats 3] [--json OUT]
 
 The plain loop, for each position t: a no-think forward over ids[:t]; generate(num_return_sequences=G)
 from ids[:t] + "<think>" stopping at "</think>"; then one left-padded forward over the G sequences
 context + <think> + thought + </think> (logits only for the last position) to score x_t. The workbench: one teacher pass over the document,
 then every (position, thought) row decoded together over a shared prefix cache.
 
-Both run the same model, dtype, settings and document in this process, interleaved (W P W P ...), and
-the table reports thought tokens per second *including scoring* and their ratio. This CPU has bursts of
-outside load: trust the ratio of medians, not one number.
+Both run the same model, settings and document in this process, in every dtype asked for, interleaved
+(W P W P ...), and the table reports thought tokens per second *including scoring*; the ratio compares each
+engine at its fastest dtype on this CPU (bf16 is ~4x faster than fp32 on an AMX CPU and ~100x slower on an
+AVX2-only one, so a fixed dtype would favour one side). A dtype that this CPU runs many times slower (a
+64-token calibration forward decides) is measured once on a few positions. The CPU capability and kind are
+printed first. This CPU has bursts of outside load: trust the ratio of medians, not one number.
 """
 
 from __future__ import annotations
@@ -85,10 +88,24 @@ def plain_loop(handle, ids: list[int], positions: list[int], config: SamplingCon
     return tokens, statistics.fmean(rewards)
 
 
+def calibrate(handles: dict[str, object], ids: list[int]) -> dict[str, float]:
+    """Seconds for one no-think forward over 64 tokens, per dtype: tells which dtype this CPU runs slowly."""
+    from workbench.scoring import no_think_scores
+
+    out = {}
+    for dtype, handle in handles.items():
+        no_think_scores(handle, ids[:16])  # warm-up
+        start = time.perf_counter()
+        no_think_scores(handle, ids[:64])
+        out[dtype] = time.perf_counter() - start
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="gemma3-270m")
-    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--dtypes", default="float32,bfloat16",
+                    help="dtypes to run both engines in; each engine is compared at its fastest (default: both)")
     ap.add_argument("--doc", default="math-01")
     ap.add_argument("--positions", default="every:8")
     ap.add_argument("-G", type=int, default=4)
@@ -97,69 +114,120 @@ def main() -> None:
     ap.add_argument("--engines", default="workbench,plain,vllm",
                     help="comma-separated from workbench, plain, vllm (the workbench's reward map on its vLLM backend)")
     ap.add_argument("--repeats", type=int, default=3, help="workbench/vllm repeats (the plain loop runs ceil(repeats/2))")
+    ap.add_argument("--slow-factor", type=float, default=4.0,
+                    help="a dtype whose calibration forward is this many times slower than the fastest one is measured "
+                         "on --slow-positions positions only, once (bf16 on an AVX2-only CPU would take hours)")
+    ap.add_argument("--slow-positions", type=int, default=2,
+                    help="positions for a slow dtype; 0 does not run it (its calibration is still reported)")
+    ap.add_argument("--json", default=None, help="also write the results as JSON here")
     args = ap.parse_args()
 
-    handle = load_model(args.model, dtype=args.dtype)
-    teacher = teacher_of(handle)
-    ids = tokenize(handle.tokenizer, find_document(args.doc).text, args.max_tokens)
+    from workbench.hardware import choose_dtype, cpu_capability, cpu_kind
+
+    auto = choose_dtype("auto", "cpu")
+    print(f"# CPU: {cpu_kind()}", flush=True)
+    print(f"# torch CPU capability {cpu_capability()}; 'auto' means {auto.describe()}", flush=True)
+    dtypes = args.dtypes.split(",")
+    handles = {dt: load_model(args.model, dtype=dt) for dt in dtypes}
+    teachers = {dt: teacher_of(h) for dt, h in handles.items()}
+    first = handles[dtypes[0]]
+    ids = tokenize(first.tokenizer, find_document(args.doc).text, args.max_tokens)
     config = SamplingConfig(G=args.G, thought_tokens=args.thought_tokens)
     template = ThoughtTemplate()
     positions = select_positions(parse_positions(args.positions), len(ids), seed=config.seed)
-    print(f"# {args.model} {args.dtype}, document {args.doc} ({len(ids)} tokens), {args.positions} -> "
-          f"{len(positions)} positions, G={args.G}, budget {args.thought_tokens}; {machine()}", flush=True)
+    seconds = calibrate(handles, ids)
+    fastest = min(seconds.values())
+    slow = {dt for dt, sec in seconds.items() if sec > args.slow_factor * fastest}
+    print(f"# {args.model}, document {args.doc} ({len(ids)} tokens), {args.positions} -> {len(positions)} positions, "
+          f"G={args.G}, budget {args.thought_tokens}; {machine()}", flush=True)
+    print("# calibration (one 64-token forward): " + ", ".join(f"{dt} {sec:.2f} s" for dt, sec in seconds.items())
+          + (f"; slow here: {', '.join(sorted(slow))} (measured on {args.slow_positions} positions, once)" if slow else ""),
+          flush=True)
 
-    def engine_run(backend: str):
-        def run(cfg: SamplingConfig, doc: list[int], spec: str):
-            rm = reward_map(handle, teacher, doc, spec, cfg, template, backend=backend, empty_reference=False)
+    def engine_run(backend: str, dtype: str):
+        def run(cfg: SamplingConfig, doc: list[int], chosen: list[int]):
+            rm = reward_map(handles[dtype], teachers[dtype], doc, "at:" + ",".join(map(str, chosen)), cfg, template,
+                            backend=backend, empty_reference=False)
             return rm.generated_tokens, float(rm.rewards.mean())
         return run
 
-    def plain(cfg: SamplingConfig, doc: list[int], spec: str):
-        return plain_loop(handle, doc, select_positions(parse_positions(spec), len(doc), seed=cfg.seed), cfg, template)
+    def plain(dtype: str):
+        return lambda cfg, doc, chosen: plain_loop(handles[dtype], doc, chosen, cfg, template)
 
-    runners = {"workbench": engine_run("transformers"), "vllm": engine_run("vllm"), "plain": plain}
-    engines = []
+    makers = {"workbench": lambda dt: engine_run("transformers", dt), "vllm": lambda dt: engine_run("vllm", dt),
+              "plain": plain}
+    runs: list[tuple[str, str]] = []  # (engine, dtype)
     for name in args.engines.split(","):
-        if name not in runners:
-            raise SystemExit(f"unknown engine {name!r}; choose from {', '.join(runners)}")
+        if name not in makers:
+            raise SystemExit(f"unknown engine {name!r}; choose from {', '.join(makers)}")
         reason = backend_unavailable("vllm") if name == "vllm" else None
         if reason:
             print(f"# skipped engine vllm: {reason}", flush=True)
-        else:
-            engines.append(name)
-    # warm-up: first-call costs (engine start, kernel compilation, allocator) are not what we compare
-    for name in engines:
+            continue
+        runs.extend((name, dt) for dt in dtypes)
+    not_run = [key for key in runs if key[1] in slow] if args.slow_positions == 0 else []
+    runs = [key for key in runs if key not in not_run]
+    best_dtype = min(seconds, key=seconds.get)
+    for name, dtype in not_run:
+        print(f"# not run: {name} {dtype} (its calibration forward took {seconds[dtype] / fastest:.0f}x as long as "
+              f"{best_dtype}'s; --slow-positions N runs it on N positions)", flush=True)
+    runners = {key: makers[key[0]](key[1]) for key in runs}
+    chosen_for = {key: positions[: args.slow_positions] if key[1] in slow else positions for key in runs}
+    # warm-up: first-call costs (engine start, allocator) are not what we compare
+    for key in runs:
         start = time.perf_counter()
-        runners[name](SamplingConfig(G=2, thought_tokens=4), ids[:48], "every:16")
-        print(f"# {name}: warm-up {time.perf_counter() - start:.1f} s", flush=True)
+        runners[key](SamplingConfig(G=2, thought_tokens=4), ids[:48], [16, 32])
+        print(f"# {key[0]} {key[1]}: warm-up {time.perf_counter() - start:.1f} s", flush=True)
 
-    results: dict[str, list[float]] = {name: [] for name in engines}
-    rewards: dict[str, float] = {}
+    results: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
+    rewards: dict[tuple[str, str], float] = {}
     plain_runs = max(1, (args.repeats + 1) // 2)
     for i in range(args.repeats):
-        for name in engines:
-            if name == "plain" and i >= plain_runs:
+        for key in runs:
+            name, dtype = key
+            if (name == "plain" and i >= plain_runs) or (dtype in slow and i >= 1):
                 continue
             start = time.perf_counter()
-            tokens, mean_reward = runners[name](config, ids, args.positions)
+            tokens, mean_reward = runners[key](config, ids, chosen_for[key])
             elapsed = time.perf_counter() - start
-            results[name].append(tokens / elapsed)
-            rewards[name] = mean_reward
-            print(f"{name:10s} run {i + 1}: {tokens} tokens in {elapsed:.1f} s", flush=True)
+            results[key].append(tokens / elapsed)
+            rewards[key] = mean_reward
+            print(f"{name:10s} {dtype:9s} run {i + 1}: {tokens} tokens in {elapsed:.1f} s", flush=True)
 
-    labels = {"workbench": "workbench reward_map (transformers backend)", "plain": "plain per-position loop",
-              "vllm": "workbench reward_map (vLLM backend)"}
-    med = {name: statistics.median(results[name]) for name in engines}
+    labels = {"workbench": "workbench reward_map", "plain": "plain per-position loop", "vllm": "workbench reward_map (vLLM)"}
+    med = {key: statistics.median(results[key]) for key in runs}
     print()
-    print(f"machine: {machine()}; torch {torch.__version__}")
-    print("| engine | thought tokens/s incl. scoring (median) | runs | mean reward (nats) |")
-    print("|---|---|---|---|")
-    for name in engines:
-        print(f"| {labels[name]} | {med[name]:.0f} | {len(results[name])} | {rewards[name]:+.2f} |")
+    print(f"machine: {machine()}; CPU: {cpu_kind()}; torch {torch.__version__}")
+    print("| engine | dtype | positions | thought tokens/s incl. scoring (median) | runs | mean reward (nats) |")
+    print("|---|---|---|---|---|---|")
+    for key in runs:
+        print(f"| {labels[key[0]]} | {key[1]} | {len(chosen_for[key])} | {med[key]:.1f} | {len(results[key])} | "
+              f"{rewards[key]:+.2f} |")
+    best = {}
+    for name in dict.fromkeys(k[0] for k in runs):
+        dt = max((k[1] for k in runs if k[0] == name), key=lambda d: med[(name, d)])
+        best[name] = (dt, med[(name, dt)])
     print()
-    for name in engines:
-        if name != "workbench" and "workbench" in med:
-            print(f"ratio workbench / {name}: {med['workbench'] / med[name]:.2f}x")
+    for name, (dt, rate) in best.items():
+        print(f"fastest {name}: {dt} ({rate:.1f} thought tokens/s)")
+    ratios = {}
+    if "workbench" in best:
+        for name, (dt, rate) in best.items():
+            if name != "workbench":
+                ratios[name] = best["workbench"][1] / rate
+                print(f"ratio workbench ({best['workbench'][0]}) / {name} ({dt}), each at its fastest dtype: "
+                      f"{ratios[name]:.2f}x")
+    if args.json:
+        import json
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({
+            "args": vars(args), "machine": machine(), "cpu": cpu_kind(), "cpu_capability": cpu_capability(),
+            "auto_dtype": auto.as_dict(), "torch": torch.__version__, "calibration_s": seconds, "slow_dtypes": sorted(slow),
+            "results": [{"engine": k[0], "dtype": k[1], "positions": len(chosen_for[k]), "tokens_per_s": results[k],
+                         "median": med[k], "mean_reward": rewards[k]} for k in runs],
+            "best": best, "ratios": ratios, "not_run": [list(k) for k in not_run],
+        }, indent=1))
 
 
 if __name__ == "__main__":

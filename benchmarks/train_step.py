@@ -80,7 +80,8 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workbench.runs import cpu_name, package_versions  # noqa: E402
+from workbench.hardware import cpu_model  # noqa: E402
+from workbench.runs import package_versions  # noqa: E402
 
 # workbench-vllm: sampler_backend vllm; workbench-rows: share_prefix_in_loss off (one row per thought in the loss pass)
 ENGINES = ("workbench", "workbench-vllm", "workbench-rows", "trl", "trl-compact")
@@ -409,7 +410,7 @@ def main() -> None:
     threads = runs[engines[0]][0]["torch_threads"]
     print()
     gpu = runs[engines[0]][0].get("gpu")
-    print(f"machine: {(gpu + ' + ') if gpu else ''}{cpu_name()}, {os.cpu_count()} cores, {threads} torch threads per engine process; "
+    print(f"machine: {(gpu + ' + ') if gpu else ''}{cpu_model()}, {os.cpu_count()} cores, {threads} torch threads per engine process; "
           + ", ".join(f"{k} {v}" for k, v in vers.items()))
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print()
@@ -443,7 +444,7 @@ def main() -> None:
 
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "command": sys.argv, "machine": cpu_name(), "cores": os.cpu_count(), "versions": vers,
+            "command": sys.argv, "machine": cpu_model(), "cores": os.cpu_count(), "versions": vers,
             "settings": vars(args), "summary": summary, "ratios": ratios, "runs": runs,
         }, indent=1))
         print(f"\nwrote {args.json}")

@@ -14,6 +14,13 @@ GEMMA = os.environ.get("WORKBENCH_TEST_GEMMA", "gemma3-270m")
 SMOLLM = os.environ.get("WORKBENCH_TEST_SMOLLM", "smollm2-135m")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every notebook test belongs to the full suite only (the fast tier is `pytest -m "not slow"`)."""
+    for item in items:
+        if item.get_closest_marker("notebook"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def gemma_fp32():
     from workbench.models import load_model
@@ -22,9 +29,26 @@ def gemma_fp32():
 
 
 @pytest.fixture(scope="session")
-def gemma_bf16():
+def gemma(request):
+    """Gemma on the default path: dtype "auto" (bf16 where this machine computes it natively, else fp32)."""
+    from workbench.hardware import choose_dtype
     from workbench.models import load_model
 
+    if choose_dtype("auto").name == "float32":
+        return request.getfixturevalue("gemma_fp32")  # the same weights: one copy in memory
+    return load_model(GEMMA, dtype="auto")
+
+
+@pytest.fixture(scope="session")
+def gemma_bf16():
+    """Gemma in bf16, for the tests of the bf16 path itself; skipped where bf16 is emulated (an AVX2-only CPU runs a
+    bf16 matmul ~100x slower than fp32, a model forward 2-5x: these tests would dominate the suite there)."""
+    from workbench.hardware import bf16_speedup, cpu_kind
+    from workbench.models import load_model
+
+    if bf16_speedup() < 0.2 and os.environ.get("WORKBENCH_TEST_BF16") != "1":
+        pytest.skip(f"bf16 is not native on this CPU ({cpu_kind()}: a bf16 matmul runs at {bf16_speedup():.2f}x "
+                    "fp32's speed); WORKBENCH_TEST_BF16=1 runs these tests anyway")
     return load_model(GEMMA, dtype="bfloat16")
 
 

@@ -68,7 +68,12 @@ def test_score_writes_the_documented_json(tmp_path):
     data = json.loads(out.read_text())
     for key in ("model", "teacher", "dtype", "seed", "template", "settings", "document_ids", "positions", "timing", "generated_tokens"):
         assert key in data
-    assert data["model"] == "gemma3-270m" and data["dtype"] == "bfloat16" and data["seed"] == 7
+    from workbench.hardware import choose_dtype
+
+    auto = choose_dtype("auto")  # the CLI's default, decided the same way in its process
+    assert data["model"] == "gemma3-270m" and data["dtype"] == auto.name and data["seed"] == 7
+    assert data["hardware"]["dtype_requested"] == "auto" and data["hardware"]["cpu_capability"]
+    assert "dtype " + auto.name in proc.stderr  # the choice and its reason are printed once
     assert data["template"] == {"open": "<think>", "close": "</think>"}
     assert data["settings"] == {"G": 2, "thought_tokens": 6, "temperature": 0.7, "top_p": 1.0, "positions": "every:16",
                                 "allow_eos": True, "min_thought_tokens": 0}

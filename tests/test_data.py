@@ -70,9 +70,14 @@ def test_position_specs():
     entropy = [float("nan"), 0.1, 3.0, 0.2, 2.0, 0.3]
     assert select_positions("top-entropy:2", 6, entropy=entropy) == [2, 4]
     assert select_positions("random:99", 5) == [1, 2, 3, 4]
+    assert select_positions("at:9,3,3", 10) == [3, 9]
+    assert str(parse_positions("at:9,3")) == "at:3,9"
+    with pytest.raises(WorkbenchError, match="past the document"):
+        select_positions("at:3,12", 10)
 
 
-@pytest.mark.parametrize("spec", ["", "every", "every:0", "every:-2", "random:x", "top:3", "all:2", "top-entropy"])
+@pytest.mark.parametrize("spec", ["", "every", "every:0", "every:-2", "random:x", "top:3", "all:2", "top-entropy", "at:", "at:0",
+                                  "at:3,x"])
 def test_unknown_position_specs_are_rejected(spec):
     with pytest.raises(WorkbenchError, match="position spec"):
         parse_positions(spec)
@@ -86,6 +91,25 @@ def test_positions_always_valid_targets(n_tokens, k, seed):
         assert all(1 <= t < n_tokens for t in chosen)
 
 
+def test_a_directory_is_a_corpus(tmp_path):
+    """A folder of .txt/.jsonl files: every .txt a document, every .jsonl line one; sorted by relative path."""
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "notes.txt").write_text("second file")
+    (tmp_path / "a.txt").write_text("first file")
+    (tmp_path / "c.jsonl").write_text(json.dumps({"id": "x", "text": "a line"}) + "\n" + json.dumps({"text": "another"}))
+    (tmp_path / "skip.md").write_text("not a corpus file")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "h.txt").write_text("hidden")
+    docs = load_documents(tmp_path)
+    assert [d.id for d in docs] == ["a", "b/notes", "x", "c-2"]
+    assert [d.text for d in docs] == ["first file", "second file", "a line", "another"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.md").write_text("nothing to read")
+    with pytest.raises(WorkbenchError, match="no .txt or .jsonl files"):
+        load_documents(empty)
+
+
 def test_stream_hf_dataset_from_local_files(tmp_path):
     from workbench.data import stream_hf_dataset
 
@@ -95,3 +119,23 @@ def test_stream_hf_dataset_from_local_files(tmp_path):
     assert [d.text for d in docs] == ["document number 0", "document number 1", "document number 2"]
     with pytest.raises(WorkbenchError, match="no field 'text'"):
         list(stream_hf_dataset("json", data_files=str(f)))
+
+
+def test_runs_land_in_the_project_not_the_working_directory(tmp_path, monkeypatch):
+    """A notebook opened from notebooks/ in JupyterLab must not write notebooks/runs/ (or runs/runs/)."""
+    from workbench.runs import PROJECT_ROOT, new_run_dir, runs_root
+
+    monkeypatch.delenv("WORKBENCH_RUNS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert runs_root() == PROJECT_ROOT / "runs"
+    monkeypatch.setenv("WORKBENCH_RUNS", str(tmp_path / "elsewhere"))
+    made = new_run_dir("demo")
+    assert made.parent == tmp_path / "elsewhere" and made.is_dir()
+
+
+def test_training_data_may_be_a_directory(tmp_path):
+    from workbench.trainer import load_docs
+
+    (tmp_path / "one.txt").write_text("a document")
+    (tmp_path / "two.txt").write_text("another document")
+    assert [d.id for d in load_docs(str(tmp_path))] == ["one", "two"]

@@ -113,7 +113,7 @@ def test_continuations_and_designs_on_the_real_model(gemma_fp32, math_doc):
 
 
 @pytest.mark.model
-def test_compare_all_designs_and_a_user_design(gemma_bf16, math_doc):
+def test_compare_all_designs_and_a_user_design(gemma, math_doc):
     @register_design("thought_length")
     def thought_length(inp):
         """A user's design: longer thoughts score more (for the test only)."""
@@ -122,9 +122,9 @@ def test_compare_all_designs_and_a_user_design(gemma_bf16, math_doc):
         return DesignOutput(np.array([float(th.length) for th in inp.thoughts]), 0, 0.0)
 
     try:
-        ids = tokenize(gemma_bf16.tokenizer, math_doc.text, 80)
+        ids = tokenize(gemma.tokenizer, math_doc.text, 80)
         result = compare_designs(
-            gemma_bf16, teacher_of(gemma_bf16), ids, "every:20", SamplingConfig(G=2, thought_tokens=6), designs="all"
+            gemma, teacher_of(gemma), ids, "every:20", SamplingConfig(G=2, thought_tokens=6), designs="all"
         )
         js = result.to_json()
         assert set(js["designs"]) == set(DESIGNS)
@@ -203,17 +203,17 @@ def test_pretrainzero_and_rlpt_on_the_real_model(gemma_fp32, math_doc):
 
 
 @pytest.mark.model
-def test_generative_designs_share_one_generation_exactly(gemma_bf16, math_doc):
+def test_generative_designs_share_one_generation_exactly(gemma, math_doc):
     """Sharing the after-thought generation (one pass at the longest length) gives the same rewards as each
     design generating alone: under one seed the shorter generation is a prefix of the longer one."""
-    ids = tokenize(gemma_bf16.tokenizer, math_doc.text, 80)
-    rm = reward_map(gemma_bf16, teacher_of(gemma_bf16), ids, "every:20", SamplingConfig(G=2, thought_tokens=4, seed=3))
-    shared = DesignInput(gemma_bf16, teacher_of(gemma_bf16), rm, prefetch_after=12)
-    alone = DesignInput(gemma_bf16, teacher_of(gemma_bf16), rm)
+    ids = tokenize(gemma.tokenizer, math_doc.text, 80)
+    rm = reward_map(gemma, teacher_of(gemma), ids, "every:20", SamplingConfig(G=2, thought_tokens=4, seed=3))
+    shared = DesignInput(gemma, teacher_of(gemma), rm, prefetch_after=12)
+    alone = DesignInput(gemma, teacher_of(gemma), rm)
     for name, opts in (("rpt", {"guess_tokens": 1}), ("pretrainzero", {"span_tokens": 3})):
         np.testing.assert_array_equal(DESIGNS[name](shared, **opts).rewards, DESIGNS[name](alone, **opts).rewards)
     generated, _, _ = shared.after_thoughts(12)
-    three, _, _ = DesignInput(gemma_bf16, teacher_of(gemma_bf16), rm).after_thoughts(3)
+    three, _, _ = DesignInput(gemma, teacher_of(gemma), rm).after_thoughts(3)
     assert [g[:3] for g in generated] == three
 
 
@@ -238,7 +238,7 @@ def test_intuitor_equals_plain_self_certainty(gemma_fp32, math_doc):
 
 
 @pytest.mark.model
-def test_rlpt_generative_judge_reads_yes_no_probabilities(gemma_bf16, smollm_fp32, math_doc):
+def test_rlpt_generative_judge_reads_yes_no_probabilities(gemma, smollm_fp32, math_doc):
     import torch
 
     from workbench.designs import JUDGE_PROMPT, judge_consistency
@@ -256,8 +256,8 @@ def test_rlpt_generative_judge_reads_yes_no_probabilities(gemma_bf16, smollm_fp3
     no = {tok.encode(" No", add_special_tokens=False)[-1], tok.encode("No", add_special_tokens=False)[-1]}
     p_yes, p_no = float(p[list(yes)].sum()), float(p[list(no)].sum())
     assert scores[0] == pytest.approx(p_yes / (p_yes + p_no), abs=1e-4)
-    ids_doc = tokenize(gemma_bf16.tokenizer, math_doc.text, 60)
-    rm = reward_map(gemma_bf16, teacher_of(gemma_bf16), ids_doc, "every:30", SamplingConfig(G=2, thought_tokens=3))
-    rewards = DESIGNS["rlpt"](DesignInput(gemma_bf16, teacher_of(gemma_bf16), rm), segment_tokens=4, judge=smollm_fp32,
+    ids_doc = tokenize(gemma.tokenizer, math_doc.text, 60)
+    rm = reward_map(gemma, teacher_of(gemma), ids_doc, "every:30", SamplingConfig(G=2, thought_tokens=3))
+    rewards = DESIGNS["rlpt"](DesignInput(gemma, teacher_of(gemma), rm), segment_tokens=4, judge=smollm_fp32,
                               threshold=0.5).rewards
     assert set(rewards.tolist()) <= {0.0, 1.0}

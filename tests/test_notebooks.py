@@ -20,7 +20,7 @@ SMALL = {
     "03_reward_designs": ["positions", "every:30", "G", "2", "thought_tokens", "6", "max_tokens", "120",
                           "sweep_G", "[1, 2]", "sweep_budgets", "[2, 6]"],
     "04_training": ["max_steps", "2", "thought_tokens", "6", "positions_per_doc", "1", "G", "2",
-                    "guard_steps", "2", "guard_thought_tokens", "4"],
+                    "guard_experiment", "True", "guard_steps", "2", "guard_thought_tokens", "4"],
     "05_evaluation": ["train_steps", "1", "positions", "every:20", "G", "2", "thought_tokens", "6"],
 }
 
@@ -40,6 +40,21 @@ def test_notebooks_are_committed_without_outputs():
         for cell in nb.cells:
             if cell.cell_type == "code":
                 assert cell.outputs == [] and cell.execution_count is None, f"{path.name} has outputs: strip them"
+
+
+def test_papermill_parses_every_parameter_line():
+    """papermill silently drops a parameter whose line it cannot parse (an `=` in its comment is enough):
+    `workbench run -p NAME` would then warn "unknown parameter" and the report would lose its help text."""
+    import ast
+
+    from papermill.translators import PythonTranslator
+
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        assigned = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets}
+        parsed = {p.name for p in PythonTranslator.inspect(cell)}
+        assert parsed == assigned, f"{path.name}: papermill cannot parse {sorted(assigned - parsed)}"
 
 
 # the 04 case's training runs, handed to 05 as `workbench report` does (05 trains its own when run alone)
@@ -71,6 +86,11 @@ def test_notebook_runs_headlessly(tmp_path, kept_runs, stem):
     params = json.loads((run_dir / "params.json").read_text())
     assert params["parameters"]["G"] == 2 and params["parameters"]["seed"] == 0
     assert "torch" in params["versions"]
+    from workbench.hardware import choose_dtype
+
+    # "auto" is decided once, before the kernel starts, and recorded with its reason and the CPU
+    assert params["hardware"]["dtype"] == choose_dtype("auto").name and params["hardware"]["dtype_reason"]
+    assert params["hardware"]["cpu_capability"] and params["hardware"]["dtype_requested"] == "auto"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     if stem < "04":
         assert metrics["model"] == "gemma3-270m" and metrics["thoughts"] > 0

@@ -10,7 +10,8 @@ from tests.reference import entropy_next, logp_next
 from workbench.data import tokenize
 from workbench.models import teacher_of
 from workbench.rewards import reward_map
-from workbench.scoring import no_think_scores
+from workbench.errors import WorkbenchError
+from workbench.scoring import no_think_logp_at, no_think_scores
 from workbench.thoughts import SamplingConfig, ThoughtSampler, ThoughtTemplate
 
 pytestmark = pytest.mark.model
@@ -61,6 +62,19 @@ def test_no_think_scores_and_entropy_every_position(gemma_fp32, math_doc):
         assert scores.entropy[t] == pytest.approx(entropy_next(gemma_fp32.model, ids[:t]), abs=2e-3)
 
 
+def test_no_think_logp_at_selected_positions(gemma_fp32, math_doc):
+    # what an RLP step reads: the teacher's log p at a few positions, the head run at those alone
+    ids = tokenize(gemma_fp32.tokenizer, math_doc.text, 60)
+    positions = [59, 3, 30, 1]
+    logp = no_think_logp_at(gemma_fp32, ids, positions)
+    for t, value in zip(positions, logp):
+        assert value == pytest.approx(logp_next(gemma_fp32.model, ids[:t], ids[t]), abs=2e-3)
+    with pytest.raises(WorkbenchError, match="positions"):
+        no_think_logp_at(gemma_fp32, ids, [0])
+    with pytest.raises(WorkbenchError, match="positions"):
+        no_think_logp_at(gemma_fp32, ids, [60])
+
+
 def test_greedy_thoughts_equal_generate(gemma_fp32, math_doc):
     """At temperature 0 the batched shared-prefix decode must reproduce plain generate() token for token."""
     ids = tokenize(gemma_fp32.tokenizer, math_doc.text, 100)
@@ -102,12 +116,12 @@ def test_bf16_engine_close_to_fp32_reference(gemma_bf16, gemma_fp32, math_doc):
     assert np.max(np.abs(diffs)) < 1.0
 
 
-def test_same_seed_same_thoughts_other_seed_differs(gemma_bf16, math_doc):
-    ids = tokenize(gemma_bf16.tokenizer, math_doc.text, 80)
-    teacher = teacher_of(gemma_bf16)
-    a = reward_map(gemma_bf16, teacher, ids, "every:20", SamplingConfig(G=2, thought_tokens=8, seed=5))
-    b = reward_map(gemma_bf16, teacher, ids, "every:20", SamplingConfig(G=2, thought_tokens=8, seed=5))
-    c = reward_map(gemma_bf16, teacher, ids, "every:20", SamplingConfig(G=2, thought_tokens=8, seed=6))
+def test_same_seed_same_thoughts_other_seed_differs(gemma, math_doc):
+    ids = tokenize(gemma.tokenizer, math_doc.text, 80)
+    teacher = teacher_of(gemma)
+    a = reward_map(gemma, teacher, ids, "every:20", SamplingConfig(G=2, thought_tokens=8, seed=5))
+    b = reward_map(gemma, teacher, ids, "every:20", SamplingConfig(G=2, thought_tokens=8, seed=5))
+    c = reward_map(gemma, teacher, ids, "every:20", SamplingConfig(G=2, thought_tokens=8, seed=6))
     assert [t.ids for t in a.thoughts] == [t.ids for t in b.thoughts]
     assert np.array_equal(a.rewards, b.rewards)
     assert [t.ids for t in a.thoughts] != [t.ids for t in c.thoughts]
@@ -120,9 +134,9 @@ def test_budget_zero_gives_empty_thoughts(gemma_fp32, math_doc):
     _check_against_reference(gemma_fp32, ids, rm, tol=2e-3)
 
 
-def test_top_entropy_positions_are_the_highest_entropy(gemma_bf16, math_doc):
-    ids = tokenize(gemma_bf16.tokenizer, math_doc.text, 80)
-    rm = reward_map(gemma_bf16, teacher_of(gemma_bf16), ids, "top-entropy:5", SamplingConfig(G=1, thought_tokens=2))
+def test_top_entropy_positions_are_the_highest_entropy(gemma, math_doc):
+    ids = tokenize(gemma.tokenizer, math_doc.text, 80)
+    rm = reward_map(gemma, teacher_of(gemma), ids, "top-entropy:5", SamplingConfig(G=1, thought_tokens=2))
     ent = rm.no_think.entropy
     chosen = set(rm.positions)
     assert len(chosen) == 5
@@ -130,9 +144,9 @@ def test_top_entropy_positions_are_the_highest_entropy(gemma_bf16, math_doc):
     assert min(ent[t] for t in chosen) >= max(others)
 
 
-def test_dataframe_and_json_agree(gemma_bf16, math_doc):
-    ids = tokenize(gemma_bf16.tokenizer, math_doc.text, 60)
-    rm = reward_map(gemma_bf16, teacher_of(gemma_bf16), ids, "every:15", SamplingConfig(G=2, thought_tokens=4))
+def test_dataframe_and_json_agree(gemma, math_doc):
+    ids = tokenize(gemma.tokenizer, math_doc.text, 60)
+    rm = reward_map(gemma, teacher_of(gemma), ids, "every:15", SamplingConfig(G=2, thought_tokens=4))
     df = rm.to_dataframe()
     js = rm.to_json()
     assert len(df) == sum(len(p["thoughts"]) for p in js["positions"]) == len(rm.thoughts)

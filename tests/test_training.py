@@ -139,6 +139,38 @@ def test_packed_logps_equal_one_row_per_thought(gemma_fp32, math_doc, window):
 
 
 @pytest.mark.model
+def test_sparse_embedding_gradient_equals_the_dense_one(math_doc):
+    """The trainer turns the (tied) input embedding's gradient sparse on one process; the accumulated gradient of the
+    tied weight, and every other gradient, must equal the dense computation."""
+    from workbench.models import load_model
+
+    handle = load_model("smollm2-135m", dtype="float32")  # tied embeddings, like Gemma; its own copy: grads change
+    model = handle.model
+    model.requires_grad_(True)
+    assert model.get_input_embeddings().weight is model.get_output_embeddings().weight
+    ids = torch.tensor([tokenize(handle.tokenizer, math_doc.text, 48)])
+
+    def grads(sparse: bool) -> dict[str, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        model.get_input_embeddings().sparse = sparse
+        logits = model(input_ids=ids, logits_to_keep=torch.arange(ids.shape[1] - 1)).logits
+        torch.nn.functional.cross_entropy(logits[0], ids[0, 1:]).backward()
+        out = {}
+        for name, p in model.named_parameters():
+            g = p.grad
+            out[name] = (g.to_dense() if g.is_sparse else g).clone()
+        return out
+
+    dense, sparse = grads(False), grads(True)
+    model.get_input_embeddings().sparse = False
+    assert dense.keys() == sparse.keys()
+    for name in dense:
+        assert torch.allclose(dense[name], sparse[name], atol=1e-6, rtol=1e-5), name
+    emb = model.get_input_embeddings().weight
+    assert not emb.grad.is_sparse  # dense head gradient + sparse embedding gradient arrive as one dense tensor
+
+
+@pytest.mark.model
 @pytest.mark.parametrize("mode", ["sequence", "token"])
 def test_loss_equals_a_straightforward_computation(smollm_fp32, math_doc, mode):
     """The clipped, normalised loss over real sampled thoughts == a per-token loop over plain forwards."""
@@ -195,14 +227,14 @@ def test_guard_no_eos_inside_thoughts(smollm_fp32, math_doc):
 
 
 @pytest.mark.model
-def test_guard_minimum_thought_length(gemma_bf16, math_doc):
+def test_guard_minimum_thought_length(gemma, math_doc):
     """With '.' as the closing marker Gemma closes many thoughts early; the guard forbids it."""
-    ids = tokenize(gemma_bf16.tokenizer, math_doc.text)
+    ids = tokenize(gemma.tokenizer, math_doc.text)
     positions = list(range(16, len(ids), 24))
     template = ThoughtTemplate("<think>", ".")
     base = dict(G=8, thought_tokens=8, temperature=1.0, seed=1)
-    free = ThoughtSampler(gemma_bf16, template, SamplingConfig(**base)).sample(ids, positions)
-    guarded = ThoughtSampler(gemma_bf16, template, SamplingConfig(**base, min_thought_tokens=4)).sample(ids, positions)
+    free = ThoughtSampler(gemma, template, SamplingConfig(**base)).sample(ids, positions)
+    guarded = ThoughtSampler(gemma, template, SamplingConfig(**base, min_thought_tokens=4)).sample(ids, positions)
     assert sum(th.length < 4 for th in free) >= 5
     assert all(th.length >= 4 for th in guarded)
     assert any(th.closed_by == "marker" for th in guarded)  # closing is still possible after the minimum
@@ -350,18 +382,38 @@ def test_resume_after_sigkill_gives_the_same_metrics(tmp_path):
 
 
 @pytest.mark.model
-def test_empty_thought_guards_on_real_thoughts(gemma_bf16, math_doc):
+def test_weights_only_checkpoints_load_but_refuse_to_resume(tmp_path):
+    from workbench.trainer import load_trained
+
+    config = tmp_path / "weights_only.yaml"
+    config.write_text(
+        "trainer: rlp\nmodel: smollm2-135m\nmax_steps: 1\ndocs_per_step: 1\npositions_per_doc: 1\nG: 2\n"
+        "thought_tokens: 4\neval_docs: 0\neval_data: ''\nsave_optimizer: false\nprogress: false\n"
+    )
+    run = tmp_path / "run"
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    subprocess.run(_train_cmd(config, "--output-dir", str(run)), check=True, env=env, capture_output=True)
+    (ckpt,) = (run / "checkpoints").iterdir()
+    assert {"policy.safetensors", "teacher.safetensors"} <= {p.name for p in ckpt.iterdir()}
+    assert not (ckpt / "optimizer.pt").exists()
+    assert load_trained(run, "teacher").step == 1
+    again = subprocess.run(_train_cmd(config, "--output-dir", str(run), "--resume"), env=env, capture_output=True, text=True)
+    assert again.returncode == 1 and "save_optimizer: false" in again.stderr
+
+
+@pytest.mark.model
+def test_empty_thought_guards_on_real_thoughts(gemma, math_doc):
     """On real Gemma thoughts with '.' as the closing marker (some end at once): the advantage cap keeps every
     empty thought's advantage <= 0 and leaves the others alone; the penalty lowers every empty thought's."""
     from workbench.rl_math import guarded_advantages
     from workbench.scoring import no_think_scores
 
-    ids = tokenize(gemma_bf16.tokenizer, math_doc.text)
+    ids = tokenize(gemma.tokenizer, math_doc.text)
     positions = list(range(16, len(ids), 24))
     G = 8
-    thoughts = ThoughtSampler(gemma_bf16, ThoughtTemplate("<think>", "."),
+    thoughts = ThoughtSampler(gemma, ThoughtTemplate("<think>", "."),
                               SamplingConfig(G=G, thought_tokens=8, temperature=1.0, seed=1)).sample(ids, positions)
-    scores, _ = no_think_scores(gemma_bf16, ids)
+    scores, _ = no_think_scores(gemma, ids)
     rewards = torch.tensor([[th.logp_with_thought - scores.logp[th.position] for th in thoughts[i : i + G]]
                             for i in range(0, len(thoughts), G)], dtype=torch.float64)
     empty = torch.tensor([[th.length == 0 for th in thoughts[i : i + G]] for i in range(0, len(thoughts), G)])

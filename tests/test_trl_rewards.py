@@ -13,8 +13,8 @@ from workbench.trl_rewards import cut_thought, grpo_dataset, trl_reward_function
 pytestmark = pytest.mark.model
 
 
-def test_cut_thought_at_eos_and_markers(gemma_bf16):
-    tok = gemma_bf16.tokenizer
+def test_cut_thought_at_eos_and_markers(gemma):
+    tok = gemma.tokenizer
     close = ThoughtTemplate().close_ids(tok)
     words = tok.encode(" so x = 3", add_special_tokens=False)
     assert cut_thought(words + close + words, close, "</think>", {1}, tok) == words

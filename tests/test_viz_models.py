@@ -44,6 +44,55 @@ def test_thoughts_table_ranks_by_reward():
     assert table.index("+1.500") < table.index("-0.500")
 
 
+def _dollars_outside_no_math(markup: str) -> list[str]:
+    """Text pieces holding a "$" that MathJax would see: not inside an element with the class it skips."""
+    from html.parser import HTMLParser
+
+    from workbench.viz import NO_MATH_CLASS
+
+    skip = set(NO_MATH_CLASS.split())
+
+    class Walk(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stack: list[bool] = []  # per open element: is it (or an ancestor) skipped?
+            self.exposed: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            classes = set((dict(attrs).get("class") or "").split())
+            if tag not in ("br", "img", "hr", "meta", "input"):
+                self.stack.append(bool(self.stack and self.stack[-1]) or bool(classes & skip))
+
+        def handle_endtag(self, tag):
+            if tag not in ("br", "img", "hr", "meta", "input") and self.stack:
+                self.stack.pop()
+
+        def handle_data(self, data):
+            if "$" in data and not (self.stack and self.stack[-1]):
+                self.exposed.append(data)
+
+    walk = Walk()
+    walk.feed(markup)
+    return walk.exposed
+
+
+def test_dollar_signs_are_never_typeset_as_maths():
+    """The corpus is full of prices: "$134 ... $96" must not become LaTeX in JupyterLab or the exported HTML."""
+    import pandas as pd
+
+    from workbench.viz import no_math, setup_notebook
+
+    rm = _toy_map()
+    rm.tokens[3] = " $134"
+    rm.thoughts[0].text = "$134 mean that the total cost is $96+96 = $184"
+    assert _dollars_outside_no_math("<p>$1 and $2</p>") == ["$1 and $2"]  # the check itself can fail
+    for markup in (token_heatmap(rm), thoughts_table(rm, 2), no_math("<b>$5 + $6</b>")):
+        assert "$" in markup and _dollars_outside_no_math(markup) == []
+    setup_notebook()  # what every notebook calls: pandas tables of thoughts carry the classes too
+    table = rm.to_dataframe()._repr_html_()
+    assert "$184" in table and _dollars_outside_no_math(table) == []
+
+
 def test_diverging_colors():
     assert diverging_color(0.0, 1.0) == "rgb(255,255,255)"
     assert diverging_color(1.0, 1.0) == "rgb(33,102,172)"
@@ -67,18 +116,21 @@ def test_unreachable_hub_id_fails_with_one_line(monkeypatch):
 
 
 @pytest.mark.model
-def test_bundled_model_is_cached_and_teacher_is_a_labelled_handle(gemma_bf16):
+def test_bundled_model_is_cached_and_teacher_is_a_labelled_handle(gemma):
     import torch
 
-    assert gemma_bf16.dtype == torch.bfloat16
-    assert (gemma_bf16.tokenizer("Hi").input_ids[0]) == gemma_bf16.tokenizer.bos_token_id
-    teacher = teacher_of(gemma_bf16)
-    assert teacher.role == "teacher" and teacher.shares_weights_with(gemma_bf16)
+    from workbench.hardware import choose_dtype
+
+    auto = choose_dtype("auto")
+    assert gemma.dtype == auto.dtype and gemma.dtype_choice.name == auto.name and auto.reason
+    assert (gemma.tokenizer("Hi").input_ids[0]) == gemma.tokenizer.bos_token_id
+    teacher = teacher_of(gemma)
+    assert teacher.role == "teacher" and teacher.shares_weights_with(gemma)
     assert teacher.label == "ema-teacher(gemma3-270m)@step0"
-    copy = teacher_of(gemma_bf16, copy_weights=True)
-    assert not copy.shares_weights_with(gemma_bf16)
-    assert torch.equal(next(copy.model.parameters()), next(gemma_bf16.model.parameters()))
-    assert (gemma_bf16.source.endswith("gemma3-270m-1.0.0"))
+    copy = teacher_of(gemma, copy_weights=True)
+    assert not copy.shares_weights_with(gemma)
+    assert torch.equal(next(copy.model.parameters()), next(gemma.model.parameters()))
+    assert (gemma.source.endswith("gemma3-270m-1.0.0"))
 
 
 def test_missing_model_package_says_what_to_install(monkeypatch):

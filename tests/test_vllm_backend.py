@@ -40,26 +40,26 @@ def test_without_vllm_the_backend_says_how_to_install_it():
 
 
 @pytest.fixture(scope="module")
-def engine(gemma_bf16):
+def engine(gemma):
     from workbench.vllm_backend import engine_for
 
-    return engine_for(gemma_bf16)
+    return engine_for(gemma)
 
 
 @pytest.fixture(scope="module")
-def doc_ids(gemma_bf16, math_doc):
-    return tokenize(gemma_bf16.tokenizer, math_doc.text, 160)
+def doc_ids(gemma, math_doc):
+    return tokenize(gemma.tokenizer, math_doc.text, 160)
 
 
 @pytest.fixture(scope="module")
-def vllm_thoughts(gemma_bf16, engine, doc_ids):
+def vllm_thoughts(gemma, engine, doc_ids):
     config = SamplingConfig(G=4, thought_tokens=16, temperature=1.0, seed=5)
-    return ThoughtSampler(gemma_bf16, ThoughtTemplate(), config, backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
+    return ThoughtSampler(gemma, ThoughtTemplate(), config, backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
 
 
 @needs_vllm
-def test_vllm_thoughts_follow_the_template(gemma_bf16, engine, doc_ids, vllm_thoughts):
-    tok = gemma_bf16.tokenizer
+def test_vllm_thoughts_follow_the_template(gemma, engine, doc_ids, vllm_thoughts):
+    tok = gemma.tokenizer
     template = ThoughtTemplate()
     open_ids, close_ids = template.open_ids(tok), template.close_ids(tok)
     assert [(th.position, th.index) for th in vllm_thoughts] == [(t, g) for t in POSITIONS for g in range(4)]
@@ -72,9 +72,9 @@ def test_vllm_thoughts_follow_the_template(gemma_bf16, engine, doc_ids, vllm_tho
         assert np.isfinite(th.logp_with_thought) and th.logp_with_thought <= 0
     # same seed, same thoughts; another seed, other thoughts
     config = SamplingConfig(G=4, thought_tokens=16, temperature=1.0, seed=5)
-    again = ThoughtSampler(gemma_bf16, template, config, backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
+    again = ThoughtSampler(gemma, template, config, backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
     assert [th.ids for th in again] == [th.ids for th in vllm_thoughts]
-    other = ThoughtSampler(gemma_bf16, template, SamplingConfig(G=4, thought_tokens=16, temperature=1.0, seed=6),
+    other = ThoughtSampler(gemma, template, SamplingConfig(G=4, thought_tokens=16, temperature=1.0, seed=6),
                            backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
     assert [th.ids for th in other] != [th.ids for th in vllm_thoughts]
 
@@ -95,18 +95,18 @@ def test_both_backends_score_the_same_thoughts_alike(gemma_fp32, engine, doc_ids
 
 
 @needs_vllm
-def test_greedy_thoughts_match_the_transformers_backend(gemma_bf16, engine, doc_ids):
+def test_greedy_thoughts_match_the_transformers_backend(gemma, engine, doc_ids):
     config = SamplingConfig(G=1, thought_tokens=8, temperature=0.0)
-    via_vllm = ThoughtSampler(gemma_bf16, ThoughtTemplate(), config, backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
-    via_tf = ThoughtSampler(gemma_bf16, ThoughtTemplate(), config).sample(doc_ids, POSITIONS)
+    via_vllm = ThoughtSampler(gemma, ThoughtTemplate(), config, backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
+    via_tf = ThoughtSampler(gemma, ThoughtTemplate(), config).sample(doc_ids, POSITIONS)
     # compare where the greedy choice is decisive: with random weights (benchmarks/device_vllm.sh) the top two
     # logits can sit within bf16 rounding, and two correct kernels then pick different tokens
-    open_ids = ThoughtTemplate().open_ids(gemma_bf16.tokenizer)
+    open_ids = ThoughtTemplate().open_ids(gemma.tokenizer)
     decisive = []
     with torch.no_grad():
         for t in POSITIONS:
-            inp = torch.tensor([doc_ids[:t] + open_ids], device=gemma_bf16.model.device)
-            top2 = gemma_bf16.model(inp, logits_to_keep=1).logits[0, -1].float().topk(2).values
+            inp = torch.tensor([doc_ids[:t] + open_ids], device=gemma.model.device)
+            top2 = gemma.model(inp, logits_to_keep=1).logits[0, -1].float().topk(2).values
             decisive.append(float(top2[0] - top2[1]) > 0.1)
     if not any(decisive):
         pytest.skip("no position with a decisive greedy first token (top-2 logits within 0.1)")
@@ -117,19 +117,19 @@ def test_greedy_thoughts_match_the_transformers_backend(gemma_bf16, engine, doc_
 
 
 @needs_vllm
-def test_guards_hold_under_vllm(gemma_bf16, engine, doc_ids):
+def test_guards_hold_under_vllm(gemma, engine, doc_ids):
     base = dict(G=4, thought_tokens=12, temperature=1.0, seed=2)
-    guarded = ThoughtSampler(gemma_bf16, ThoughtTemplate(), SamplingConfig(**base, allow_eos=False, min_thought_tokens=4),
+    guarded = ThoughtSampler(gemma, ThoughtTemplate(), SamplingConfig(**base, allow_eos=False, min_thought_tokens=4),
                              backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
     assert all(th.closed_by != "eos" for th in guarded)
     assert all(th.length >= 4 for th in guarded)
-    empty = ThoughtSampler(gemma_bf16, ThoughtTemplate(), SamplingConfig(G=2, thought_tokens=0),
+    empty = ThoughtSampler(gemma, ThoughtTemplate(), SamplingConfig(G=2, thought_tokens=0),
                            backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
     assert all(th.ids == [] for th in empty)
 
 
 @needs_vllm
-def test_pushed_weights_reach_the_engine(gemma_bf16, gemma_fp32, engine, doc_ids):
+def test_pushed_weights_reach_the_engine(gemma, gemma_fp32, engine, doc_ids):
     """After load_weights the engine scores with the new weights (and the prefix cache holds no stale keys)."""
     seqs = [doc_ids[: t + 1] for t in POSITIONS]
     before = np.array(engine.last_token_logps(seqs))

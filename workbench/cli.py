@@ -13,6 +13,8 @@ from typing import Sequence
 
 from workbench.errors import WorkbenchError
 
+DTYPE_NAMES = ("auto", "bfloat16", "float32", "float16")  # workbench.hardware.DTYPE_NAMES, without importing torch
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage + error
@@ -46,12 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("path", help="a .txt file (one document) or .jsonl file (a 'text' field per line)")
     score.add_argument("--doc", default=None, help="which document of a .jsonl file: id or 0-based index (default: first)")
     score.add_argument("--model", default="gemma3-270m", help="bundled short name, hub id or local directory")
-    score.add_argument("--positions", default="every:8", help="all | every:K | random:N | top-entropy:N")
+    score.add_argument("--positions", default="every:8", help="all | every:K | random:N | top-entropy:N | at:T1,T2,...")
     score.add_argument("-G", type=_positive_int, default=4, help="thoughts per position")
     score.add_argument("--thought-tokens", type=_non_negative_int, default=32, help="token budget per thought")
     score.add_argument("--temperature", type=float, default=0.7)
     score.add_argument("--top-p", type=float, default=1.0)
-    score.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    score.add_argument("--dtype", choices=DTYPE_NAMES, default="auto",
+                       help="auto (default): bfloat16 where this machine computes it natively, else float32")
     score.add_argument("--seed", type=_non_negative_int, default=0)
     score.add_argument("--max-tokens", type=_positive_int, default=None, help="truncate the document to this many tokens")
     score.add_argument("--max-rows", type=_positive_int, default=256, help="rows (position x thought) decoded per batch")
@@ -62,11 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--doc", default=None, help="which document of a .jsonl file: id or 0-based index")
     compare.add_argument("--model", default="gemma3-270m", help="bundled short name, hub id or local directory")
     compare.add_argument("--designs", default="all", help="all, or a comma-separated list of registered designs")
-    compare.add_argument("--positions", default="every:8", help="all | every:K | random:N | top-entropy:N")
+    compare.add_argument("--positions", default="every:8", help="all | every:K | random:N | top-entropy:N | at:T1,T2,...")
     compare.add_argument("-G", type=_positive_int, default=4, help="thoughts per position")
     compare.add_argument("--thought-tokens", type=_non_negative_int, default=32, help="token budget per thought")
     compare.add_argument("--temperature", type=float, default=0.7)
-    compare.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    compare.add_argument("--dtype", choices=DTYPE_NAMES, default="auto",
+                         help="auto (default): bfloat16 where this machine computes it natively, else float32")
     compare.add_argument("--seed", type=_non_negative_int, default=0)
     compare.add_argument("--max-tokens", type=_positive_int, default=None, help="truncate the document to this many tokens")
     compare.add_argument("--json", required=True, dest="json_out", help="where to write the results")
@@ -129,11 +133,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     policy = load_model(args.model, dtype=args.dtype, progress=_log)
+    _log(policy.dtype_choice.describe())
     teacher = teacher_of(policy)
     load_s = time.perf_counter() - start
     ids = tokenize(policy.tokenizer, document.text, args.max_tokens)
     _log(f"{policy.label}: document {document.id!r}, {len(ids)} tokens, positions {spec}, G={config.G}")
-    bar = tqdm(total=None, desc="thoughts", unit="thought", file=sys.stderr, mininterval=1.0)
+    bar = tqdm(total=None, desc="sampling (thought-token budget)", unit="tok", file=sys.stderr, mininterval=1.0)
 
     def progress(done: int, total: int) -> None:
         bar.total = total
@@ -165,6 +170,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from workbench.runs import write_json
 
     policy = load_model(args.model, dtype=args.dtype, progress=_log)
+    _log(policy.dtype_choice.describe())
     ids = tokenize(policy.tokenizer, document.text, args.max_tokens)
     _log(f"{policy.label}: document {document.id!r}, {len(ids)} tokens, designs {', '.join(designs)}")
     result = compare_designs(policy, teacher_of(policy), ids, str(spec), config, designs=designs)

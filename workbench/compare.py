@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from workbench.data import parse_positions
 from workbench.designs import DESIGNS, DesignInput, DesignOutput
 from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
@@ -159,22 +160,43 @@ def sweep(
     values: list,
     designs: str | list[str] = "all",
     template: ThoughtTemplate = ThoughtTemplate(),
+    progress: bool = False,
+    reuse: Comparison | None = None,
 ) -> pd.DataFrame:
     """Compare the designs at each value of one sampling setting (G, thought_tokens or temperature).
 
-    One row per (value, design) with that design's statistics.
+    One row per (value, design) with that design's statistics. `progress`: a tqdm bar over the values (its
+    estimate of the time left appears after the first value). `reuse`: a comparison already made on this document;
+    the value whose settings, positions and template equal it takes its statistics instead of sampling again (the
+    same settings and seed give the same thoughts, and a design's rewards do not depend on the others run beside it).
     """
     import dataclasses
 
     if setting not in ("G", "thought_tokens", "temperature", "top_p"):
         raise WorkbenchError(f"cannot sweep {setting!r}; sweep G, thought_tokens, temperature or top_p")
     rows = []
+    if progress:
+        from tqdm.auto import tqdm
+
+        values = tqdm(list(values), desc=f"sweep over {setting}", unit="setting")
+    wanted = parse_designs(designs)
     for value in values:
         config = dataclasses.replace(base, **{setting: value}).validate()
-        result = compare_designs(policy, teacher, document_ids, positions, config, template, designs)
-        for name, st in result.stats.items():
+        if reuse is not None and _same_run(reuse, document_ids, positions, config, template, wanted):
+            result = reuse
+        else:
+            result = compare_designs(policy, teacher, document_ids, positions, config, template, wanted)
+        for name in wanted:
+            st = result.stats[name]
             rows.append({setting: value, "design": name, **st, "forward_tokens": result.outputs[name].forward_tokens})
     return pd.DataFrame(rows)
+
+
+def _same_run(done: Comparison, document_ids: list[int], positions: str, config: SamplingConfig,
+              template: ThoughtTemplate, designs: list[str]) -> bool:
+    rm = done.reward_map
+    return (rm.document_ids == list(document_ids) and rm.config == config and rm.template == template
+            and rm.positions_spec == str(parse_positions(positions)) and set(designs) <= set(done.stats))
 
 
 def _option(fn, opts: dict[str, Any], names: tuple[str, ...]) -> int:

@@ -70,9 +70,16 @@ def jsonl_objects(path: Path, text: str) -> Iterator[tuple[int, object]]:
             raise WorkbenchError(f"{path}:{lineno} is not valid JSON ({exc.msg})") from exc
 
 
+DOCUMENT_SUFFIXES = (".txt", ".jsonl")
+
+
 def load_documents(path: str | Path) -> list[Document]:
-    """Documents from a .jsonl file (one object per line with a "text" field) or a plain text file (one document)."""
+    """Documents from a .jsonl file (one object per line with a "text" field), a plain text file (one document), or
+    a directory of such files (all .txt/.jsonl files below it, in sorted order of their relative paths; hidden
+    files and folders skipped)."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        return _load_directory(path)
     text = _read_text(path)
     if path.suffix != ".jsonl":
         return [Document(id=path.stem, text=text.strip("\n"), kind="text", title=path.name)]
@@ -90,6 +97,24 @@ def load_documents(path: str | Path) -> list[Document]:
         )
     if not docs:
         raise WorkbenchError(f"{path} holds no documents")
+    return docs
+
+
+def _load_directory(root: Path) -> list[Document]:
+    files = sorted(
+        (p for p in root.rglob("*") if p.is_file() and p.suffix in DOCUMENT_SUFFIXES
+         and not any(part.startswith(".") for part in p.relative_to(root).parts)),
+        key=lambda p: p.relative_to(root).as_posix(),
+    )
+    if not files:
+        raise WorkbenchError(f"{root} is a directory with no .txt or .jsonl files in it")
+    docs: list[Document] = []
+    for file in files:
+        loaded = load_documents(file)
+        if file.suffix == ".txt":  # a text file's id is its path inside the directory, so same-named files differ
+            rel = file.relative_to(root).with_suffix("").as_posix()
+            loaded = [Document(id=rel, text=d.text, kind=d.kind, title=d.title) for d in loaded]
+        docs.extend(loaded)
     return docs
 
 
@@ -167,27 +192,34 @@ def tokenize(tokenizer, text: str, max_tokens: int | None = None) -> list[int]:
 
 @dataclass(frozen=True)
 class PositionSpec:
-    kind: str  # all | every | random | top-entropy
+    kind: str  # all | every | random | top-entropy | at
     n: int = 0
+    at: tuple[int, ...] = ()  # the positions of an 'at:T1,T2,...' spec
 
     @property
     def needs_entropy(self) -> bool:
         return self.kind == "top-entropy"
 
     def __str__(self) -> str:
+        if self.kind == "at":
+            return "at:" + ",".join(map(str, self.at))
         return self.kind if self.kind == "all" else f"{self.kind}:{self.n}"
 
 
 def parse_positions(spec: str) -> PositionSpec:
-    """Parse 'all', 'every:K', 'random:N' or 'top-entropy:N'."""
+    """Parse 'all', 'every:K', 'random:N', 'top-entropy:N' or 'at:T1,T2,...' (explicit positions)."""
     spec = str(spec).strip()
     if spec == "all":
         return PositionSpec("all")
     kind, sep, number = spec.partition(":")
+    if kind == "at" and sep:
+        items = [x.strip() for x in number.split(",")]
+        if items and all(x.isdigit() and int(x) >= 1 for x in items):
+            return PositionSpec("at", len(items), tuple(sorted(set(int(x) for x in items))))
     if kind in ("every", "random", "top-entropy") and sep and number.strip().isdigit() and int(number) >= 1:
         return PositionSpec(kind, int(number))
     raise WorkbenchError(
-        f"unknown position spec {spec!r}; use all, every:K, random:N or top-entropy:N (K, N >= 1)"
+        f"unknown position spec {spec!r}; use all, every:K, random:N, top-entropy:N (K, N >= 1) or at:T1,T2,... (T >= 1)"
     )
 
 
@@ -203,6 +235,11 @@ def select_positions(
         return list(range(spec.n, n_tokens, spec.n))
     if spec.kind == "random":
         return sorted(random.Random(seed).sample(list(candidates), min(spec.n, len(candidates))))
+    if spec.kind == "at":
+        outside = [t for t in spec.at if t >= n_tokens]
+        if outside:
+            raise WorkbenchError(f"positions {outside} lie past the document's last token (t <= {n_tokens - 1})")
+        return list(spec.at)
     if entropy is None:
         raise WorkbenchError("top-entropy positions need the teacher's no-think entropies")
     ranked = sorted(candidates, key=lambda t: (-float(entropy[t]), t))

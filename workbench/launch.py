@@ -52,6 +52,7 @@ class BackgroundRun:
     process: subprocess.Popen
     run_dir: Path
     log_path: Path
+    max_steps: int = 0  # the config's step count (0: unknown), for the live chart's estimate
 
     def running(self) -> bool:
         return self.process.poll() is None
@@ -78,11 +79,11 @@ class BackgroundRun:
 def start_background(config_path: str | Path, run_dir: str | Path, extra_args: list[str] | None = None) -> BackgroundRun:
     """Launch `python -m workbench.cli train CONFIG --output-dir RUN_DIR` and return at once."""
     config_path, run_dir = Path(config_path), Path(run_dir)
-    load_config(config_path)  # fail here, not in the background, on a bad config
+    config = load_config(config_path)  # fail here, not in the background, on a bad config
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "process.log"
     cmd = [sys.executable, "-m", "workbench.cli", "train", str(config_path), "--output-dir", str(run_dir), *(extra_args or [])]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TQDM_DISABLE": "1"})
-    return BackgroundRun(proc, run_dir, log_path)
+    return BackgroundRun(proc, run_dir, log_path, config.max_steps)
 

@@ -13,7 +13,6 @@ model handle, with our task registered as `rlp_workbench_mc` and any hub task pa
 
 from __future__ import annotations
 
-import inspect
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from workbench.data import _read_text, data_dir, jsonl_objects
 from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
+from workbench.scoring import head_stats
 
 MC_TASK_FILE = "science_math_mc.jsonl"
 LM_EVAL_TASK = "rlp_workbench_mc"
@@ -117,10 +117,6 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
     return context_ids, continuation_ids
 
 
-def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
-
-
 def _batch_logprobs(
     model: torch.nn.Module, rows: Sequence[tuple[list[int], list[int]]], pad_id: int
 ) -> list[list[float]]:
@@ -128,28 +124,30 @@ def _batch_logprobs(
 
     Right padding needs no attention mask: a causal model never lets a real position see the padding after
     it. Only the positions that predict continuation tokens go through the LM head (Gemma's vocabulary has
-    262k entries), and the log-softmax runs in float32.
+    262k entries): the body's hidden states at exactly those (row, position) pairs, gathered, then the head once.
+    Log-probs are computed in float32.
     """
     inputs = [ctx + cont for ctx, cont in rows]
     length = max(len(ids) for ids in inputs) - 1
     input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
     for i, ids in enumerate(inputs):
         input_ids[i, : len(ids) - 1] = torch.tensor(ids[:-1])
-    # position p predicts token p + 1: row i needs positions len(ctx) - 1 ... len(ctx) + len(cont) - 2
-    first = min(len(ctx) for ctx, _ in rows) - 1
     device = next(model.parameters()).device
-    if _accepts_logits_to_keep(model):
-        keep = torch.arange(first, length, device=device)
-        logits = model(input_ids=input_ids.to(device), logits_to_keep=keep).logits
-    else:
-        logits = model(input_ids=input_ids.to(device)).logits[:, first:]
-    results = []
-    for i, (ctx, cont) in enumerate(rows):
-        start = len(ctx) - 1 - first
-        row = logits[i, start : start + len(cont)].float()
-        targets = torch.tensor(cont, device=row.device)
-        logp = row.gather(-1, targets[:, None])[:, 0] - row.logsumexp(-1)
-        results.append(logp.tolist())
+    # position p predicts token p + 1: row i needs positions len(ctx) - 1 ... len(ctx) + len(cont) - 2
+    row_i = [i for i, (ctx, cont) in enumerate(rows) for _ in cont]
+    pos_i = [len(ctx) - 1 + j for ctx, cont in rows for j in range(len(cont))]
+    targets = torch.tensor([t for _, cont in rows for t in cont], device=device)
+    if getattr(model, "base_model", None) is not model and model.get_output_embeddings() is not None:
+        hidden = model.base_model(input_ids=input_ids.to(device)).last_hidden_state
+        target_z, lse, _ = head_stats(model, hidden[row_i, pos_i], targets)
+        flat = (target_z - lse).tolist()
+    else:  # a model without a separate body: its logits at every position
+        z = model(input_ids=input_ids.to(device)).logits[row_i, pos_i].float()
+        flat = (z.gather(-1, targets[:, None])[:, 0] - z.logsumexp(-1)).tolist()
+    results, at = [], 0
+    for _, cont in rows:
+        results.append(flat[at : at + len(cont)])
+        at += len(cont)
     return results
 
 

@@ -10,7 +10,8 @@ from typing import Any, Callable
 
 from workbench.data import find_document, parse_positions
 from workbench.errors import WorkbenchError
-from workbench.models import BUNDLED, DTYPES
+from workbench.hardware import DTYPE_NAMES
+from workbench.models import BUNDLED
 
 
 def _int(lo: int, hi: int | None = None) -> Callable[[Any], int]:
@@ -65,8 +66,8 @@ def _designs(value: Any) -> str:
 
 
 def _dtype(value: Any) -> str:
-    if value not in DTYPES:
-        raise WorkbenchError(f"expected one of {', '.join(DTYPES)}, got {value!r}")
+    if value not in DTYPE_NAMES:
+        raise WorkbenchError(f"expected one of {', '.join(DTYPE_NAMES)}, got {value!r}")
     return value
 
 
@@ -108,6 +109,7 @@ SCHEMA: dict[str, Callable[[Any], Any]] = {
     "model": _model,
     "document": _document,
     "positions": _positions,
+    "sweep_designs": _designs,
     "G": _int(1, 256),
     "thought_tokens": _int(0, 4096),
     "temperature": _float(0.0, 100.0),

@@ -50,6 +50,8 @@ class RewardMap:
     timing: dict[str, float] = field(default_factory=dict)
     # the policy's log p(x_t | x_<t, <think></think>) per position: the empty thought, a reference line
     empty_logp: dict[int, float] = field(default_factory=dict)
+    # how the dtype was chosen and on which CPU/device (workbench.hardware.DtypeChoice.as_dict())
+    hardware: dict[str, str] = field(default_factory=dict)
 
     @property
     def rewards(self) -> np.ndarray:
@@ -122,6 +124,7 @@ class RewardMap:
             "model": self.model,
             "teacher": self.teacher,
             "dtype": self.dtype,
+            "hardware": dict(self.hardware),
             "seed": self.config.seed,
             "template": {"open": self.template.open, "close": self.template.close},
             "settings": {
@@ -240,7 +243,9 @@ def reward_map(
     if progress is True:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(chosen) * config.G, desc="thoughts", unit="thought", leave=False)
+        # units: each thought's token budget plus its score, so the bar and its estimate move every decode step
+        bar = tqdm(total=len(chosen) * config.G * (config.thought_tokens + 1), desc=f"{len(chosen) * config.G} thoughts",
+                   unit="tok", leave=False)
 
         def progress(done: int, total: int) -> None:
             bar.n = done
@@ -271,4 +276,5 @@ def reward_map(
         thoughts=thoughts,
         timing={"score_s": score_s, "sample_s": sample_s},
         empty_logp=empty,
+        hardware=policy.dtype_choice.as_dict() if policy.dtype_choice else {},
     )

@@ -28,7 +28,7 @@ from workbench.policy_logps import TrainRow, can_pack, fed_tokens, packed_token_
 from workbench.rewards import empty_thought_logp, thought_length_stats
 from workbench.rl_math import clipped_surrogate, ema_update_, guarded_advantages, kl_k3, normalise_loss, relative_drift
 from workbench.rlp_config import RLPConfig
-from workbench.scoring import no_think_scores
+from workbench.scoring import no_think_logp_at
 from workbench.thoughts import SamplingConfig, Thought, ThoughtSampler, ThoughtTemplate, encode_prefix
 from workbench.trainer import Trainer
 
@@ -101,7 +101,7 @@ class RLPTrainer(Trainer):
 
             model = self.config.model
             source = bundled_model_dir(model) if model in BUNDLED else model
-            self._vllm = VLLMEngine(source, dtype=self.config.rollout_dtype, seed=self.config.seed,
+            self._vllm = VLLMEngine(source, dtype=self.rollout_choice.name, seed=self.config.seed,
                                     max_model_len=self.config.vllm_max_model_len,
                                     gpu_memory_utilization=self.config.vllm_gpu_memory_utilization)
             if self.is_main:
@@ -193,15 +193,15 @@ class RLPTrainer(Trainer):
         for ctx in contexts:
             ids = self.train_ids[ctx.doc]
             span = max(ctx.positions)
-            scores, _ = no_think_scores(teacher, ids[: span + 1])
-            flops += self.flops_of.forward(span + 1, span)
+            teacher_at = no_think_logp_at(teacher, ids, ctx.positions)
+            flops += self.flops_of.forward(span, len(ctx.positions))
             _, prefix = encode_prefix(policy.model, ids[:span], span)
             flops += self.flops_of.forward(span, 0)
             sampled = sampler.sample(ids, ctx.positions, prefix=prefix)
             empty = empty_thought_logp(policy, ids, ctx.positions, self._template, prefix=prefix)
             for j, t in enumerate(ctx.positions):
                 thoughts.append(sampled[j * self.config.G : (j + 1) * self.config.G])
-                teacher_logp.append(scores.logp[t])
+                teacher_logp.append(teacher_at[j])
                 empty_logp.append(empty[j])
             fed = sum(len(self.open_ids) + th.length + th.hidden_tokens + len(self.close_ids) for th in sampled)
             flops += self.flops_of.forward(fed, sum(th.length + 1 for th in sampled))

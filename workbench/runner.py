@@ -86,7 +86,9 @@ def run_notebook(
     run_dir = run_dir or new_run_dir(path.stem, runs_root)
     run_dir.mkdir(parents=True, exist_ok=True)
     params["run_dir"] = str(run_dir.resolve())
-    write_json(run_dir / "params.json", {"notebook": path.name, "parameters": params, "versions": versions()})
+    hardware = hardware_record(params.get("dtype", "auto"))
+    write_json(run_dir / "params.json", {"notebook": path.name, "parameters": params, "hardware": hardware,
+                                         "versions": versions()})
     out_nb = run_dir / path.name
     log(f"running {path.name} -> {run_dir}")
     start = time.perf_counter()
@@ -111,6 +113,22 @@ def run_notebook(
     if failure is not None:
         raise WorkbenchError(f"{failure} (partial notebook in {run_dir})")
     return run_dir
+
+
+def hardware_record(dtype: str) -> dict[str, str]:
+    """The dtype a notebook will run in, why, and on which CPU - decided here, before the kernel starts.
+
+    "auto" is decided once in this process and handed to the kernel through WORKBENCH_AUTO_DTYPE, so the
+    notebook runs in exactly the dtype params.json records (and does not repeat the timed probe)."""
+    import os
+
+    from workbench.hardware import AUTO_ENV, choose_dtype, resolve_device
+
+    choice = choose_dtype(dtype, resolve_device("auto"))
+    if dtype == "auto" and not os.environ.get(AUTO_ENV):
+        os.environ[AUTO_ENV] = choice.name
+        os.environ[AUTO_ENV + "_REASON"] = choice.reason
+    return choice.as_dict()
 
 
 def export_html(notebook_path: Path) -> Path:

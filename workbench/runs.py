@@ -12,6 +12,19 @@ from pathlib import Path
 from typing import Any
 
 RUNS_ROOT = "runs"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def runs_root() -> Path:
+    """Where run directories go: $WORKBENCH_RUNS, else the project's runs/ folder (in a source checkout), else
+    ./runs. Never relative to a kernel's working directory: a notebook opened from notebooks/ in JupyterLab
+    writes to the same runs/ as `workbench run` from the repository root."""
+    env = os.environ.get("WORKBENCH_RUNS")
+    if env:
+        return Path(env).expanduser().resolve()
+    if (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "workbench").is_dir():
+        return PROJECT_ROOT / RUNS_ROOT
+    return Path.cwd().resolve() / RUNS_ROOT
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
@@ -34,7 +47,7 @@ def _jsonable(value: Any) -> Any:
 
 def new_run_dir(name: str, root: str | Path | None = None) -> Path:
     """runs/<name>-<UTC timestamp>[-n], created empty."""
-    root = Path(root or os.environ.get("WORKBENCH_RUNS", RUNS_ROOT))
+    root = Path(root).expanduser() if root else runs_root()
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
         candidate = root / (f"{name}-{stamp}" + (f"-{n}" if n else ""))
@@ -46,24 +59,15 @@ def new_run_dir(name: str, root: str | Path | None = None) -> Path:
     raise RuntimeError(f"could not create a run directory under {root}")
 
 
-def cpu_name() -> str:
-    """The CPU model, for benchmark records ("noisy machines: say which one")."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine_name() -> str:
     """What a benchmark ran on: the GPU (and the CPU beside it), or the CPU and its torch threads."""
     import torch
 
+    from workbench.hardware import cpu_model
+
     if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()} (+ {cpu_name()})"
-    return f"{cpu_name()}, {torch.get_num_threads()} torch threads"
+        return f"{torch.cuda.get_device_name()} (+ {cpu_model()})"
+    return f"{cpu_model()}, {torch.get_num_threads()} torch threads"
 
 
 def package_versions(packages: tuple[str, ...]) -> dict[str, str]:

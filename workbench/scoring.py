@@ -7,12 +7,15 @@ for the whole document at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 
+from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
-from workbench.thoughts import encode_prefix, lm_logits
+from workbench.sampling import LMHead
+from workbench.thoughts import encode_prefix
 
 
 @dataclass
@@ -29,27 +32,49 @@ class NoThinkScores:
         return -self.logp
 
 
-def no_think_scores(teacher: ModelHandle, ids: list[int], chunk: int = 128) -> tuple[NoThinkScores, object]:
+def no_think_scores(
+    teacher: ModelHandle, ids: list[int], chunk: int = 128, entropy: bool = True
+) -> tuple[NoThinkScores, object]:
     """Score every position of `ids` with the teacher in one forward pass.
 
     Returns the scores and the key/value cache of the pass, which the thought sampler reuses when
-    the teacher shares the policy's weights.
+    the teacher shares the policy's weights. `entropy=False` leaves the entropies NaN and skips the one pass over
+    each chunk of the head that they need (held-out loss and accuracy need only log p and the argmax).
     """
     n = len(ids)
     hidden, cache = encode_prefix(teacher.model, ids, n)
     logp = np.full(n, np.nan)
-    entropy = np.full(n, np.nan)
+    entropies = np.full(n, np.nan)
     top = np.full(n, -1, dtype=np.int64)
     targets = torch.tensor(ids[1:], device=hidden.device)
+    head = LMHead.of(teacher.model)
     with torch.inference_mode():
         for start in range(0, n - 1, chunk):
             stop = min(start + chunk, n - 1)
-            logprobs = torch.log_softmax(lm_logits(teacher.model, hidden[start:stop]).float(), -1)
             # hidden state at s predicts ids[s + 1]
-            logp[start + 1 : stop + 1] = logprobs.gather(-1, targets[start:stop, None])[:, 0].cpu().numpy()
-            entropy[start + 1 : stop + 1] = torch.special.entr(logprobs.exp()).sum(-1).cpu().numpy()
-            top[start + 1 : stop + 1] = logprobs.argmax(-1).cpu().numpy()
-    return NoThinkScores(model=teacher.label, logp=logp, entropy=entropy, top_id=top), cache
+            stats = head.stats(hidden[start:stop], targets[start:stop], entropy=entropy)
+            top[start + 1 : stop + 1] = stats.argmax.cpu().numpy()
+            logp[start + 1 : stop + 1] = (stats.target_z - stats.lse).cpu().numpy()
+            if entropy:
+                entropies[start + 1 : stop + 1] = stats.entropy.cpu().numpy()
+    return NoThinkScores(model=teacher.label, logp=logp, entropy=entropies, top_id=top), cache
+
+
+def no_think_logp_at(teacher: ModelHandle, ids: list[int], positions: Sequence[int]) -> np.ndarray:
+    """log p_teacher(x_t | x_<t) at the given positions only (t >= 1), from one forward pass over ids[:max(t)]:
+    the LM head runs at those positions alone (a training step reads a few of a document's 256 positions)."""
+    if not positions:
+        return np.zeros(0)
+    if min(positions) < 1 or max(positions) >= len(ids):
+        raise WorkbenchError(f"positions must lie in 1..{len(ids) - 1}, got {min(positions)}..{max(positions)}")
+    span = max(positions)
+    hidden, _ = encode_prefix(teacher.model, ids[:span], span)
+    with torch.inference_mode():
+        # the hidden state at s predicts ids[s + 1]
+        rows = torch.tensor([t - 1 for t in positions], device=hidden.device)
+        targets = torch.tensor([ids[t] for t in positions], device=hidden.device)
+        target_z, lse, _ = head_stats(teacher.model, hidden[rows], targets)
+    return (target_z - lse).double().cpu().numpy()
 
 
 @dataclass
@@ -118,15 +143,41 @@ def score_continuations(
         slot_pos = row_slot_positions(t_rows, span + width)
         with _SharedPrefixMode(model, cache), torch.inference_mode():
             hidden = shared_prefix_forward(model, cache, inp, slot_pos, t_rows.clone(), span)
-            for r, (idx, tgt) in enumerate(zip(reads, targets)):
-                lp = torch.log_softmax(lm_logits(model, hidden[r, idx]).float(), -1)
-                logps.append(lp.gather(-1, torch.tensor(tgt, device=device)[:, None])[:, 0].cpu().numpy())
-                if certainty is not None:
-                    j = thought_reads[r]
-                    if not j:
-                        certainty.append(np.zeros(0))
-                        continue
-                    lp_thought = torch.log_softmax(lm_logits(model, hidden[r, j]).float(), -1)
-                    # KL(U || p) = sum_v (1/V) log((1/V) / p_v) = -log V - mean_v log p_v
-                    certainty.append((-vocab_log - lp_thought.mean(-1)).cpu().numpy())
+            # the LM head once over every position read in the chunk (per row it re-read the 262k x d head each time)
+            rows_i = [r for r, idx in enumerate(reads) for _ in idx]
+            cols_i = [k for idx in reads for k in idx]
+            want = torch.tensor([x for tgt in targets for x in tgt], device=device)
+            z_lse_mean = head_stats(model, hidden[rows_i, cols_i], want)
+            lp_flat = (z_lse_mean[0] - z_lse_mean[1]).cpu().numpy()
+            at = 0
+            for idx in reads:
+                logps.append(lp_flat[at : at + len(idx)])
+                at += len(idx)
+            if certainty is not None:
+                rows_j = [r for r, j in enumerate(thought_reads) for _ in j]
+                cols_j = [k for j in thought_reads for k in j]
+                if rows_j:
+                    _, lse, mean_z = head_stats(model, hidden[rows_j, cols_j], None)
+                    # KL(U || p) = sum_v (1/V) log((1/V) / p_v) = -log V - mean_v log p_v = -log V - (mean_v z - lse)
+                    kl = (-vocab_log - (mean_z - lse)).cpu().numpy()
+                at = 0
+                for j in thought_reads:
+                    certainty.append(kl[at : at + len(j)] if j else np.zeros(0))
+                    at += len(j)
     return ContinuationScores(logps, certainty, forward_tokens, time.perf_counter() - start)
+
+
+def head_stats(model: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor | None, rows: int = 256):
+    """For hidden states [N, d]: (logit of each target, logsumexp, mean logit) of the LM head's output, computed
+    over row chunks so no [N, V] tensor is held at once. Natural log; the target logit is NaN without targets."""
+    head = LMHead.of(model)
+    target_z, lse, mean_z = [], [], []
+    for start in range(0, hidden.shape[0], rows):
+        stats = head.stats(hidden[start : start + rows], None if targets is None else targets[start : start + rows])
+        lse.append(stats.lse)
+        mean_z.append(stats.mean_z)
+        if targets is not None:
+            target_z.append(stats.target_z)
+    empty = hidden.new_zeros(0, dtype=torch.float32)
+    cat = lambda xs: torch.cat(xs) if xs else empty  # noqa: E731
+    return (cat(target_z) if targets is not None else None), cat(lse), cat(mean_z)

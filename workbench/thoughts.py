@@ -33,7 +33,7 @@ from transformers.modeling_utils import AttentionInterface
 
 from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
-from workbench.sampling import sample_tokens
+from workbench.sampling import LMHead
 
 
 @dataclass(frozen=True)
@@ -111,11 +111,7 @@ class Thought:
 
 def lm_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """The LM head applied to hidden states (with the final soft-capping some models use)."""
-    logits = model.get_output_embeddings()(hidden)
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
+    return LMHead.of(model).logits(hidden)
 
 
 def layer_kinds(config) -> set[str]:
@@ -408,6 +404,7 @@ class ThoughtSampler:
         self.eos_ids = set(_eos_ids(policy))
         layer_kinds(policy.model.config)  # fail early on attention types the sampler cannot mask
         self._token_text: dict[int, str] = {}
+        self.head = LMHead.of(policy.model)  # computed in vocabulary chunks into one reused buffer
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -415,6 +412,7 @@ class ThoughtSampler:
         """The same sampler (same model, template and engine) with other sampling settings."""
         other = copy.copy(self)
         other.config = config.validate()
+        other.head = LMHead.of(self.policy.model)  # its own buffer: two samplers may interleave
         return other
 
     def sample(
@@ -428,7 +426,8 @@ class ThoughtSampler:
 
         `prefix` is an optional cache of the policy's encoding of at least document_ids[:max(positions)]
         (e.g. from the no-think pass when the teacher shares the policy's weights), so the document is
-        encoded once.
+        encoded once. `progress(done, total)` counts work units: each row's thought-token budget plus one for
+        its score (a row that closes early counts its whole budget), so a bar moves every decode step.
         """
         if not positions:
             return []
@@ -437,18 +436,19 @@ class ThoughtSampler:
         prefix = ensure_prefix(self.policy.model, document_ids, span, prefix)
         generator = torch.Generator(device=next(self.policy.model.parameters()).device).manual_seed(self.config.seed)
         per_chunk = max(1, self.max_rows // self.config.G)
-        total_rows = len(positions) * self.config.G
+        units = self.config.thought_tokens + 1  # per row: its budget, then its score
+        total = len(positions) * self.config.G * units
         thoughts: list[Thought] = []
         for start in range(0, len(positions), per_chunk):
             rows = [_Row(p, g) for p in positions[start : start + per_chunk] for g in range(self.config.G)]
-            base = len(thoughts)
+            base = len(thoughts) * units
             self._decode(
                 document_ids,
                 rows,
                 prefix,
                 span,
                 generator,
-                lambda done, base=base: progress(base + done, total_rows) if progress else None,
+                lambda done, base=base: progress(base + done, total) if progress else None,
             )
             thoughts.extend(self._to_thought(document_ids, r) for r in rows)
         return thoughts
@@ -475,26 +475,25 @@ class ThoughtSampler:
         next_pos = t.clone()  # the position id of each row's next input token
         active = list(range(len(rows)))  # indices into `rows` of the rows still in the batch
         write = span  # the next key slot; every row writes one token per step into the same slot
-        finished = 0
         with _SharedPrefixMode(model, cache):
             # 1) the opening marker, fed to every row at once; every row then wants a sampled token
             inp = torch.tensor([self.open_ids] * len(rows), device=device)
-            logits = self._step(cache, inp, slot_pos, next_pos, write, list(range(len(rows))))
+            hidden = self._step(cache, inp, slot_pos, next_pos, write, list(range(len(rows))))
             m = len(self.open_ids)
             slot_pos[:, write : write + m] = next_pos[:, None] + torch.arange(m, device=device)
             next_pos += m
             write += m
-            want = list(range(len(rows)))  # batch indices whose logits `logits` holds, in order
+            want = list(range(len(rows)))  # batch indices whose hidden states `hidden` holds, in order
+            cfg = self.config
             while active:
-                # 2) from the logits just produced, choose each active row's next input token
+                # 2) from the hidden states just produced, choose each active row's next input token
                 where = {b: k for k, b in enumerate(want)}
                 sampling = [b for b in want if self._thinking(rows[active[b]])]
+                bans = self._stop_bans([where[b] for b in sampling], [rows[active[b]] for b in sampling])
+                head = self.head.step(hidden, [where[b] for b in sampling], cfg.temperature, bans)
                 sampled: dict[int, int] = {}
                 if sampling:
-                    pick = torch.tensor([where[b] for b in sampling], device=device)
-                    rows_logits = logits if len(sampling) == len(want) else logits.index_select(0, pick)
-                    self._mask_stops(rows_logits, [rows[active[b]] for b in sampling])
-                    tokens = sample_tokens(rows_logits, self.config.temperature, self.config.top_p, generator)
+                    tokens = self.head.sample(head, cfg.temperature, cfg.top_p, generator)
                     sampled = dict(zip(sampling, tokens.tolist()))
                 next_inputs: list[int] = []
                 keep: list[int] = []
@@ -502,8 +501,7 @@ class ThoughtSampler:
                     row = rows[ri]
                     if row.thought is not None and not row.forced:
                         # its closing marker is fed: these logits are log p_policy(. | scored_ids)
-                        row.logp = float(torch.log_softmax(logits[where[b]].float(), -1)[doc[row.position]])
-                        finished += 1
+                        row.logp = self.head.log_prob(head, where[b], doc[row.position])
                         continue
                     if row.thought is None:
                         if len(row.generated) >= self.config.thought_tokens:
@@ -512,7 +510,7 @@ class ThoughtSampler:
                             self._accept(row, sampled[b], slot_pos, next_pos, b, write)
                     keep.append(b)
                     next_inputs.append(row.forced.popleft() if row.forced else row.generated[-1])
-                progress(finished)
+                progress(self._work_done(rows))
                 if not keep:
                     break
                 if len(keep) < len(active):
@@ -524,32 +522,36 @@ class ThoughtSampler:
                 # feeding the last token of their closing marker (to score); the rest skip the LM head
                 want = [b for b, ri in enumerate(active) if self._thinking(rows[ri]) or not rows[ri].forced]
                 inp = torch.tensor(next_inputs, device=device)[:, None]
-                logits = self._step(cache, inp, slot_pos, next_pos, write, want)
+                hidden = self._step(cache, inp, slot_pos, next_pos, write, want)
                 slot_pos[:, write] = next_pos
                 next_pos += 1
                 write += 1
 
-    def _mask_stops(self, logits: torch.Tensor, rows: list[_Row]) -> None:
-        """The guards: no EOS inside a thought, no closing marker or EOS before the minimum length.
+    def _stop_bans(self, head_rows: list[int], rows: list[_Row]) -> list[tuple[list[int], list[int]]]:
+        """The guards, as (head rows, token ids) to mask: no EOS inside a thought, no closing marker or EOS before
+        the minimum length. `head_rows[k]` is the LM-head row of the sampling row `rows[k]`.
 
         Masking changes the sampling distribution only; the losses still use the model's own
         (unmasked) probabilities of the tokens that were sampled."""
         cfg = self.config
         if cfg.allow_eos and cfg.min_thought_tokens == 0:
-            return
-        eos = sorted(i for i in self.eos_ids if i < logits.shape[-1])
-        early = [k for k, row in enumerate(rows) if len(row.generated) < cfg.min_thought_tokens]
-        if not early and cfg.allow_eos:
-            return
-        with torch.inference_mode():
-            self._apply_mask(logits, early, eos)
-
-    def _apply_mask(self, logits: torch.Tensor, early: list[int], eos: list[int]) -> None:
-        cfg = self.config
+            return []
+        eos = sorted(i for i in self.eos_ids if i < self.head.vocab)
+        bans = []
+        early = [head_rows[k] for k, row in enumerate(rows) if len(row.generated) < cfg.min_thought_tokens]
         if early:
-            logits[torch.tensor(early, device=logits.device)[:, None], torch.tensor([self.close_ids[0]] + eos, device=logits.device)] = float("-inf")
+            bans.append((early, [self.close_ids[0]] + eos))
         if not cfg.allow_eos and eos:
-            logits[:, torch.tensor(eos, device=logits.device)] = float("-inf")
+            bans.append((list(head_rows), eos))
+        return bans
+
+    def _work_done(self, rows: list[_Row]) -> int:
+        """Progress units finished: each row's sampled tokens (its whole budget once closed), plus 1 once scored."""
+        budget = self.config.thought_tokens
+        return sum(
+            (budget if r.thought is not None else len(r.generated)) + (r.logp == r.logp)  # logp is NaN until scored
+            for r in rows
+        )
 
     def _thinking(self, row: _Row) -> bool:
         """Whether the row's next token is to be sampled (an open thought still under its budget)."""
@@ -604,12 +606,13 @@ class ThoughtSampler:
         return text
 
     def _step(self, cache, inp, slot_pos, next_pos, write: int, want: list[int]) -> torch.Tensor:
-        """Feed q new tokens per row; return the logits of the last new token of the rows in `want`."""
+        """Feed q new tokens per row; return the hidden state of the last new token of the rows in `want`
+        (the LM head runs on these only: the other rows feed forced tokens and need no logits)."""
         with torch.inference_mode():
             hidden = shared_prefix_forward(self.policy.model, cache, inp, slot_pos, next_pos, write)[:, -1]
             if len(want) < hidden.shape[0]:
                 hidden = hidden.index_select(0, torch.tensor(want, dtype=torch.long, device=inp.device))
-            return lm_logits(self.policy.model, hidden)
+            return hidden
 
     def _to_thought(self, doc: list[int], row: _Row) -> Thought:
         thought = row.thought or []
@@ -661,6 +664,7 @@ def sample_after_thoughts(
     span = max(th.position for th in thoughts)
     prefix = ensure_prefix(model, document_ids, span, prefix)
     generator = torch.Generator(device=device).manual_seed(config.seed)
+    head = LMHead.of(model)
     guesses: list[list[int]] = []
     for first in range(0, len(thoughts), max_rows):
         chunk = thoughts[first : first + max_rows]
@@ -682,7 +686,8 @@ def sample_after_thoughts(
             next_pos = t + lengths
             write = span + width
             for _ in range(n_tokens):
-                tokens = sample_tokens(lm_logits(model, last), config.temperature, config.top_p, generator).tolist()
+                out = head.step(last, list(range(len(chunk))), config.temperature)
+                tokens = head.sample(out, config.temperature, config.top_p, generator).tolist()
                 for r, token in enumerate(tokens):
                     if alive[r]:
                         if token in eos:

@@ -66,6 +66,18 @@ def training_curves(
     return fig
 
 
+def progress_text(rows: list[dict[str, Any]], max_steps: int, running: bool = True) -> str:
+    """'step 3/6, ~40 s left' from the metrics rows so far (the estimate: mean step time x steps left)."""
+    step = rows[-1].get("step", 0) if rows else 0
+    if not max_steps:
+        return f"step {step}"
+    times = [r["step_time_s"] for r in rows if isinstance(r.get("step_time_s"), (int, float))]
+    left = max(0, max_steps - step)
+    if running and times and left:
+        return f"step {step}/{max_steps}, ~{left * sum(times) / len(times):.0f} s left"
+    return f"step {step}/{max_steps}"
+
+
 class LiveChart:
     """A FigureWidget redrawn from a background run's metrics.jsonl, with a Stop button.
 
@@ -79,7 +91,10 @@ class LiveChart:
         self.run = run
         self.panels = panels
         self.every = every
-        self.figure = go.FigureWidget(training_curves({"live": []}, panels, drop_empty=False))
+        # two columns, not three: the widget can be as narrow as ~600 px in JupyterLab, where three panels' titles overlap
+        self.cols = 2
+        self.figure = go.FigureWidget(training_curves({"live": []}, panels, cols=self.cols, drop_empty=False))
+        self.figure.layout.autosize = True
         self.status = widgets.HTML("starting…")
         self.button = widgets.Button(description="Stop after this step", button_style="danger", icon="stop")
         self.button.on_click(lambda _: self.stop())
@@ -92,13 +107,18 @@ class LiveChart:
 
     def refresh(self) -> int:
         rows = self.run.metrics()
-        fresh = training_curves({"live": rows}, self.panels, drop_empty=False)
+        fresh = training_curves({"live": rows}, self.panels, cols=self.cols, drop_empty=False)
         with self.figure.batch_update():
             for old, new in zip(self.figure.data, fresh.data):
                 old.x, old.y = new.x, new.y
         last = rows[-1] if rows else {}
-        state = "running" if self.run.running() else f"finished (exit code {self.run.process.poll()})"
-        self.status.value = f"step {last.get('step', 0)} &nbsp; {state} &nbsp; <code>{self.run.run_dir}</code>"
+        running = self.run.running()
+        state = "running" if running else f"finished (exit code {self.run.process.poll()})"
+        if not running:  # nothing left to stop
+            self.button.disabled = True
+            self.button.description = "Run ended"
+            self.button.button_style = ""
+        self.status.value = f"{progress_text(rows, getattr(self.run, 'max_steps', 0), running)} &nbsp; {state} &nbsp; <code>{self.run.run_dir}</code>"
         return len(rows)
 
     def watch(self, timeout: float | None = None) -> list[dict[str, Any]]:

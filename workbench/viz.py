@@ -26,12 +26,25 @@ def setup_notebook() -> None:
     import plotly.io as pio
 
     pio.renderers.default = "plotly_mimetype+notebook"
+    # the corpus is full of prices: without this, JupyterLab typesets "$134 ... $96" in a DataFrame as LaTeX
+    # (pandas then marks its tables with the classes MathJax 2 and 3 skip)
+    pd.set_option("display.html.use_mathjax", False)
+
+
+# MathJax (JupyterLab 4: MathJax 3, class mathjax_ignore; nbconvert's HTML: MathJax 2, class tex2jax_ignore)
+# typesets text between two "$" in HTML outputs; document and thought text must never be read as maths.
+NO_MATH_CLASS = "mathjax_ignore tex2jax_ignore"
+
+
+def no_math(markup: str) -> str:
+    """`markup` inside an element MathJax skips, so "$" in document or thought text stays a dollar sign."""
+    return f'<div class="{NO_MATH_CLASS}">{markup}</div>'
 
 
 def show_html(markup: str) -> None:
     from IPython.display import HTML, display
 
-    display(HTML(markup))
+    display(HTML(no_math(markup)))
 
 
 # --------------------------------------------------------------------------- colours
@@ -111,7 +124,7 @@ def token_heatmap(
     )
     header = f"<div style='font-weight:bold;margin-bottom:4px'>{html.escape(title)}</div>" if title else ""
     return (
-        "<div style='font-family:monospace;font-size:13px;line-height:1.9;white-space:pre-wrap;"
+        f"<div class='{NO_MATH_CLASS}' style='font-family:monospace;font-size:13px;line-height:1.9;white-space:pre-wrap;"
         "border:1px solid #ddd;padding:8px;max-width:100%'>"
         f"{header}{''.join(spans)}"
         f"<div style='margin-top:8px;font-family:sans-serif;font-size:11px;color:#444'>mean reward ({unit}): {legend}"
@@ -140,7 +153,7 @@ def thoughts_table(rm: RewardMap, position: int) -> str:
         f"<td>{html.escape(r.closed_by)}</td><td style='text-align:left'>{_visible(r.thought)}</td></tr>"
         for r in df.itertuples()
     )
-    return (
+    return no_math(
         head + "<table style='font-size:12px;border-collapse:collapse'>"
         "<tr><th>reward</th><th>log p with thought</th><th>tokens</th><th>closed by</th><th>thought</th></tr>"
         f"{rows}</table>"

@@ -205,11 +205,12 @@ class VLLMThoughtSampler(ThoughtSampler):
         thoughts = [self._thought_from(document_ids, t, g, ids, finish, stop)
                     for t, per_position in zip(positions, completions)
                     for g, (ids, finish, stop) in enumerate(per_position)]
+        units = len(thoughts) * (self.config.thought_tokens + 1)  # the transformers sampler's units (sample())
         if progress:
-            progress(0, len(thoughts))
+            progress(units - len(thoughts), units)  # sampled; the scores remain
         self._score(document_ids, thoughts, prefix)
         if progress:
-            progress(len(thoughts), len(thoughts))
+            progress(units, units)
         return thoughts
 
     def _thought_from(self, doc: list[int], t: int, g: int, ids: list[int], finish: str, stop) -> Thought:
