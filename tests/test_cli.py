@@ -44,6 +44,7 @@ def bad_files(tmp_path):
         ("corpus", ["--top-p", "0"], "top_p"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_gives_one_line_and_nonzero_exit(bad_files, tmp_path, case, extra, needle):
     path = CORPUS if case == "corpus" else bad_files[case]
     out = tmp_path / "out.json"
@@ -56,6 +57,7 @@ def test_bad_input_gives_one_line_and_nonzero_exit(bad_files, tmp_path, case, ex
     assert not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.model
 def test_score_writes_the_documented_json(tmp_path):
     out = tmp_path / "scores.json"

@@ -89,6 +89,7 @@ def test_unknown_design_is_rejected():
         parse_designs("rlp,nonsense")
 
 
+@pytest.mark.slow
 @pytest.mark.model
 def test_continuations_and_designs_on_the_real_model(gemma_fp32, math_doc):
     ids = tokenize(gemma_fp32.tokenizer, math_doc.text, 100)
@@ -154,6 +155,7 @@ def test_rpt_prefix_match_needs_a_token_boundary():
     assert not byte_prefix_match(b" 3.50 each and more", truth)
 
 
+@pytest.mark.slow
 @pytest.mark.model
 def test_rpt_guess_after_the_thought_is_the_models_next_token(gemma_fp32, math_doc):
     """Greedy: the 1-token guess after the thought is the argmax of log p(. | scored_ids), checked against a
@@ -202,6 +204,7 @@ def test_pretrainzero_and_rlpt_on_the_real_model(gemma_fp32, math_doc):
     assert float(same[0] @ other[0]) < 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.model
 def test_generative_designs_share_one_generation_exactly(gemma, math_doc):
     """Sharing the after-thought generation (one pass at the longest length) gives the same rewards as each

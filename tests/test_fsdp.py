@@ -22,7 +22,8 @@ from safetensors.torch import load_file
 from workbench.trainer import TIMING_KEYS, merge_process_rows, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without torch.distributed")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without torch.distributed")]
 
 
 @pytest.fixture(scope="module")

@@ -126,6 +126,7 @@ def test_lm_eval_run_says_how_to_install_it(monkeypatch):
         lm_eval_run(None, [LM_EVAL_TASK])
 
 
+@pytest.mark.slow
 def test_lm_eval_run_rejects_an_unknown_task():
     if importlib.util.find_spec("lm_eval") is None:
         pytest.skip("lm-eval is not installed (pip install lm-eval)")

@@ -19,9 +19,10 @@ SMALL = {
     "02_information_gain": ["positions", "every:12", "G", "2", "thought_tokens", "6", "max_tokens", "120"],
     "03_reward_designs": ["positions", "every:30", "G", "2", "thought_tokens", "6", "max_tokens", "120",
                           "sweep_G", "[1, 2]", "sweep_budgets", "[2, 6]"],
-    "04_training": ["max_steps", "2", "thought_tokens", "6", "positions_per_doc", "1", "G", "2",
+    # 04-05 train on SmolLM2-135M here: the same code paths, a quarter of Gemma's cost (the report runs Gemma)
+    "04_training": ["model", "smollm2-135m", "max_steps", "2", "thought_tokens", "6", "positions_per_doc", "1", "G", "2",
                     "guard_experiment", "True", "guard_steps", "2", "guard_thought_tokens", "4"],
-    "05_evaluation": ["train_steps", "1", "positions", "every:20", "G", "2", "thought_tokens", "6"],
+    "05_evaluation": ["model", "smollm2-135m", "train_steps", "1", "positions", "every:20", "G", "2", "thought_tokens", "6"],
 }
 
 
@@ -119,6 +120,7 @@ def test_notebook_runs_headlessly(tmp_path, kept_runs, stem):
         assert "hover a token" in page
 
 
+@pytest.mark.slow
 def test_bad_parameter_is_rejected_before_the_kernel_starts(tmp_path):
     proc = run("run", "02", "-p", "G", "0", "--runs", str(tmp_path), timeout=120)
     assert proc.returncode != 0
@@ -128,6 +130,7 @@ def test_bad_parameter_is_rejected_before_the_kernel_starts(tmp_path):
     assert proc.returncode != 0 and "unknown parameter" in proc.stderr
 
 
+@pytest.mark.slow
 def test_failing_cell_is_named_and_the_partial_notebook_kept(tmp_path):
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell("seed = 0\nrun_dir = ''")

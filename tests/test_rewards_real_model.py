@@ -88,6 +88,7 @@ def test_greedy_thoughts_equal_generate(gemma_fp32, math_doc):
         assert generated[: th.length] == th.ids
 
 
+@pytest.mark.slow
 def test_marker_written_with_other_tokens_is_cut_and_rescored(gemma_fp32, math_doc):
     """With the closing marker ". " the model usually writes "." and then " The" (the space merged into the
     next word): the marker is complete only inside a token after an already-fed one. The thought is cut
@@ -116,6 +117,7 @@ def test_bf16_engine_close_to_fp32_reference(gemma_bf16, gemma_fp32, math_doc):
     assert np.max(np.abs(diffs)) < 1.0
 
 
+@pytest.mark.slow
 def test_same_seed_same_thoughts_other_seed_differs(gemma, math_doc):
     ids = tokenize(gemma.tokenizer, math_doc.text, 80)
     teacher = teacher_of(gemma)
@@ -157,6 +159,7 @@ def test_dataframe_and_json_agree(gemma, math_doc):
     assert js["teacher"].startswith("ema-teacher(gemma3-270m)")
 
 
+@pytest.mark.slow
 def test_chunked_batches_give_the_same_thoughts_and_scores(gemma_fp32, math_doc):
     """Splitting the rows into several batches (max_rows) must not change any thought or score (greedy)."""
     ids = tokenize(gemma_fp32.tokenizer, math_doc.text, 90)

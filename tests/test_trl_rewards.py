@@ -46,6 +46,7 @@ def test_rlp_adapter_matches_the_reward_map(gemma_fp32):
     np.testing.assert_allclose(got, rm.rewards, atol=2e-3)
 
 
+@pytest.mark.slow
 def test_one_grpo_trainer_step_on_cpu_with_the_rlp_reward(gemma_fp32, tmp_path):
     import torch
     from trl import GRPOConfig, GRPOTrainer
