@@ -268,7 +268,7 @@ def bundled_model_dir(short_name: str, progress: Callable[[str], None] | None = 
     with tempfile.TemporaryDirectory(prefix="workbench-gguf-") as workdir:
         gguf_path = spec.locate_gguf(Path(workdir))
         if progress:
-            progress(f"converting {short_name} from GGUF to safetensors once (about a minute) -> {target}")
+            progress(f"converting {short_name} from GGUF to safetensors once (about 30 s) -> {target}")
         return convert_gguf(gguf_path, target)
 
 
