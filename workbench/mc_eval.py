@@ -23,7 +23,7 @@ import torch
 from workbench.data import _read_text, data_dir, jsonl_objects
 from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
-from workbench.scoring import head_stats
+from workbench.scoring import head_stats, split_by_lengths
 
 MC_TASK_FILE = "science_math_mc.jsonl"
 LM_EVAL_TASK = "rlp_workbench_mc"
@@ -144,11 +144,7 @@ def _batch_logprobs(
     else:  # a model without a separate body: its logits at every position
         z = model(input_ids=input_ids.to(device)).logits[row_i, pos_i].float()
         flat = (z.gather(-1, targets[:, None])[:, 0] - z.logsumexp(-1)).tolist()
-    results, at = [], 0
-    for _, cont in rows:
-        results.append(flat[at : at + len(cont)])
-        at += len(cont)
-    return results
+    return split_by_lengths(flat, [len(cont) for _, cont in rows])
 
 
 def _argmax(values: Sequence[float]) -> int:

@@ -148,28 +148,31 @@ def score_continuations(
             cols_i = [k for idx in reads for k in idx]
             want = torch.tensor([x for tgt in targets for x in tgt], device=device)
             z_lse_mean = head_stats(model, hidden[rows_i, cols_i], want)
-            lp_flat = (z_lse_mean[0] - z_lse_mean[1]).cpu().numpy()
-            at = 0
-            for idx in reads:
-                logps.append(lp_flat[at : at + len(idx)])
-                at += len(idx)
+            logps.extend(split_by_lengths((z_lse_mean[0] - z_lse_mean[1]).cpu().numpy(), [len(idx) for idx in reads]))
             if certainty is not None:
                 rows_j = [r for r, j in enumerate(thought_reads) for _ in j]
                 cols_j = [k for j in thought_reads for k in j]
+                kl = np.zeros(0)
                 if rows_j:
                     _, lse, mean_z = head_stats(model, hidden[rows_j, cols_j], None)
                     # KL(U || p) = sum_v (1/V) log((1/V) / p_v) = -log V - mean_v log p_v = -log V - (mean_v z - lse)
                     kl = (-vocab_log - (mean_z - lse)).cpu().numpy()
-                at = 0
-                for j in thought_reads:
-                    certainty.append(kl[at : at + len(j)] if j else np.zeros(0))
-                    at += len(j)
+                certainty.extend(split_by_lengths(kl, [len(j) for j in thought_reads]))
     return ContinuationScores(logps, certainty, forward_tokens, time.perf_counter() - start)
+
+
+def split_by_lengths(flat: Sequence, lengths: Sequence[int]) -> list:
+    """Cut a flat sequence into consecutive pieces of the given lengths (the inverse of concatenating them)."""
+    pieces, at = [], 0
+    for n in lengths:
+        pieces.append(flat[at : at + n])
+        at += n
+    return pieces
 
 
 def head_stats(model: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor | None, rows: int = 256):
     """For hidden states [N, d]: (logit of each target, logsumexp, mean logit) of the LM head's output, computed
-    over row chunks so no [N, V] tensor is held at once. Natural log; the target logit is NaN without targets."""
+    over row chunks so no [N, V] tensor is held at once. Natural log; the target logits are None without targets."""
     head = LMHead.of(model)
     target_z, lse, mean_z = [], [], []
     for start in range(0, hidden.shape[0], rows):

@@ -109,11 +109,6 @@ class Thought:
 # --------------------------------------------------------------------------- model plumbing
 
 
-def lm_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """The LM head applied to hidden states (with the final soft-capping some models use)."""
-    return LMHead.of(model).logits(hidden)
-
-
 def layer_kinds(config) -> set[str]:
     kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
     unsupported = kinds - {"full_attention", "sliding_attention"}
