@@ -27,7 +27,9 @@ def bad_files(tmp_path):
     empty.write_text("")
     binary = tmp_path / "blob.txt"
     binary.write_bytes(bytes(range(256)) * 4)
-    return {"empty": empty, "binary": binary, "missing": tmp_path / "missing.txt"}
+    bad_thoughts = tmp_path / "thoughts.jsonl"
+    bad_thoughts.write_text('{"position": 3, "thought": "fine"}\n{"pos": 4, "thought": "no position"}\n')
+    return {"empty": empty, "binary": binary, "missing": tmp_path / "missing.txt", "bad_thoughts": bad_thoughts}
 
 
 @pytest.mark.parametrize(
@@ -42,11 +44,20 @@ def bad_files(tmp_path):
         ("corpus", ["--positions", "sometimes:3"], "position spec"),
         ("corpus", ["--doc", "nope"], "no document"),
         ("corpus", ["--top-p", "0"], "top_p"),
+        ("corpus", ["--thought", "hello"], "--at POS and --thought TEXT go together"),
+        ("corpus", ["--at", "5"], "--at POS and --thought TEXT go together"),
+        ("corpus", ["--thoughts", "THOUGHTS", "--at", "5", "--thought", "x"], "not both"),
+        ("corpus", ["--thoughts", "THOUGHTS", "--positions", "every:8"], "carry their own positions"),
+        ("corpus", ["--thoughts", "THOUGHTS"], 'needs the fields "position"'),
+        ("corpus", ["--thoughts", "MISSING"], "no such file"),
+        ("corpus", ["--at", "0", "--thought", "x"], "--at"),
     ],
 )
 @pytest.mark.slow
 def test_bad_input_gives_one_line_and_nonzero_exit(bad_files, tmp_path, case, extra, needle):
     path = CORPUS if case == "corpus" else bad_files[case]
+    extra = [str(bad_files["bad_thoughts"]) if a == "THOUGHTS" else str(bad_files["missing"]) if a == "MISSING" else a
+             for a in extra]
     out = tmp_path / "out.json"
     proc = workbench("score", str(path), *extra, "--json", str(out), timeout=120)
     assert proc.returncode != 0
@@ -93,3 +104,46 @@ def test_score_writes_the_documented_json(tmp_path):
             total += len(th["thought_ids"])
     assert data["generated_tokens"] == total
     assert set(data["timing"]) >= {"load_s", "sample_s", "score_s"}
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_score_given_thoughts_writes_the_sampled_maps_json(tmp_path):
+    thoughts = tmp_path / "mine.jsonl"
+    thoughts.write_text('{"position": 20, "thought": "The next word is"}\n{"position": 20, "thought": ""}\n'
+                        '{"position": 41, "thought": "Add the numbers."}\n')
+    out = tmp_path / "given.json"
+    proc = workbench("score", str(CORPUS), "--doc", "math-01", "--max-tokens", "80", "--thoughts", str(thoughts),
+                     "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert data["source"] == "given" and [p["position"] for p in data["positions"]] == [20, 41]
+    first, empty = data["positions"][0]["thoughts"]
+    assert first["text"] == "The next word is" and empty["text"] == "" and empty["content_gain"] == pytest.approx(0, abs=1e-5)
+    for key in ("text", "scored_ids", "logp_with_thought", "reward", "content_gain", "thought_ids", "closed_by"):
+        assert key in first
+    p0 = data["positions"][0]
+    assert first["reward"] == pytest.approx(first["logp_with_thought"] - p0["logp_no_think"], abs=1e-9)
+    assert "content gain" in proc.stderr
+    # the one-off form gives the same number for the same thought
+    out2 = tmp_path / "one.json"
+    proc = workbench("score", str(CORPUS), "--doc", "math-01", "--max-tokens", "80", "--at", "20",
+                     "--thought", "The next word is", "--json", str(out2))
+    assert proc.returncode == 0, proc.stderr
+    one = json.loads(out2.read_text())["positions"][0]["thoughts"][0]
+    assert one["logp_with_thought"] == first["logp_with_thought"]
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_compare_probes_writes_the_sanity_table(tmp_path):
+    out = tmp_path / "sanity.json"
+    proc = workbench("compare", str(CORPUS), "--doc", "science-01", "--max-tokens", "80", "--probes",
+                     "--positions", "at:30,60", "--designs", "rlp,nover,rpt", "--probe-family", "hint=Maybe {next}",
+                     "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert set(data["sanity"]) == {"rlp", "nover", "rpt"}
+    assert data["probes"]["families"] == ["empty", "leak", "echo", "wrong_hint", "neutral", "hint"]
+    assert len(data["designs"]["rlp"]["rewards"]) == 12
+    assert "design sanity" in proc.stderr and "leak>wrong_hint" in proc.stderr

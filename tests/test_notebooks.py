@@ -18,7 +18,7 @@ SMALL = {
                              "sweep_temperatures", "[0.0, 1.0]", "sweep_budgets", "[2, 6]", "max_tokens", "160"],
     "02_information_gain": ["positions", "every:12", "G", "2", "thought_tokens", "6", "max_tokens", "120"],
     "03_reward_designs": ["positions", "every:30", "G", "2", "thought_tokens", "6", "max_tokens", "120",
-                          "sweep_G", "[1, 2]", "sweep_budgets", "[2, 6]"],
+                          "sweep_G", "[1, 2]", "sweep_budgets", "[2, 6]", "probe_positions", "every:40"],
     # 04-05 train on SmolLM2-135M here: the same code paths, a quarter of Gemma's cost (the report runs Gemma)
     "04_training": ["model", "smollm2-135m", "max_steps", "2", "thought_tokens", "6", "positions_per_doc", "1", "G", "2",
                     "guard_experiment", "True", "guard_steps", "2", "guard_thought_tokens", "4"],
@@ -99,10 +99,18 @@ def test_notebook_runs_headlessly(tmp_path, kept_runs, stem):
     assert "Plotly.newPlot" in page  # charts are embedded with plotly.js inline: the report works offline
     if stem == "02_information_gain":
         assert "mean reward (nats)" in page and "hover a token" in page  # the token heat map
+        assert "mean content gain" in page and "headroom (best probe" in page  # its two new layers
+        assert "<th>family</th>" in page and "The next word is" in page  # the editor's static stand-in, headless
+        families = metrics["probe_families"]
+        assert set(families) == {"empty", "leak", "echo", "wrong_hint", "neutral", "sampled"}
+        assert families["empty"]["mean_content_gain"] == 0.0 and 0 < metrics["editor_seconds"] < 60
+        assert "What this notebook measured" in page
     if stem == "03_reward_designs":
         assert page.count("hover a token") >= 9  # one token map per design
         assert set(metrics["designs"]) >= {"rlp", "quiet_star", "vr_cli", "nover", "intuitor", "rpt", "pretrainzero", "rlpt",
                                             "reasoning_pattern"}
+        assert set(metrics["sanity"]) == set(metrics["designs"])  # the sanity table covers every design
+        assert all(0 <= row["leak>wrong_hint"] <= 1 for row in metrics["sanity"].values())
     if stem == "04_training":
         rlp, ntp = Path(metrics["rlp_run"]), Path(metrics["ntp_run"])
         assert rlp.parent == run_dir and ntp.parent == run_dir  # training runs live inside the notebook's run

@@ -39,6 +39,21 @@ def test_heatmap_is_plain_html_with_tooltips_and_escaped_text():
     assert "no-think surprisal 2.500" in titles[0]
 
 
+def test_content_gain_layer_subtracts_the_empty_thought_and_headroom_needs_probes():
+    rm = _toy_map()
+    rm.empty_logp = {2: -2.0, 4: -1.0}  # empty-thought rewards +0.5 and -0.8
+    np.testing.assert_allclose(rm.content_gains, [1.5 - 0.5, -0.5 - 0.5, -0.3 + 0.8])
+    page = token_heatmap(rm, layer="content_gain")
+    titles = re.findall(r'title="([^"]*)"', page)
+    assert "empty thought +0.500 nats (format cost); mean content gain +0.000" in titles[0]
+    assert "mean content gain (reward - empty-thought reward)" in page
+    assert rm.summary()["mean_content_gain"] == pytest.approx(np.mean([1.0, -1.0, 0.5]))
+    with pytest.raises(ValueError, match="probes"):
+        token_heatmap(rm, layer="headroom")
+    with pytest.raises(ValueError, match="layer"):
+        token_heatmap(rm, layer="colour")
+
+
 def test_thoughts_table_ranks_by_reward():
     table = thoughts_table(_toy_map(), 2)
     assert table.index("+1.500") < table.index("-0.500")

@@ -44,11 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="workbench", description="RLP workbench: thoughts, information-gain rewards, notebooks.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    score = sub.add_parser("score", help="sample thoughts on a document and write every reward as JSON")
+    score = sub.add_parser("score", help="sample thoughts on a document (or score given ones) and write every reward as JSON")
     score.add_argument("path", help="a .txt file (one document) or .jsonl file (a 'text' field per line)")
     score.add_argument("--doc", default=None, help="which document of a .jsonl file: id or 0-based index (default: first)")
     score.add_argument("--model", default="gemma3-270m", help="bundled short name, hub id or local directory")
-    score.add_argument("--positions", default="every:8", help="all | every:K | random:N | top-entropy:N | at:T1,T2,...")
+    score.add_argument("--positions", default=None, help="all | every:K | random:N | top-entropy:N | at:T1,T2,... (default every:8)")
+    _given_thought_args(score)
     score.add_argument("-G", type=_positive_int, default=4, help="thoughts per position")
     score.add_argument("--thought-tokens", type=_non_negative_int, default=32, help="token budget per thought")
     score.add_argument("--temperature", type=float, default=0.7)
@@ -65,7 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--doc", default=None, help="which document of a .jsonl file: id or 0-based index")
     compare.add_argument("--model", default="gemma3-270m", help="bundled short name, hub id or local directory")
     compare.add_argument("--designs", default="all", help="all, or a comma-separated list of registered designs")
-    compare.add_argument("--positions", default="every:8", help="all | every:K | random:N | top-entropy:N | at:T1,T2,...")
+    compare.add_argument("--positions", default=None,
+                         help="all | every:K | random:N | top-entropy:N | at:T1,T2,... (default every:8; with --probes every:16)")
+    _given_thought_args(compare)
+    compare.add_argument("--probes", action="store_true",
+                         help="score probe thoughts built from the document (empty, leak, echo, wrong_hint, neutral) and "
+                              "write the design sanity table: does each design order them as information would?")
+    compare.add_argument("--probe-family", action="append", default=[], metavar="NAME=TEMPLATE",
+                         help="with --probes: add a family from a text template with {next}, {guess}, {context}, "
+                              "e.g. 'hint=Maybe {next}' (repeatable)")
     compare.add_argument("-G", type=_positive_int, default=4, help="thoughts per position")
     compare.add_argument("--thought-tokens", type=_non_negative_int, default=32, help="token budget per thought")
     compare.add_argument("--temperature", type=float, default=0.7)
@@ -95,6 +104,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _given_thought_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--thoughts", default=None, metavar="FILE.jsonl",
+                        help='score these thoughts instead of sampling: one {"position": t, "thought": "text"} per line')
+    parser.add_argument("--at", type=_positive_int, default=None, metavar="POS", help="with --thought: the position t")
+    parser.add_argument("--thought", action="append", default=None, metavar="TEXT",
+                        help="a thought to score at --at (repeatable; placed between the markers as written)")
+
+
+def _given_thoughts(args: argparse.Namespace) -> list[tuple[int, object]] | None:
+    """The thoughts to score instead of sampling (from --thoughts or --at/--thought), or None; checked before a model loads."""
+    from workbench.data import load_thoughts
+
+    one_off = args.at is not None or args.thought is not None
+    if args.thoughts and one_off:
+        raise WorkbenchError("give either --thoughts FILE or --at POS --thought TEXT, not both")
+    if one_off and (args.at is None or args.thought is None):
+        raise WorkbenchError("--at POS and --thought TEXT go together")
+    if getattr(args, "probes", False) and (args.thoughts or one_off):
+        raise WorkbenchError("--probes builds its own thoughts; drop --thoughts/--thought")
+    if (args.thoughts or one_off) and args.positions is not None:
+        raise WorkbenchError("--positions applies to sampled thoughts; given thoughts carry their own positions")
+    return load_thoughts(args.thoughts) if args.thoughts else [(args.at, t) for t in args.thought] if one_off else None
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -111,7 +144,7 @@ def _checked_inputs(args: argparse.Namespace):
         top_p=getattr(args, "top_p", 1.0),
         seed=args.seed,
     ).validate()
-    spec = parse_positions(args.positions)
+    spec = parse_positions(args.positions or ("every:16" if getattr(args, "probes", False) else "every:8"))
     document = pick_document(load_documents(args.path), args.doc)
     out = Path(args.json_out)
     if out.exists() and out.is_dir():
@@ -122,6 +155,7 @@ def _checked_inputs(args: argparse.Namespace):
 def cmd_score(args: argparse.Namespace) -> int:
     from workbench.data import tokenize
 
+    given = _given_thoughts(args)
     config, spec, document = _checked_inputs(args)
 
     import torch
@@ -137,6 +171,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     teacher = teacher_of(policy)
     load_s = time.perf_counter() - start
     ids = tokenize(policy.tokenizer, document.text, args.max_tokens)
+    if given is not None:
+        return _score_given(policy, teacher, ids, given, config, args, load_s, document)
     _log(f"{policy.label}: document {document.id!r}, {len(ids)} tokens, positions {spec}, G={config.G}")
     bar = tqdm(total=None, desc="sampling (thought-token budget)", unit="tok", file=sys.stderr, mininterval=1.0)
 
@@ -159,21 +195,46 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score_given(policy, teacher, ids, given, config, args, load_s: float, document) -> int:
+    from workbench.rewards import score_thoughts
+
+    _log(f"{policy.label}: document {document.id!r}, {len(ids)} tokens, {len(given)} given thoughts")
+    result = score_thoughts(policy, teacher, ids, given, config=config, max_rows=args.max_rows)
+    result.timing["load_s"] = load_s
+    out = result.save_json(args.json_out)
+    for th, reward, gain in zip(result.thoughts, result.rewards, result.content_gains):
+        _log(f"t={th.position} {result.tokens[th.position]!r}: reward {reward:+.3f} nats, content gain {gain:+.3f} "
+             f"(empty thought {reward - gain:+.3f}) for {th.text!r}")
+    print(out)
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from workbench.compare import compare_designs, parse_designs
     from workbench.data import tokenize
 
+    given = _given_thoughts(args)
     config, spec, document = _checked_inputs(args)
     designs = parse_designs(args.designs)
+    families = _probe_families(args)
 
     from workbench.models import load_model, teacher_of
     from workbench.runs import write_json
 
     policy = load_model(args.model, dtype=args.dtype, progress=_log)
     _log(policy.dtype_choice.describe())
+    teacher = teacher_of(policy)
     ids = tokenize(policy.tokenizer, document.text, args.max_tokens)
     _log(f"{policy.label}: document {document.id!r}, {len(ids)} tokens, designs {', '.join(designs)}")
-    result = compare_designs(policy, teacher_of(policy), ids, str(spec), config, designs=designs)
+    if args.probes:
+        return _compare_probes(policy, teacher, ids, spec, config, designs, families, args.json_out)
+    if given is not None:
+        from workbench.compare import compare_on
+        from workbench.rewards import score_thoughts
+
+        result = compare_on(policy, teacher, score_thoughts(policy, teacher, ids, given, config=config), designs)
+    else:
+        result = compare_designs(policy, teacher, ids, str(spec), config, designs=designs)
     write_json(args.json_out, result.to_json())
     for name, st in result.stats.items():
         out = result.outputs[name]
@@ -182,6 +243,49 @@ def cmd_compare(args: argparse.Namespace) -> int:
             f"degenerate groups {st['degenerate_group_share']:.0%} cost {out.forward_tokens} tokens {out.seconds:.1f} s"
         )
     print(Path(args.json_out).resolve())
+    return 0
+
+
+def _probe_families(args: argparse.Namespace) -> dict | None:
+    """The probe families of `compare --probes`: every registered one, plus NAME=TEMPLATE ones."""
+    if not args.probe_family:
+        return None
+    if not args.probes:
+        raise WorkbenchError("--probe-family needs --probes")
+    from workbench.probes import PROBE_FAMILIES, template_probe
+
+    families: dict = {name: None for name in PROBE_FAMILIES}
+    for item in args.probe_family:
+        name, sep, template = item.partition("=")
+        if not sep or not name.strip() or not template:
+            raise WorkbenchError(f"--probe-family takes NAME=TEMPLATE, e.g. 'hint=Maybe {{next}}'; got {item!r}")
+        template_probe(template)  # checks the template's fields now
+        families[name.strip()] = template
+    return families
+
+
+def _compare_probes(policy, teacher, ids, spec, config, designs, families, json_out) -> int:
+    from workbench.compare import design_sanity
+    from workbench.probes import probe_map
+    from workbench.runs import write_json
+
+    probes = probe_map(policy, teacher, ids, spec, families, config=config)
+    _log(f"{len(probes.reward_map.positions)} positions x {len(probes.families)} probe families")
+    table, result = design_sanity(policy, teacher, probes, designs)
+    write_json(json_out, {
+        "sanity": {name: {k: (None if v != v else v) for k, v in row.items()} for name, row in table.iterrows()},
+        "probes": probes.to_json(),
+        "designs": result.to_json()["designs"],
+    })
+    summary = probes.summary()
+    _log("probe family     mean reward  positive  content gain")
+    for name, row in summary.iterrows():
+        _log(f"{name:<15} {row['mean_reward']:+10.3f} {row['share_positive']:9.0%} {row['mean_content_gain']:+12.3f}")
+    _log("design sanity (share of positions): leak>echo>neutral  leak>wrong_hint  empty>informative  degenerate")
+    for name, row in table.iterrows():
+        _log(f"{name:>18}: {row['leak>echo>neutral']:17.0%} {row['leak>wrong_hint']:16.0%} "
+             f"{row['empty>informative']:18.0%} {row['degenerate_group_share']:11.0%}")
+    print(Path(json_out).resolve())
     return 0
 
 

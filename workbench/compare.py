@@ -1,9 +1,13 @@
-"""Score the same positions and the same sampled thoughts with several reward designs, side by side.
+"""Score the same positions and the same thoughts with several reward designs, side by side.
 
 Per design: mean, std, share of positive rewards, share of degenerate groups (all G rewards equal, so the
 group-relative advantage is zero - PretrainZero's collapse finding), the advantage signal-to-noise ratio
 (spread of the position means over the mean spread within a position), and what it cost; plus the
-Spearman correlation between designs.
+Spearman correlation between designs. The thoughts are sampled (`compare_designs`) or given (`compare_on` any
+reward map, e.g. from `score_thoughts`).
+
+`design_sanity` runs every design on probe thoughts (`workbench.probes`) and asks whether it orders them as
+information would: leak > echo > neutral, leak > wrong hint, and not the empty thought above the informative ones.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from workbench.data import parse_positions
 from workbench.designs import DESIGNS, DesignInput, DesignOutput
 from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
+from workbench.probes import ProbeMap, family_order_shares
 from workbench.rewards import RewardMap, reward_map
 from workbench.thoughts import SamplingConfig, ThoughtTemplate
 
@@ -108,10 +113,26 @@ def compare_designs(
 ) -> Comparison:
     """Sample once, then score the same thoughts with every selected design."""
     names = parse_designs(designs)
-    options = options or {}
     start = time.perf_counter()
     rm = reward_map(policy, teacher, document_ids, positions, config, template, progress=progress)
-    sampling_seconds = time.perf_counter() - start
+    return compare_on(policy, teacher, rm, names, options, sampling_seconds=time.perf_counter() - start)
+
+
+def compare_on(
+    policy: ModelHandle,
+    teacher: ModelHandle,
+    rm: RewardMap,
+    designs: str | list[str] = "all",
+    options: dict[str, dict[str, Any]] | None = None,
+    sampling_seconds: float | None = None,
+) -> Comparison:
+    """Score the thoughts of a reward map (sampled, or given with `score_thoughts`) with every selected design.
+    Designs that generate after a thought use the map's seed, temperature and top_p."""
+    names = parse_designs(designs)
+    options = options or {}
+    if sampling_seconds is None:
+        sampling_seconds = rm.timing.get("score_s", 0.0) + rm.timing.get("sample_s", 0.0)
+    document_ids = rm.document_ids
     # one continuation pass long enough for every selected look-ahead design, with self-certainty if needed
     # and one generation after the thoughts long enough for every design that reads one (same seed: a
     # shorter request is a prefix of the longer generation)
@@ -148,6 +169,33 @@ def compare_designs(
         "seconds": sampling_seconds + sum(s for _, s in extra),
     }
     return Comparison(rm, outputs, sampling_seconds, stats, total)
+
+
+def design_sanity(
+    policy: ModelHandle,
+    teacher: ModelHandle,
+    probes: ProbeMap,
+    designs: str | list[str] = "all",
+    options: dict[str, dict[str, Any]] | None = None,
+) -> tuple[pd.DataFrame, Comparison]:
+    """Every selected design on the same probe thoughts: one row per design with the share of positions where it
+    orders leak > echo > neutral and leak > wrong_hint, where the empty thought beats both informative probes, its
+    degenerate-group share on the probes (a position's probes all scored alike), and its mean reward per family.
+
+    Returns (the table, the comparison of the designs on the probes)."""
+    result = compare_on(policy, teacher, probes.reward_map, designs, options)
+    frame = pd.DataFrame({"position": [th.position for th in probes.reward_map.thoughts], "family": probes.family_of})
+    rows = {}
+    for name, out in result.outputs.items():
+        frame["r"] = np.asarray(out.rewards, dtype=float)
+        table = frame.pivot(index="position", columns="family", values="r")
+        means = frame.groupby("family", sort=False)["r"].mean()
+        rows[name] = {
+            **family_order_shares(table),
+            "degenerate_group_share": result.stats[name]["degenerate_group_share"],
+            **{f"mean_{family}": float(means[family]) for family in probes.families},
+        }
+    return pd.DataFrame(rows).T, result
 
 
 def sweep(

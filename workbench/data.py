@@ -100,6 +100,26 @@ def load_documents(path: str | Path) -> list[Document]:
     return docs
 
 
+def load_thoughts(path: str | Path) -> list[tuple[int, str | list[int]]]:
+    """Given thoughts from a .jsonl file: one {"position": t, "thought": "text"} object per line ("thought" may also
+    be a list of token ids); several lines may share a position. Returns (position, thought) pairs in file order."""
+    path = Path(path).expanduser()
+    pairs: list[tuple[int, str | list[int]]] = []
+    for lineno, obj in jsonl_objects(path, _read_text(path)):
+        if not isinstance(obj, dict) or "position" not in obj or "thought" not in obj:
+            raise WorkbenchError(f'{path}:{lineno} needs the fields "position" (an integer) and "thought" (text)')
+        t, thought = obj["position"], obj["thought"]
+        if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+            raise WorkbenchError(f'{path}:{lineno}: "position" must be an integer >= 1, got {t!r}')
+        ids_ok = isinstance(thought, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in thought)
+        if not isinstance(thought, str) and not ids_ok:
+            raise WorkbenchError(f'{path}:{lineno}: "thought" must be text (or a list of token ids), got {thought!r}')
+        pairs.append((t, thought))
+    if not pairs:
+        raise WorkbenchError(f"{path} holds no thoughts")
+    return pairs
+
+
 def _load_directory(root: Path) -> list[Document]:
     files = sorted(
         (p for p in root.rglob("*") if p.is_file() and p.suffix in DOCUMENT_SUFFIXES

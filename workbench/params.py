@@ -121,6 +121,7 @@ SCHEMA: dict[str, Callable[[Any], Any]] = {
     "sweep_budgets": _list_of(_int(0, 4096)),
     "sweep_G": _list_of(_int(1, 256)),
     "designs": _designs,
+    "probe_positions": _positions,
     "run_dir": _str,
     # training and evaluation notebooks (04, 05)
     "config": _config_file,

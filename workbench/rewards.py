@@ -7,20 +7,28 @@ next token more likely than the no-think teacher does. The teacher is RLP's EMA 
 at step 0 it equals the policy.
 
 `reward_map` is the engine: one teacher pass over the document for every no-think score, then one
-batched decode that samples all thoughts at all positions and scores x_t with each.
+batched decode that samples all thoughts at all positions and scores x_t with each. `score_thoughts` scores
+thoughts someone wrote (or generated from the document, `workbench.probes`) through the same decode loop, into
+the same record type, so every view, export and reward design works on them too.
+
+Two derived readings separate what inserting a thought costs from what its words add:
+
+    content gain(c) = r(c) - r(empty thought)      (the format cost of `<think></think>` removed)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from workbench.data import PositionSpec, parse_positions, select_positions
+from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
 from workbench.runs import write_json
 from workbench.scoring import NoThinkScores, no_think_scores
@@ -52,10 +60,17 @@ class RewardMap:
     empty_logp: dict[int, float] = field(default_factory=dict)
     # how the dtype was chosen and on which CPU/device (workbench.hardware.DtypeChoice.as_dict())
     hardware: dict[str, str] = field(default_factory=dict)
+    source: str = "sampled"  # "sampled" by the policy, or "given" (written by hand, or probes built from the document)
 
     @property
     def rewards(self) -> np.ndarray:
         return np.array([info_gain(th.logp_with_thought, self.no_think.logp[th.position]) for th in self.thoughts])
+
+    @property
+    def content_gains(self) -> np.ndarray:
+        """Per thought: reward - the empty thought's reward at its position (NaN without the empty reference)."""
+        empty = self.empty_rewards
+        return self.rewards - np.array([empty.get(th.position, np.nan) for th in self.thoughts])
 
     @property
     def generated_tokens(self) -> int:
@@ -64,7 +79,7 @@ class RewardMap:
     def to_dataframe(self) -> pd.DataFrame:
         """One row per thought."""
         rows = []
-        for th, reward in zip(self.thoughts, self.rewards):
+        for th, reward, gain in zip(self.thoughts, self.rewards, self.content_gains):
             t = th.position
             rows.append(
                 {
@@ -80,6 +95,7 @@ class RewardMap:
                     "logp_with_thought": th.logp_with_thought,
                     "reward": float(reward),
                     "empty_thought_reward": self.empty_rewards.get(t, float("nan")),
+                    "content_gain": float(gain),
                 }
             )
         return pd.DataFrame(rows)
@@ -92,9 +108,11 @@ class RewardMap:
         df = self.to_dataframe()
         if rewards is not None:
             df["reward"] = np.asarray(rewards, dtype=float)
+        df["content_gain"] = df["reward"] - df["empty_thought_reward"]
         grouped = df.groupby("position")
         out = grouped.agg(
             target=("target", "first"),
+            thoughts=("reward", "size"),
             mean_reward=("reward", "mean"),
             max_reward=("reward", "max"),
             min_reward=("reward", "min"),
@@ -102,6 +120,8 @@ class RewardMap:
             entropy_no_think=("entropy_no_think", "first"),
             mean_thought_tokens=("thought_tokens", "mean"),
             empty_thought_reward=("empty_thought_reward", "first"),
+            mean_content_gain=("content_gain", "mean"),
+            max_content_gain=("content_gain", "max"),
         )
         out["best_thought"] = grouped.apply(lambda g: g.loc[g["reward"].idxmax(), "thought"], include_groups=False)
         out["worst_thought"] = grouped.apply(lambda g: g.loc[g["reward"].idxmin(), "thought"], include_groups=False)
@@ -109,22 +129,25 @@ class RewardMap:
 
     def to_json(self) -> dict:
         by_position: dict[int, list[dict]] = {t: [] for t in self.positions}
-        for th, reward in zip(self.thoughts, self.rewards):
-            by_position[th.position].append(
-                {
-                    "text": th.text,
-                    "scored_ids": th.scored_ids,
-                    "logp_with_thought": th.logp_with_thought,
-                    "reward": float(reward),
-                    "thought_ids": th.ids,
-                    "closed_by": th.closed_by,
-                }
-            )
+        for th, reward, gain in zip(self.thoughts, self.rewards, self.content_gains):
+            record = {
+                "text": th.text,
+                "scored_ids": th.scored_ids,
+                "logp_with_thought": th.logp_with_thought,
+                "reward": float(reward),
+                "content_gain": None if np.isnan(gain) else float(gain),
+                "thought_ids": th.ids,
+                "closed_by": th.closed_by,
+            }
+            if th.next_top:
+                record["next_top"] = [{"id": i, "logp": lp} for i, lp in th.next_top]
+            by_position[th.position].append(record)
         return {
             "model": self.model,
             "teacher": self.teacher,
             "dtype": self.dtype,
             "hardware": dict(self.hardware),
+            "source": self.source,
             "seed": self.config.seed,
             "template": {"open": self.template.open, "close": self.template.close},
             "settings": {
@@ -163,6 +186,7 @@ class RewardMap:
         lengths = np.array([th.length for th in self.thoughts])
         closed = np.array([th.closed_by != "budget" for th in self.thoughts])
         empty = list(self.empty_rewards.values())
+        gains = self.content_gains
         return {
             **thought_length_stats(self.thoughts),
             "empty_thought_reward": float(np.mean(empty)) if empty else float("nan"),
@@ -170,6 +194,8 @@ class RewardMap:
             "thoughts": len(self.thoughts),
             "mean_reward": float(r.mean()) if r.size else float("nan"),
             "share_positive": float((r > 0).mean()) if r.size else float("nan"),
+            "mean_content_gain": float(np.nanmean(gains)) if empty and gains.size else float("nan"),
+            "share_content_gain_positive": float((gains > 0).mean()) if empty and gains.size else float("nan"),
             "mean_thought_tokens": float(lengths.mean()) if lengths.size else float("nan"),
             "share_closed": float(closed.mean()) if closed.size else float("nan"),
             "share_empty": float((lengths == 0).mean()) if lengths.size else float("nan"),
@@ -196,6 +222,37 @@ def thought_length_stats(thoughts: list[Thought]) -> dict[str, float]:
     }
 
 
+@dataclass
+class TeacherPass:
+    """The teacher's one pass over a document: every no-think score, and the key/value cache of the pass, which the
+    policy's thoughts reuse as their shared prefix when the teacher shares the policy's weights (step 0)."""
+
+    document_ids: list[int]
+    no_think: NoThinkScores
+    cache: object
+    seconds: float
+
+    def prefix_for(self, policy: ModelHandle, teacher: ModelHandle):
+        return self.cache if teacher.shares_weights_with(policy) else None
+
+
+def run_teacher_pass(teacher: ModelHandle, document_ids: list[int], top_k: int = 0) -> TeacherPass:
+    """Run the teacher over the document once (`top_k`: also keep its k most likely next tokens per position)."""
+    start = time.perf_counter()
+    no_think, cache = no_think_scores(teacher, document_ids, top_k=top_k)
+    return TeacherPass(list(document_ids), no_think, cache, time.perf_counter() - start)
+
+
+def ensure_teacher_pass(done: TeacherPass | None, teacher: ModelHandle, document_ids: list[int], top_k: int = 0) -> TeacherPass:
+    """`done` if it is this teacher's pass over this document with at least `top_k` next tokens kept, else a new pass."""
+    if done is not None and (done.document_ids != list(document_ids) or done.no_think.model != teacher.label):
+        raise WorkbenchError("the teacher pass given was made on another document or by another teacher")
+    kept = 0 if done is None or done.no_think.top_ids is None else done.no_think.top_ids.shape[1]
+    if done is None or kept < top_k:
+        return run_teacher_pass(teacher, document_ids, top_k)
+    return done
+
+
 def empty_thought_logp(
     policy: ModelHandle,
     document_ids: list[int],
@@ -203,11 +260,10 @@ def empty_thought_logp(
     template: ThoughtTemplate = ThoughtTemplate(),
     prefix=None,
 ) -> np.ndarray:
-    """log p_policy(x_t | x_<t, open close) at each position: the score of not thinking at all.
-
-    A thought budget of 0 makes the sampler feed just the two markers, on the same shared prefix."""
+    """log p_policy(x_t | x_<t, open close) at each position: the score of not thinking at all (the empty thought,
+    given to the sampler's decode loop: just the two markers, on the same shared prefix)."""
     sampler = ThoughtSampler(policy, template, SamplingConfig(G=1, thought_tokens=0))
-    return np.array([th.logp_with_thought for th in sampler.sample(document_ids, positions, prefix=prefix)])
+    return np.array([th.logp_with_thought for th in sampler.score(document_ids, [(t, []) for t in positions], prefix)])
 
 
 def reward_map(
@@ -221,22 +277,23 @@ def reward_map(
     max_rows: int = 256,
     empty_reference: bool = True,
     backend: str = "transformers",
+    teacher_pass: TeacherPass | None = None,
 ) -> RewardMap:
     """Sample G thoughts at the chosen positions of a document and compute every reward.
 
     `progress`: a callback (done, total), or True for a tqdm bar (a widget in notebooks).
     `empty_reference`: also score the empty thought at each position (cheap: two markers per row).
     `backend`: the thought sampler's backend, "transformers" or "vllm" (the no-think teacher pass is
-    always transformers: one forward over the document).
+    always transformers: one forward over the document). `teacher_pass`: the teacher's pass over this document,
+    if already made (`run_teacher_pass`), so it is not run again.
     """
     spec = parse_positions(positions) if isinstance(positions, str) else positions
     config = config.validate()
     sampler = ThoughtSampler(policy, template, config, max_rows=max_rows, backend=backend)
     shared = teacher.shares_weights_with(policy)
 
-    start = time.perf_counter()
-    no_think, cache = no_think_scores(teacher, document_ids)
-    score_s = time.perf_counter() - start
+    done = ensure_teacher_pass(teacher_pass, teacher, document_ids)
+    no_think, score_s = done.no_think, done.seconds
 
     chosen = select_positions(spec, len(document_ids), seed=config.seed, entropy=no_think.entropy)
     bar = None
@@ -252,7 +309,7 @@ def reward_map(
             bar.refresh()
 
     start = time.perf_counter()
-    prefix = cache if shared else None
+    prefix = done.cache if shared else None
     thoughts = sampler.sample(document_ids, chosen, prefix=prefix, progress=progress or None)
     sample_s = time.perf_counter() - start
     if bar is not None:
@@ -278,3 +335,104 @@ def reward_map(
         empty_logp=empty,
         hardware=policy.dtype_choice.as_dict() if policy.dtype_choice else {},
     )
+
+
+def thought_ids(policy: ModelHandle, thought: str | Sequence[int], template: ThoughtTemplate = ThoughtTemplate()) -> list[int]:
+    """The token ids of a given thought: text is encoded on its own, without special tokens (so it is placed between
+    the markers exactly as written); ids are taken as they are. A thought may not contain the closing marker."""
+    tok = policy.tokenizer
+    if isinstance(thought, str):
+        ids = list(tok.encode(thought, add_special_tokens=False))
+    else:
+        ids = [int(i) for i in thought]
+        vocab = policy.model.get_output_embeddings().weight.shape[0]
+        bad = [i for i in ids if not 0 <= i < vocab]
+        if bad:
+            raise WorkbenchError(f"thought token ids must lie in [0, {vocab}), got {bad[:5]}")
+    if template.close in tok.decode(ids):
+        raise WorkbenchError(f"a thought must not contain the closing marker {template.close!r}: {tok.decode(ids)!r}")
+    return ids
+
+
+def score_thoughts(
+    policy: ModelHandle,
+    teacher: ModelHandle,
+    document_ids: list[int],
+    thoughts: Sequence,
+    position: int | None = None,
+    template: ThoughtTemplate = ThoughtTemplate(),
+    config: SamplingConfig = SamplingConfig(),
+    empty_reference: bool = True,
+    top_k: int = 0,
+    teacher_pass: TeacherPass | None = None,
+    progress: Callable[[int, int], None] | bool | None = None,
+    max_rows: int = 256,
+    exact: bool = True,
+) -> RewardMap:
+    """Score given thoughts exactly as sampled ones are scored, into the same record type as `reward_map`.
+
+    `thoughts`: (position, thought) pairs, or, with `position`, the thoughts at that one position; a thought is text
+    or token ids (`thought_ids`). Several may share a position (they form its group, in the order given). Each is
+    fed through the sampler's decode loop on the shared document prefix, so the ids of sampled thoughts given back in
+    sampling order reproduce their rewards exactly. `config`: its seed, temperature and top_p are what designs that
+    generate after a thought (RPT, PretrainZero, RLPT) sample with. `top_k` > 0 records the policy's k most likely
+    next tokens after each thought (`Thought.next_top`) and the teacher's without one (`no_think.top_ids`).
+    `exact=False` feeds each thought in one forward instead of token by token (`ThoughtSampler.score`): equal up to
+    float rounding, faster for a single long thought.
+    """
+    pairs = [(position, th) for th in thoughts] if position is not None else list(thoughts)
+    try:
+        given = [(int(t), thought_ids(policy, th, template)) for t, th in pairs]
+    except (TypeError, ValueError) as exc:
+        raise WorkbenchError(f"thoughts must be (position, text or token ids) pairs: {exc}") from None
+    if not given:
+        raise WorkbenchError("no thoughts to score")
+    ThoughtSampler.check_positions(document_ids, [t for t, _ in given])
+    done = ensure_teacher_pass(teacher_pass, teacher, document_ids, top_k)
+    prefix = done.prefix_for(policy, teacher)
+    counts: dict[int, int] = {}
+    for t, _ in given:
+        counts[t] = counts.get(t, 0) + 1
+    config = dataclasses.replace(
+        config.validate(), G=max(counts.values()), thought_tokens=max(len(ids) for _, ids in given), min_thought_tokens=0
+    )
+    sampler = ThoughtSampler(policy, template, config, max_rows=max_rows)
+    bar = None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(given), desc=f"{len(given)} given thoughts", unit="tok", leave=False)
+
+        def progress(done_units: int, total: int) -> None:
+            bar.total = total
+            bar.n = done_units
+            bar.refresh()
+
+    start = time.perf_counter()
+    scored = sampler.score(document_ids, given, prefix, progress or None, top_k=top_k, exact=exact)
+    seconds = time.perf_counter() - start
+    if bar is not None:
+        bar.close()
+    chosen = sorted(counts)
+    empty: dict[int, float] = {}
+    if empty_reference:
+        empty = dict(zip(chosen, empty_thought_logp(policy, document_ids, chosen, template, prefix).tolist()))
+    tok = policy.tokenizer
+    return RewardMap(
+        model=policy.label,
+        teacher=teacher.label,
+        dtype=str(policy.dtype).replace("torch.", ""),
+        template=template,
+        config=config,
+        positions_spec="at:" + ",".join(str(t) for t in chosen),
+        document_ids=list(document_ids),
+        tokens=[tok.decode([i]) for i in document_ids],
+        no_think=done.no_think,
+        positions=chosen,
+        thoughts=scored,
+        timing={"score_s": 0.0 if done is teacher_pass else done.seconds, "sample_s": seconds},
+        empty_logp=empty,
+        hardware=policy.dtype_choice.as_dict() if policy.dtype_choice else {},
+        source="given",
+    )
+

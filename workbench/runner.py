@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from workbench.errors import WorkbenchError
 from workbench.params import validate
-from workbench.runs import new_run_dir, versions, write_json
+from workbench.runs import HEADLESS_ENV, new_run_dir, versions, write_json
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 CURATED = ("01_sampling_thoughts", "02_information_gain", "03_reward_designs", "04_training", "05_evaluation")
@@ -90,6 +91,7 @@ def run_notebook(
     write_json(run_dir / "params.json", {"notebook": path.name, "parameters": params, "hardware": hardware,
                                          "versions": versions()})
     out_nb = run_dir / path.name
+    os.environ[HEADLESS_ENV] = "1"  # the kernel inherits it: widgets give way to static views
     log(f"running {path.name} -> {run_dir}")
     start = time.perf_counter()
     failure: str | None = None

@@ -13,6 +13,13 @@ from typing import Any
 
 RUNS_ROOT = "runs"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+HEADLESS_ENV = "WORKBENCH_HEADLESS"  # "1" in the kernels `workbench run` and `report` start: no one is there to type
+
+
+def headless() -> bool:
+    """Whether this notebook kernel was started by `workbench run`/`report`: interactive widgets would go unused
+    (and an HTML export cannot show them), so cells show a static view instead."""
+    return os.environ.get(HEADLESS_ENV) == "1"
 
 
 def runs_root() -> Path:

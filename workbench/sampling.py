@@ -140,6 +140,8 @@ class HeadStats:
     argmax: torch.Tensor  # the most likely token (the first one on ties, as torch.argmax)
     mean_z: torch.Tensor  # the mean logit over the vocabulary
     entropy: torch.Tensor | None  # entropy of softmax(z), nats
+    top_ids: torch.Tensor | None = None  # [rows, k]: the k most likely tokens, most likely first
+    top_z: torch.Tensor | None = None  # [rows, k]: their logits (log p = top_z - lse)
 
 
 class LMHead:
@@ -171,9 +173,11 @@ class LMHead:
             self._chunk(hidden, start, stop, out[:, start:stop])
         return out
 
-    def stats(self, hidden: torch.Tensor, targets: torch.Tensor | None = None, entropy: bool = False) -> "HeadStats":
+    def stats(
+        self, hidden: torch.Tensor, targets: torch.Tensor | None = None, entropy: bool = False, top_k: int = 0
+    ) -> "HeadStats":
         """Per row of `hidden` [rows, d], without keeping the [rows, V] logits: the target's logit, logsumexp, argmax,
-        mean logit and (optionally) the entropy of softmax(z), in natural units.
+        mean logit and (optionally) the entropy of softmax(z) and the `top_k` most likely tokens, in natural units.
 
         The head runs chunk by chunk into one [rows, CHUNK] buffer; each chunk gives its max m_c, argmax, sum of
         logits, target logit and S_c = sum exp(z - m_c) (and, for the entropy, W_c = sum exp(z - m_c) z), read while
@@ -183,7 +187,7 @@ class LMHead:
         """
         rows = hidden.shape[0]
         buf = torch.empty(rows, min(CHUNK, self.vocab), dtype=hidden.dtype, device=hidden.device)
-        maxima, sums, weighted, arg_parts = [], [], [], []
+        maxima, sums, weighted, arg_parts, top_parts = [], [], [], [], []
         total = torch.zeros(rows, dtype=torch.float64, device=hidden.device)
         target_z = torch.full((rows,), float("nan"), dtype=torch.float32, device=hidden.device)
         for start in range(0, self.vocab, CHUNK):
@@ -197,6 +201,9 @@ class LMHead:
             if targets is not None:
                 inside = (targets >= start) & (targets < stop)
                 target_z[inside] = z[inside, targets[inside] - start]
+            if top_k:
+                values, ids = z.topk(min(top_k, stop - start), dim=-1)
+                top_parts.append((values, ids + start))
             e = z.sub_(m[:, None]).exp_()  # in place: z is not needed again
             sums.append(e.sum(-1, dtype=torch.float64))
             if entropy:  # sum e*z = sum e*log(e) + m * sum e, and entr(e) = -e*log(e)
@@ -211,7 +218,12 @@ class LMHead:
         if entropy:
             ent = (lse - (scale * torch.stack(weighted, 1)).sum(1) / norm).float()
         argmax = torch.stack(arg_parts, 1).gather(1, top[:, None])[:, 0]
-        return HeadStats(target_z if targets is not None else None, lse.float(), argmax, (total / self.vocab).float(), ent)
+        top_ids = top_z = None
+        if top_k:  # the overall top k is among the chunks' top k
+            values, order = torch.cat([v for v, _ in top_parts], 1).topk(min(top_k, self.vocab), dim=-1)
+            top_z, top_ids = values, torch.cat([i for _, i in top_parts], 1).gather(1, order)
+        return HeadStats(target_z if targets is not None else None, lse.float(), argmax, (total / self.vocab).float(), ent,
+                         top_ids, top_z)
 
     def _rows_buffer(self, rows: int, like: torch.Tensor) -> torch.Tensor:
         """A [rows, V_padded] view of one buffer kept across steps (a fresh 140 MB tensor per step costs page faults)."""
@@ -284,3 +296,10 @@ class LMHead:
         """log softmax(logits[row])[token], natural log (T = 1: the model's own distribution)."""
         z = out.logits[row].float()
         return float(z[token] - torch.logsumexp(z, -1))
+
+    @staticmethod
+    def top_tokens(out: HeadStep, row: int, k: int) -> list[tuple[int, float]]:
+        """The k most likely tokens of `row` with their log-probabilities (natural log, T = 1)."""
+        z = out.logits[row].float()
+        values, ids = z.topk(k)
+        return [(int(i), float(v)) for i, v in zip(ids.tolist(), values - torch.logsumexp(z, -1))]

@@ -26,6 +26,15 @@ class NoThinkScores:
     logp: np.ndarray  # log p_teacher(x_t | x_<t), natural log
     entropy: np.ndarray  # entropy of p_teacher(. | x_<t), nats
     top_id: np.ndarray  # argmax of p_teacher(. | x_<t) (-1 at t = 0)
+    # the k most likely next tokens at each position and their log p ([n, k]; -1 / NaN at t = 0), when asked for
+    top_ids: np.ndarray | None = None
+    top_logp: np.ndarray | None = None
+
+    def runner_up(self, t: int, target: int) -> int:
+        """The teacher's most likely token at t other than `target` (needs top_k >= 2)."""
+        if self.top_ids is None or self.top_ids.shape[1] < 2:
+            raise WorkbenchError("no_think_scores(..., top_k=2) or more is needed for the runner-up token")
+        return int(next(i for i in self.top_ids[t] if i != target))
 
     @property
     def surprisal(self) -> np.ndarray:
@@ -33,31 +42,37 @@ class NoThinkScores:
 
 
 def no_think_scores(
-    teacher: ModelHandle, ids: list[int], chunk: int = 128, entropy: bool = True
+    teacher: ModelHandle, ids: list[int], chunk: int = 128, entropy: bool = True, top_k: int = 0
 ) -> tuple[NoThinkScores, object]:
     """Score every position of `ids` with the teacher in one forward pass.
 
     Returns the scores and the key/value cache of the pass, which the thought sampler reuses when
     the teacher shares the policy's weights. `entropy=False` leaves the entropies NaN and skips the one pass over
     each chunk of the head that they need (held-out loss and accuracy need only log p and the argmax).
+    `top_k` > 0 also keeps the k most likely next tokens at every position (the thought lab's "without a thought").
     """
     n = len(ids)
     hidden, cache = encode_prefix(teacher.model, ids, n)
     logp = np.full(n, np.nan)
     entropies = np.full(n, np.nan)
     top = np.full(n, -1, dtype=np.int64)
+    top_ids = np.full((n, top_k), -1, dtype=np.int64) if top_k else None
+    top_logp = np.full((n, top_k), np.nan) if top_k else None
     targets = torch.tensor(ids[1:], device=hidden.device)
     head = LMHead.of(teacher.model)
     with torch.inference_mode():
         for start in range(0, n - 1, chunk):
             stop = min(start + chunk, n - 1)
             # hidden state at s predicts ids[s + 1]
-            stats = head.stats(hidden[start:stop], targets[start:stop], entropy=entropy)
+            stats = head.stats(hidden[start:stop], targets[start:stop], entropy=entropy, top_k=top_k)
             top[start + 1 : stop + 1] = stats.argmax.cpu().numpy()
             logp[start + 1 : stop + 1] = (stats.target_z - stats.lse).cpu().numpy()
             if entropy:
                 entropies[start + 1 : stop + 1] = stats.entropy.cpu().numpy()
-    return NoThinkScores(model=teacher.label, logp=logp, entropy=entropies, top_id=top), cache
+            if top_k:
+                top_ids[start + 1 : stop + 1] = stats.top_ids.cpu().numpy()
+                top_logp[start + 1 : stop + 1] = (stats.top_z - stats.lse[:, None]).cpu().numpy()
+    return NoThinkScores(teacher.label, logp, entropies, top, top_ids, top_logp), cache
 
 
 def no_think_logp_at(teacher: ModelHandle, ids: list[int], positions: Sequence[int]) -> np.ndarray:

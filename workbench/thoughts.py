@@ -95,11 +95,13 @@ class Thought:
     index: int  # 0..G-1 within the position
     ids: list[int]  # thought tokens, markers excluded
     text: str
-    closed_by: str  # "marker" (the model closed it), "eos" (the model ended the text) or "budget"
+    closed_by: str  # "marker" (the model closed it), "eos" (the model ended the text), "budget", or "given" (not sampled)
     scored_ids: list[int]  # document_ids[:t] + open + thought + close: exactly what x_t is conditioned on
     logp_with_thought: float  # policy: log p(x_t | scored_ids), natural log
     hidden_tokens: int = 0  # sampled tokens hidden again because they spelled the closing marker differently
     eos_id: int | None = None  # the EOS token the model sampled to end the thought (closed_by == "eos")
+    # the policy's most likely next tokens after the thought, (id, log p), when the caller asked for them
+    next_top: list[tuple[int, float]] = field(default_factory=list)
 
     @property
     def length(self) -> int:
@@ -343,6 +345,8 @@ class _Row:
     logp: float = float("nan")
     hidden: int = 0
     eos: int | None = None
+    given: bool = False  # a thought fed as forced tokens, not sampled
+    top: list[tuple[int, float]] = field(default_factory=list)
 
 
 BACKENDS = ("transformers", "vllm")
@@ -433,6 +437,7 @@ class ThoughtSampler:
         per_chunk = max(1, self.max_rows // self.config.G)
         units = self.config.thought_tokens + 1  # per row: its budget, then its score
         total = len(positions) * self.config.G * units
+        own_len = len(self.open_ids) + self.config.thought_tokens + 2 * len(self.close_ids) + 2
         thoughts: list[Thought] = []
         for start in range(0, len(positions), per_chunk):
             rows = [_Row(p, g) for p in positions[start : start + per_chunk] for g in range(self.config.G)]
@@ -444,8 +449,65 @@ class ThoughtSampler:
                 span,
                 generator,
                 lambda done, base=base: progress(base + done, total) if progress else None,
+                own_len,
             )
             thoughts.extend(self._to_thought(document_ids, r) for r in rows)
+        return thoughts
+
+    def score(
+        self,
+        document_ids: list[int],
+        given: list[tuple[int, list[int]]],
+        prefix=None,
+        progress: Callable[[int, int], None] | None = None,
+        top_k: int = 0,
+        exact: bool = True,
+    ) -> list[Thought]:
+        """Score given thoughts, (position, thought token ids) pairs, exactly as sampled ones are scored.
+
+        `exact` (default): the thought's ids are fed as forced tokens through the same decode loop, batch and shared
+        prefix that sampling uses, so the ids of thoughts `sample` returned, given back in the same order, reproduce
+        their `logp_with_thought` bitwise (the same kernels on the same batch shapes). `exact=False`: each row's
+        markers and thought go through the model in one forward instead of one token per step - the same
+        numbers up to float rounding, several times faster for one long thought (the thought editor).
+        `top_k` > 0 also records each thought's k most likely next tokens (`Thought.next_top`). Returns one
+        Thought per pair, in order (closed_by "given"); a thought's `index` counts the thoughts given before it
+        at the same position.
+        """
+        if not given:
+            return []
+        self.check_positions(document_ids, [t for t, _ in given])
+        span = max(t for t, _ in given)
+        prefix = ensure_prefix(self.policy.model, document_ids, span, prefix)
+        seen: dict[int, int] = {}
+        rows = []
+        for t, ids in given:
+            row = _Row(t, seen.get(t, 0), thought=list(ids), closed_by="given", given=True)
+            row.forced.extend(list(ids) + self.close_ids)
+            seen[t] = row.index + 1
+            rows.append(row)
+        total = sum(len(r.forced) + 1 for r in rows)
+        thoughts: list[Thought] = []
+        done_before = 0
+        for start in range(0, len(rows), self.max_rows):
+            chunk = rows[start : start + self.max_rows]
+            if not exact:
+                self._teacher_force(document_ids, chunk, prefix, span, top_k)
+                thoughts.extend(self._to_thought(document_ids, r) for r in chunk)
+                continue
+            own_len = len(self.open_ids) + max(len(r.forced) for r in chunk) + 1
+            self._decode(
+                document_ids,
+                chunk,
+                prefix,
+                span,
+                None,
+                lambda done, base=done_before: progress(base + done, total) if progress else None,
+                own_len,
+                top_k,
+            )
+            done_before += sum(len(r.thought) + len(self.close_ids) + 1 for r in chunk)
+            thoughts.extend(self._to_thought(document_ids, r) for r in chunk)
         return thoughts
 
     @staticmethod
@@ -457,11 +519,13 @@ class ThoughtSampler:
 
     # -- the decode loop --------------------------------------------------------------------------
 
-    def _decode(self, doc, rows: list[_Row], prefix, span: int, generator, progress) -> None:
-        """Decode all `rows` together until each has fed its closing marker and scored its target."""
+    def _decode(self, doc, rows: list[_Row], prefix, span: int, generator, progress, own_len: int, top_k: int = 0) -> None:
+        """Decode all `rows` together until each has fed its closing marker and scored its target.
+
+        A row samples its thought, or (`given`) feeds a thought already in its `forced` tokens; `own_len` bounds the
+        tokens any row writes after the prefix. `top_k`: also keep each row's k most likely next tokens."""
         model = self.policy.model
         device = next(model.parameters()).device
-        own_len = len(self.open_ids) + self.config.thought_tokens + 2 * len(self.close_ids) + 2
         cache = SharedPrefixCache(prefix, span, len(rows), own_len)
         t = torch.tensor([r.position for r in rows], device=device)
         # -1 marks what a row must not see: document slots at or after its t, unwritten slots, and
@@ -471,21 +535,22 @@ class ThoughtSampler:
         active = list(range(len(rows)))  # indices into `rows` of the rows still in the batch
         write = span  # the next key slot; every row writes one token per step into the same slot
         with _SharedPrefixMode(model, cache):
-            # 1) the opening marker, fed to every row at once; every row then wants a sampled token
+            # 1) the opening marker, fed to every row at once; every sampling row then wants a sampled token (a row
+            # feeding a given thought needs no logits until it has fed its closing marker)
+            want = [b for b, r in enumerate(rows) if not r.given]  # batch indices whose hidden states we keep, in order
             inp = torch.tensor([self.open_ids] * len(rows), device=device)
-            hidden = self._step(cache, inp, slot_pos, next_pos, write, list(range(len(rows))))
+            hidden = self._step(cache, inp, slot_pos, next_pos, write, want)
             m = len(self.open_ids)
             slot_pos[:, write : write + m] = next_pos[:, None] + torch.arange(m, device=device)
             next_pos += m
             write += m
-            want = list(range(len(rows)))  # batch indices whose hidden states `hidden` holds, in order
             cfg = self.config
             while active:
                 # 2) from the hidden states just produced, choose each active row's next input token
                 where = {b: k for k, b in enumerate(want)}
                 sampling = [b for b in want if self._thinking(rows[active[b]])]
                 bans = self._stop_bans([where[b] for b in sampling], [rows[active[b]] for b in sampling])
-                head = self.head.step(hidden, [where[b] for b in sampling], cfg.temperature, bans)
+                head = self.head.step(hidden, [where[b] for b in sampling], cfg.temperature, bans) if want else None
                 sampled: dict[int, int] = {}
                 if sampling:
                     tokens = self.head.sample(head, cfg.temperature, cfg.top_p, generator)
@@ -497,6 +562,8 @@ class ThoughtSampler:
                     if row.thought is not None and not row.forced:
                         # its closing marker is fed: these logits are log p_policy(. | scored_ids)
                         row.logp = self.head.log_prob(head, where[b], doc[row.position])
+                        if top_k:
+                            row.top = self.head.top_tokens(head, where[b], top_k)
                         continue
                     if row.thought is None:
                         if len(row.generated) >= self.config.thought_tokens:
@@ -522,6 +589,27 @@ class ThoughtSampler:
                 next_pos += 1
                 write += 1
 
+    def _teacher_force(self, doc, rows: list[_Row], prefix, span: int, top_k: int) -> None:
+        """Score given rows with one forward each: open + thought + close, right-padded, on the shared prefix (a padding
+        slot comes after every real token of its row, so no real token attends to it)."""
+        model = self.policy.model
+        device = next(model.parameters()).device
+        pad = self.policy.tokenizer.pad_token_id or 0
+        owns = [self.open_ids + list(r.thought) + self.close_ids for r in rows]
+        width = max(len(o) for o in owns)
+        t = torch.tensor([r.position for r in rows], device=device)
+        cache = SharedPrefixCache(prefix, span, len(rows), width)
+        slot_pos = row_slot_positions(t, span + width)
+        inp = torch.tensor([o + [pad] * (width - len(o)) for o in owns], device=device)
+        with _SharedPrefixMode(model, cache), torch.inference_mode():
+            hidden = shared_prefix_forward(model, cache, inp, slot_pos, t.clone(), span)
+            last = hidden[torch.arange(len(rows), device=device), torch.tensor([len(o) - 1 for o in owns], device=device)]
+            head = self.head.step(last, [], 1.0)
+        for k, row in enumerate(rows):
+            row.logp = self.head.log_prob(head, k, doc[row.position])
+            row.top = self.head.top_tokens(head, k, top_k) if top_k else []
+            row.forced.clear()
+
     def _stop_bans(self, head_rows: list[int], rows: list[_Row]) -> list[tuple[list[int], list[int]]]:
         """The guards, as (head rows, token ids) to mask: no EOS inside a thought, no closing marker or EOS before
         the minimum length. `head_rows[k]` is the LM-head row of the sampling row `rows[k]`.
@@ -541,10 +629,12 @@ class ThoughtSampler:
         return bans
 
     def _work_done(self, rows: list[_Row]) -> int:
-        """Progress units finished: each row's sampled tokens (its whole budget once closed), plus 1 once scored."""
-        budget = self.config.thought_tokens
+        """Progress units finished: each row's sampled tokens (its whole budget once closed), or the given thought's
+        tokens fed so far, plus 1 once scored."""
+        budget, close = self.config.thought_tokens, len(self.close_ids)
         return sum(
-            (budget if r.thought is not None else len(r.generated)) + (r.logp == r.logp)  # logp is NaN until scored
+            (len(r.thought) + close - len(r.forced) if r.given else budget if r.thought is not None else len(r.generated))
+            + (r.logp == r.logp)  # logp is NaN until scored
             for r in rows
         )
 
@@ -622,6 +712,7 @@ class ThoughtSampler:
             logp_with_thought=row.logp,
             hidden_tokens=row.hidden,
             eos_id=row.eos,
+            next_top=list(row.top),
         )
 
 

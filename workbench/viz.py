@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from workbench.probes import ProbeMap, headroom
 from workbench.rewards import RewardMap
 
 
@@ -81,38 +82,71 @@ def _shorten(text: str, limit: int = 160) -> str:
 # --------------------------------------------------------------------------- heat map
 
 
+LAYERS = {
+    "reward": "mean reward",
+    "content_gain": "mean content gain (reward - empty-thought reward)",
+    "headroom": "headroom (best probe - best sampled reward)",
+}
+
+
 def token_heatmap(
     rm: RewardMap,
     max_abs: float | None = None,
     title: str | None = None,
     rewards: np.ndarray | None = None,
     unit: str = "nats",
+    layer: str = "reward",
+    probes: ProbeMap | None = None,
 ) -> str:
-    """The document, each scored token coloured by its mean reward over thoughts (HTML string).
+    """The document, each scored token coloured by one layer (HTML string):
 
-    Hover a token for its reward, no-think surprisal and entropy, and its best and worst thought.
-    Unscored tokens are grey. `rewards` (one per thought) shows another design instead of the information gain.
+    - "reward": the mean reward over the position's thoughts (`rewards`, one per thought, shows another design);
+    - "content_gain": the mean of reward - the empty thought's reward there: what the thoughts' words added once
+      the format cost of the markers is taken out (needs the map's empty-thought reference);
+    - "headroom": the best probe's reward - the best sampled thought's (needs `probes` at the same positions).
+
+    Hover a token for its reward, content gain, empty-thought reward, no-think surprisal and entropy, its best and
+    worst thought and, with `probes`, the best probe. Unscored tokens are grey.
     """
+    if layer not in LAYERS:
+        raise ValueError(f"layer must be one of {', '.join(LAYERS)}, got {layer!r}")
     per = rm.per_position(rewards).set_index("position")
+    room = None
+    if probes is not None:
+        room = headroom(rm, probes).set_index("position")
+    elif layer == "headroom":
+        raise ValueError("the headroom layer needs the probes scored at the map's positions (probes=...)")
+    column = {"reward": "mean_reward", "content_gain": "mean_content_gain"}.get(layer)
+    values = per[column] if column else room["headroom"]
+    values = values.dropna()
     if max_abs is None:
-        values = per["mean_reward"].abs().to_numpy()
-        max_abs = float(np.percentile(values, 95)) if values.size else 1.0
+        magnitudes = values.abs().to_numpy()
+        max_abs = float(np.percentile(magnitudes, 95)) if magnitudes.size else 1.0
         max_abs = max(max_abs, 1e-6)
     spans = []
     for t, token in enumerate(rm.tokens):
-        if t in per.index:
+        if t in values.index:
             row = per.loc[t]
-            r = float(row["mean_reward"])
-            tip = (
-                f"t={t} target {token!r}\n"
-                f"mean reward {r:+.3f} {unit} over {rm.config.G} thoughts "
-                f"(best {row['max_reward']:+.3f}, worst {row['min_reward']:+.3f})\n"
-                f"no-think surprisal {-row['logp_no_think']:.3f} nats, entropy {row['entropy_no_think']:.3f} nats\n"
-                f"best thought: {_shorten(row['best_thought'])}\n"
-                f"worst thought: {_shorten(row['worst_thought'])}"
-            )
+            v = float(values.loc[t])
+            lines = [
+                f"t={t} target {token!r}",
+                f"mean reward {row['mean_reward']:+.3f} {unit} over {int(row['thoughts'])} thoughts "
+                f"(best {row['max_reward']:+.3f}, worst {row['min_reward']:+.3f})",
+            ]
+            if math.isfinite(row["empty_thought_reward"]):
+                lines.append(f"empty thought {row['empty_thought_reward']:+.3f} nats (format cost); "
+                             f"mean content gain {row['mean_content_gain']:+.3f}")
+            if room is not None and t in room.index:
+                r = room.loc[t]
+                lines.append(f"best probe ({r['best_family']}) {r['best_probe']:+.3f}; headroom {r['headroom']:+.3f}")
+            lines += [
+                f"no-think surprisal {-row['logp_no_think']:.3f} nats, entropy {row['entropy_no_think']:.3f} nats",
+                f"best thought: {_shorten(row['best_thought'])}",
+                f"worst thought: {_shorten(row['worst_thought'])}",
+            ]
+            tip = "\n".join(lines)
             style = (
-                f"background:{diverging_color(r, max_abs)};color:{_text_color(r, max_abs)};"
+                f"background:{diverging_color(v, max_abs)};color:{_text_color(v, max_abs)};"
                 "border:1px solid #888;border-radius:3px;padding:0 1px;"
             )
             spans.append(f'<span title="{html.escape(tip, quote=True)}" style="{style}">{_visible(token)}</span>')
@@ -127,7 +161,7 @@ def token_heatmap(
         f"<div class='{NO_MATH_CLASS}' style='font-family:monospace;font-size:13px;line-height:1.9;white-space:pre-wrap;"
         "border:1px solid #ddd;padding:8px;max-width:100%'>"
         f"{header}{''.join(spans)}"
-        f"<div style='margin-top:8px;font-family:sans-serif;font-size:11px;color:#444'>mean reward ({unit}): {legend}"
+        f"<div style='margin-top:8px;font-family:sans-serif;font-size:11px;color:#444'>{LAYERS[layer]} ({unit}): {legend}"
         f" &nbsp; model {html.escape(rm.model)}, teacher {html.escape(rm.teacher)}; grey = not scored; "
         "hover a token for details</div></div>"
     )
@@ -241,6 +275,87 @@ def correlation_heatmap(matrix: pd.DataFrame, title: str = "Spearman correlation
     fig = px.imshow(matrix.astype(float), text_auto=".2f", color_continuous_scale="RdBu", zmin=-1, zmax=1, title=title)
     fig.update_layout(height=420)
     return fig
+
+
+def probe_families_chart(probes: ProbeMap, sampled: RewardMap | None = None) -> go.Figure:
+    """Per probe family (and the sampled thoughts): mean reward and mean content gain, side by side."""
+    summary = probes.summary()
+    names = list(summary.index)
+    reward, gain = list(summary["mean_reward"]), list(summary["mean_content_gain"])
+    if sampled is not None:
+        s = sampled.summary()
+        names.append("sampled")
+        reward.append(s["mean_reward"])
+        gain.append(s["mean_content_gain"])
+    fig = go.Figure(
+        [
+            go.Bar(x=names, y=reward, name="mean reward (format cost included)"),
+            go.Bar(x=names, y=gain, name="mean content gain (reward - empty thought)"),
+        ]
+    )
+    fig.add_hline(y=0, line_dash="dot", line_color="grey")
+    fig.update_layout(barmode="group", title="What each kind of thought earns", yaxis_title="nats", height=380)
+    return fig
+
+
+def format_cost_along_document(rm: RewardMap, probes: ProbeMap | None = None) -> go.Figure:
+    """Per position: the empty thought's reward (the format cost), the best and mean sampled reward and, with
+    probes, the leak probe and the best probe; the gap from best sampled to best probe is the headroom."""
+    per = rm.per_position()
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=per["position"], y=per["empty_thought_reward"], mode="lines+markers",
+                             name="empty thought (format cost)", text=per["target"]))
+    fig.add_trace(go.Scatter(x=per["position"], y=per["mean_reward"], mode="lines", name="sampled, mean",
+                             text=per["target"]))
+    fig.add_trace(go.Scatter(x=per["position"], y=per["max_reward"], mode="lines", name="sampled, best",
+                             text=per["target"]))
+    if probes is not None:
+        table = probes.table()
+        if "leak" in table:
+            fig.add_trace(go.Scatter(x=table.index, y=table["leak"], mode="markers", name="leak probe"))
+        fig.add_trace(go.Scatter(x=table.index, y=table.max(axis=1), mode="markers", name="best probe",
+                                 marker={"symbol": "star", "size": 9}))
+    fig.add_hline(y=0, line_dash="dot", line_color="grey")
+    fig.update_layout(title="Format cost, sampled thoughts and probes along the document", xaxis_title="position t",
+                      yaxis_title="reward (nats)", height=400)
+    return fig
+
+
+def sanity_chart(table: pd.DataFrame) -> go.Figure:
+    """The design sanity table as grouped bars: per design, the share of positions passing each check."""
+    checks = ["leak>echo>neutral", "leak>wrong_hint", "empty>informative", "degenerate_group_share"]
+    checks = [c for c in checks if c in table]
+    fig = go.Figure([go.Bar(x=list(table.index), y=table[c].astype(float), name=c) for c in checks])
+    fig.update_layout(barmode="group", title="Design sanity on probe thoughts (share of positions)",
+                      yaxis_range=[0, 1], height=380)
+    return fig
+
+
+def probe_table(probes: ProbeMap, position: int, extra: pd.DataFrame | None = None) -> str:
+    """The probes at one position as HTML (context, target, each family's thought, reward and content gain);
+    `extra` rows (same columns plus "family") are appended, e.g. thoughts typed in the editor."""
+    rm = probes.reward_map
+    df = probes.example(position)
+    if extra is not None and len(extra):
+        df = pd.concat([df, extra[df.columns]], ignore_index=True)
+    if df.empty:
+        return f"<p>position {position} was not probed</p>"
+    t = int(position)
+    context = "".join(rm.tokens[max(0, t - 30) : t])
+    max_abs = max(float(df["reward"].abs().max()), 1e-6)
+    rows = "".join(
+        f"<tr><td>{html.escape(str(r.family))}</td><td style='text-align:left'>{_visible(r.thought) or '<i>(empty)</i>'}</td>"
+        f"<td style='background:{diverging_color(r.reward, max_abs)};color:{_text_color(r.reward, max_abs)}'>"
+        f"{r.reward:+.2f}</td><td>{r.content_gain:+.2f}</td></tr>"
+        for r in df.itertuples()
+    )
+    return (
+        f"<p style='font-family:sans-serif;margin-bottom:2px'><b>t = {t}</b>, target <code>{html.escape(repr(rm.tokens[t]))}</code>"
+        f", no-think log p {rm.no_think.logp[t]:+.2f}; context ends <code>\u2026{html.escape(context[-80:])}</code></p>"
+        "<table style='font-size:12px;border-collapse:collapse;margin-bottom:10px'>"
+        "<tr><th>family</th><th>thought</th><th>reward</th><th>content gain</th></tr>"
+        f"{rows}</table>"
+    )
 
 
 # --------------------------------------------------------------------------- explorer
