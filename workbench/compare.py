@@ -79,6 +79,7 @@ class Comparison:
             "model": rm.model,
             "teacher": rm.teacher,
             "dtype": rm.dtype,
+            "source": rm.source,
             "seed": rm.config.seed,
             "settings": {**rm.config.as_dict(), "positions": rm.positions_spec},
             "document_ids": rm.document_ids,

@@ -318,6 +318,14 @@ def reward_map(
     if empty_reference and chosen:
         empty = dict(zip(chosen, empty_thought_logp(policy, document_ids, chosen, template, prefix).tolist()))
 
+    return _record(policy, teacher, template, config, str(spec), document_ids, no_think, chosen, thoughts,
+                   {"score_s": score_s, "sample_s": sample_s}, empty, "sampled")
+
+
+def _record(policy: ModelHandle, teacher: ModelHandle, template: ThoughtTemplate, config: SamplingConfig, spec: str,
+            document_ids: list[int], no_think: NoThinkScores, positions: list[int], thoughts: list[Thought],
+            timing: dict[str, float], empty: dict[int, float], source: str) -> RewardMap:
+    """The RewardMap of scored thoughts, with the labels, dtype, hardware and token texts filled in one way."""
     tok = policy.tokenizer
     return RewardMap(
         model=policy.label,
@@ -325,15 +333,16 @@ def reward_map(
         dtype=str(policy.dtype).replace("torch.", ""),
         template=template,
         config=config,
-        positions_spec=str(spec),
+        positions_spec=spec,
         document_ids=list(document_ids),
         tokens=[tok.decode([i]) for i in document_ids],
         no_think=no_think,
-        positions=chosen,
+        positions=positions,
         thoughts=thoughts,
-        timing={"score_s": score_s, "sample_s": sample_s},
+        timing=timing,
         empty_logp=empty,
         hardware=policy.dtype_choice.as_dict() if policy.dtype_choice else {},
+        source=source,
     )
 
 
@@ -369,12 +378,12 @@ def score_thoughts(
     max_rows: int = 256,
     exact: bool = True,
 ) -> RewardMap:
-    """Score given thoughts exactly as sampled ones are scored, into the same record type as `reward_map`.
+    """Score given thoughts as sampled ones are scored, into the same record type as `reward_map`.
 
     `thoughts`: (position, thought) pairs, or, with `position`, the thoughts at that one position; a thought is text
     or token ids (`thought_ids`). Several may share a position (they form its group, in the order given). Each is
     fed through the sampler's decode loop on the shared document prefix, so the ids of sampled thoughts given back in
-    sampling order reproduce their rewards exactly. `config`: its seed, temperature and top_p are what designs that
+    sampling order reproduce their rewards bitwise. `config`: its seed, temperature and top_p are what designs that
     generate after a thought (RPT, PretrainZero, RLPT) sample with. `top_k` > 0 records the policy's k most likely
     next tokens after each thought (`Thought.next_top`) and the teacher's without one (`no_think.top_ids`).
     `exact=False` feeds each thought in one forward instead of token by token (`ThoughtSampler.score`): equal up to
@@ -417,22 +426,7 @@ def score_thoughts(
     empty: dict[int, float] = {}
     if empty_reference:
         empty = dict(zip(chosen, empty_thought_logp(policy, document_ids, chosen, template, prefix).tolist()))
-    tok = policy.tokenizer
-    return RewardMap(
-        model=policy.label,
-        teacher=teacher.label,
-        dtype=str(policy.dtype).replace("torch.", ""),
-        template=template,
-        config=config,
-        positions_spec="at:" + ",".join(str(t) for t in chosen),
-        document_ids=list(document_ids),
-        tokens=[tok.decode([i]) for i in document_ids],
-        no_think=done.no_think,
-        positions=chosen,
-        thoughts=scored,
-        timing={"score_s": 0.0 if done is teacher_pass else done.seconds, "sample_s": seconds},
-        empty_logp=empty,
-        hardware=policy.dtype_choice.as_dict() if policy.dtype_choice else {},
-        source="given",
-    )
+    return _record(policy, teacher, template, config, "at:" + ",".join(str(t) for t in chosen), document_ids,
+                   done.no_think, chosen, scored,
+                   {"score_s": 0.0 if done is teacher_pass else done.seconds, "sample_s": seconds}, empty, "given")
 

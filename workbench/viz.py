@@ -68,6 +68,12 @@ def _text_color(value: float, max_abs: float) -> str:
     return "white" if max_abs > 0 and math.isfinite(value) and abs(value) / max_abs > 0.6 else "black"
 
 
+def _reward_cell(value: float, max_abs: float, digits: int = 3) -> str:
+    """A table cell holding a reward, coloured like the heat map."""
+    return (f"<td style='background:{diverging_color(value, max_abs)};color:{_text_color(value, max_abs)}'>"
+            f"{value:+.{digits}f}</td>")
+
+
 def _visible(token: str) -> str:
     """Token text with whitespace made visible enough to hover, then HTML-escaped."""
     shown = token.replace("\n", "\u21b5\n").replace("\t", "\u2192\t")
@@ -182,8 +188,7 @@ def thoughts_table(rm: RewardMap, position: int) -> str:
     )
     max_abs = max(float(df["reward"].abs().max()), 1e-6)
     rows = "".join(
-        f"<tr><td style='background:{diverging_color(r.reward, max_abs)};color:{_text_color(r.reward, max_abs)}'>"
-        f"{r.reward:+.3f}</td><td>{r.logp_with_thought:+.3f}</td><td>{r.thought_tokens}</td>"
+        f"<tr>{_reward_cell(r.reward, max_abs)}<td>{r.logp_with_thought:+.3f}</td><td>{r.thought_tokens}</td>"
         f"<td>{html.escape(r.closed_by)}</td><td style='text-align:left'>{_visible(r.thought)}</td></tr>"
         for r in df.itertuples()
     )
@@ -345,8 +350,7 @@ def probe_table(probes: ProbeMap, position: int, extra: pd.DataFrame | None = No
     max_abs = max(float(df["reward"].abs().max()), 1e-6)
     rows = "".join(
         f"<tr><td>{html.escape(str(r.family))}</td><td style='text-align:left'>{_visible(r.thought) or '<i>(empty)</i>'}</td>"
-        f"<td style='background:{diverging_color(r.reward, max_abs)};color:{_text_color(r.reward, max_abs)}'>"
-        f"{r.reward:+.2f}</td><td>{r.content_gain:+.2f}</td></tr>"
+        f"{_reward_cell(r.reward, max_abs, 2)}<td>{r.content_gain:+.2f}</td></tr>"
         for r in df.itertuples()
     )
     return (
