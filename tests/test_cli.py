@@ -44,13 +44,7 @@ def bad_files(tmp_path):
         ("corpus", ["--positions", "sometimes:3"], "position spec"),
         ("corpus", ["--doc", "nope"], "no document"),
         ("corpus", ["--top-p", "0"], "top_p"),
-        ("corpus", ["--thought", "hello"], "--at POS and --thought TEXT go together"),
-        ("corpus", ["--at", "5"], "--at POS and --thought TEXT go together"),
-        ("corpus", ["--thoughts", "THOUGHTS", "--at", "5", "--thought", "x"], "not both"),
-        ("corpus", ["--thoughts", "THOUGHTS", "--positions", "every:8"], "carry their own positions"),
         ("corpus", ["--thoughts", "THOUGHTS"], 'needs the fields "position"'),
-        ("corpus", ["--thoughts", "MISSING"], "no such file"),
-        ("corpus", ["--at", "0", "--thought", "x"], "--at"),
     ],
 )
 @pytest.mark.slow
@@ -66,6 +60,31 @@ def test_bad_input_gives_one_line_and_nonzero_exit(bad_files, tmp_path, case, ex
     assert needle in lines[0]
     assert "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--thought", "hello"], "--at POS and --thought TEXT go together"),
+        (["--at", "5"], "--at POS and --thought TEXT go together"),
+        (["--thoughts", "THOUGHTS", "--at", "5", "--thought", "x"], "not both"),
+        (["--thoughts", "THOUGHTS", "--positions", "every:8"], "carry their own positions"),
+        (["--thoughts", "MISSING"], "no such file"),
+    ],
+)
+def test_bad_given_thoughts_fail_before_a_model_loads(bad_files, tmp_path, capsys, extra, needle):
+    """In-process (no subprocess start-up): the given-thought flags are checked before anything heavy runs."""
+    from workbench.cli import main
+
+    extra = [str(bad_files["bad_thoughts"]) if a == "THOUGHTS" else str(bad_files["missing"]) if a == "MISSING" else a
+             for a in extra]
+    for command in ("score", "compare"):
+        assert main([command, str(CORPUS), *extra, "--json", str(tmp_path / "out.json")]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+    assert main(["compare", str(CORPUS), "--probe-family", "x=y", "--json", str(tmp_path / "o.json")]) == 1
+    assert "--probe-family needs --probes" in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()
 
 
 @pytest.mark.slow

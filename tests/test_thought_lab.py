@@ -186,3 +186,23 @@ def test_thought_lab_scores_a_typed_thought(gemma, math_doc):
     assert len(result.with_thought) == len(result.without) == 5
     assert result.without[0][0] == gemma.tokenizer.decode([int(ref.no_think.top_id[50])])
     assert "content gain" in result_html(result)
+
+
+def test_thought_editor_widget_scores_what_is_typed(gemma, math_doc):
+    """The editor without a browser: typing a thought (setting the text box) scores it and adds it to the table."""
+    pytest.importorskip("ipywidgets")
+    from workbench.thought_lab import ThoughtLab, thought_editor
+
+    ids = tokenize(gemma.tokenizer, math_doc.text, 80)
+    teacher = teacher_of(gemma)
+    lab = ThoughtLab(gemma, teacher, ids)
+    probes = probe_map(gemma, teacher, ids, [30, 60], teacher_pass=lab.teacher_pass)
+    editor = thought_editor(lab, [30, 60], probes)
+    (pick,), (text, _), result_box, table_box = editor.children[0].children, editor.children[1].children, *editor.children[2:]
+    assert "leak" in table_box.value and "typed" not in table_box.value
+    pick.value = 60
+    text.value = "Add the two costs."
+    assert "content gain" in result_box.value and "with the thought (policy)" in result_box.value
+    assert "typed" in table_box.value and "Add the two costs." in table_box.value
+    text.value = "so </think> then"  # a bad thought is reported in the widget, not raised
+    assert "closing marker" in result_box.value
