@@ -49,7 +49,7 @@ def test_empty_thought_on_the_given_path_equals_a_sampled_budget_of_zero(gemma_f
     assert [th.logp_with_thought for th in sampled.thoughts] == given.tolist()
 
 
-@pytest.mark.parametrize("which", ["gemma_fp32", "smollm_fp32"])
+@pytest.mark.parametrize("which", ["gemma_fp32", pytest.param("smollm_fp32", marks=pytest.mark.slow)])
 def test_given_text_thought_equals_plain_transformers(request, which, math_doc):
     handle = request.getfixturevalue(which)
     tok = handle.tokenizer
@@ -66,13 +66,13 @@ def test_given_text_thought_equals_plain_transformers(request, which, math_doc):
         assert th.logp_with_thought == pytest.approx(logp_next(handle.model, th.scored_ids, ids[t]), abs=2e-3)
         # the policy's top-5 next tokens after the thought, as plain transformers ranks them
         with torch.no_grad():
-            logits = handle.model(torch.tensor([th.scored_ids])).logits[0, -1].float()
+            logits = handle.model(torch.tensor([th.scored_ids]), logits_to_keep=1).logits[0, -1].float()
         ref = torch.log_softmax(logits, -1).topk(5)
         assert [i for i, _ in th.next_top] == ref.indices.tolist()
         np.testing.assert_allclose([lp for _, lp in th.next_top], ref.values.numpy(), atol=2e-3)
     # the teacher's top-5 without a thought, kept by its one pass
     with torch.no_grad():
-        logits = handle.model(torch.tensor([ids[:71]])).logits[0, -1].float()
+        logits = handle.model(torch.tensor([ids[:71]]), logits_to_keep=1).logits[0, -1].float()
     assert rm.no_think.top_ids[71].tolist() == torch.log_softmax(logits, -1).topk(5).indices.tolist()
     # the empty thought given at t=30 is the content-gain reference there
     assert rm.content_gains[1] == pytest.approx(0.0, abs=1e-5)
@@ -150,6 +150,7 @@ def test_teacher_pass_is_reused_and_checked(gemma_fp32, math_doc):
         score_thoughts(gemma_fp32, teacher, ids[:60], ["x"], position=40, teacher_pass=done)
 
 
+@pytest.mark.slow
 def test_design_sanity_table_scores_every_design_on_the_probes(gemma, math_doc):
     from workbench.compare import design_sanity
     from workbench.designs import DESIGNS
@@ -188,6 +189,7 @@ def test_thought_lab_scores_a_typed_thought(gemma, math_doc):
     assert "content gain" in result_html(result)
 
 
+@pytest.mark.slow
 def test_thought_editor_widget_scores_what_is_typed(gemma, math_doc):
     """The editor without a browser: typing a thought (setting the text box) scores it and adds it to the table."""
     pytest.importorskip("ipywidgets")
