@@ -47,19 +47,38 @@ def bad_files(tmp_path):
         ("corpus", ["--thoughts", "THOUGHTS"], 'needs the fields "position"'),
     ],
 )
-@pytest.mark.slow
-def test_bad_input_gives_one_line_and_nonzero_exit(bad_files, tmp_path, case, extra, needle):
+def test_bad_input_gives_one_line_and_nonzero_exit(bad_files, tmp_path, capsys, case, extra, needle):
+    """In-process (a subprocess per case cost ~10 s of start-up each); one real process is checked below."""
     path = CORPUS if case == "corpus" else bad_files[case]
     extra = [str(bad_files["bad_thoughts"]) if a == "THOUGHTS" else str(bad_files["missing"]) if a == "MISSING" else a
              for a in extra]
     out = tmp_path / "out.json"
-    proc = workbench("score", str(path), *extra, "--json", str(out), timeout=120)
-    assert proc.returncode != 0
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
+    code, lines = _main_in_process(capsys, "score", str(path), *extra, "--json", str(out))
+    assert code != 0
+    assert len(lines) == 1, lines
     assert needle in lines[0]
-    assert "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def _main_in_process(capsys, *args: str) -> tuple[int, list[str]]:
+    """`workbench ARGS` in this process: (exit code, non-blank stderr lines). Argument errors exit through SystemExit."""
+    from workbench.cli import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = exc.code
+    return code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_bad_input_from_a_real_process_is_one_line_without_a_traceback(tmp_path):
+    out = tmp_path / "out.json"
+    proc = workbench("score", str(CORPUS), "--model", "no-such-model", "--json", str(out), timeout=120)
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "unknown model" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
 
 
 @pytest.mark.parametrize(
@@ -144,11 +163,12 @@ def test_score_given_thoughts_writes_the_sampled_maps_json(tmp_path):
     p0 = data["positions"][0]
     assert first["reward"] == pytest.approx(first["logp_with_thought"] - p0["logp_no_think"], abs=1e-9)
     assert "content gain" in proc.stderr
-    # the one-off form gives the same number for the same thought
+    # the one-off form gives the same number for the same thought (in this process: a second start-up costs ~20 s)
+    from workbench.cli import main
+
     out2 = tmp_path / "one.json"
-    proc = workbench("score", str(CORPUS), "--doc", "math-01", "--max-tokens", "80", "--at", "20",
-                     "--thought", "The next word is", "--json", str(out2))
-    assert proc.returncode == 0, proc.stderr
+    assert main(["score", str(CORPUS), "--doc", "math-01", "--max-tokens", "80", "--at", "20",
+                 "--thought", "The next word is", "--json", str(out2)]) == 0
     one = json.loads(out2.read_text())["positions"][0]["thoughts"][0]
     assert one["logp_with_thought"] == first["logp_with_thought"]
 

@@ -143,8 +143,8 @@ def test_teacher_pass_is_reused_and_checked(gemma_fp32, math_doc):
     teacher = teacher_of(gemma_fp32)
     done = run_teacher_pass(teacher, ids, top_k=3)
     a = score_thoughts(gemma_fp32, teacher, ids, ["Two plus two."], position=40, teacher_pass=done)
-    b = score_thoughts(gemma_fp32, teacher, ids, ["Two plus two."], position=40)
-    assert a.thoughts[0].logp_with_thought == b.thoughts[0].logp_with_thought
+    b = score_thoughts(gemma_fp32, teacher, ids, "Two plus two.", position=40)  # one text, not its characters
+    assert len(b.thoughts) == 1 and a.thoughts[0].logp_with_thought == b.thoughts[0].logp_with_thought
     assert a.timing["score_s"] == 0.0  # the pass given was not run again
     with pytest.raises(WorkbenchError, match="another document"):
         score_thoughts(gemma_fp32, teacher, ids[:60], ["x"], position=40, teacher_pass=done)

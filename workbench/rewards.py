@@ -389,6 +389,8 @@ def score_thoughts(
     `exact=False` feeds each thought in one forward instead of token by token (`ThoughtSampler.score`): equal up to
     float rounding, faster for a single long thought.
     """
+    if isinstance(thoughts, str):  # one thought, not its characters
+        thoughts = [thoughts]
     pairs = [(position, th) for th in thoughts] if position is not None else list(thoughts)
     try:
         given = [(int(t), thought_ids(policy, th, template)) for t, th in pairs]
