@@ -52,6 +52,12 @@ def test_content_gain_layer_subtracts_the_empty_thought_and_headroom_needs_probe
         token_heatmap(rm, layer="headroom")
     with pytest.raises(ValueError, match="layer"):
         token_heatmap(rm, layer="colour")
+    # another design's rewards are not an information gain: no content gain beside them
+    other = token_heatmap(rm, rewards=np.array([1.0, 0.0, 1.0]), unit="share correct")
+    assert "content gain" not in " ".join(re.findall(r'title="([^"]*)"', other))
+    assert rm.per_position(np.array([1.0, 0.0, 1.0]))["mean_content_gain"].isna().all()
+    with pytest.raises(ValueError, match="information gain only"):
+        token_heatmap(rm, layer="content_gain", rewards=np.array([1.0, 0.0, 1.0]))
 
 
 def test_thoughts_table_ranks_by_reward():

@@ -103,12 +103,13 @@ class RewardMap:
     def per_position(self, rewards: np.ndarray | None = None) -> pd.DataFrame:
         """One row per scored position: mean/best/worst reward over its thoughts.
 
-        `rewards` (one per thought) replaces the information gain, e.g. with another design's rewards.
+        `rewards` (one per thought) replaces the information gain, e.g. with another design's rewards; the content
+        gain is then NaN (it is an information gain minus the empty thought's, not defined for another design's units).
         """
         df = self.to_dataframe()
         if rewards is not None:
             df["reward"] = np.asarray(rewards, dtype=float)
-        df["content_gain"] = df["reward"] - df["empty_thought_reward"]
+            df["content_gain"] = np.nan
         grouped = df.groupby("position")
         out = grouped.agg(
             target=("target", "first"),

@@ -116,9 +116,11 @@ def token_heatmap(
     """
     if layer not in LAYERS:
         raise ValueError(f"layer must be one of {', '.join(LAYERS)}, got {layer!r}")
+    if rewards is not None and layer != "reward":
+        raise ValueError(f"the {layer} layer is defined for the information gain only; drop `rewards` to show it")
     per = rm.per_position(rewards).set_index("position")
     room = None
-    if probes is not None:
+    if probes is not None and rewards is None:
         room = headroom(rm, probes).set_index("position")
     elif layer == "headroom":
         raise ValueError("the headroom layer needs the probes scored at the map's positions (probes=...)")
@@ -139,7 +141,7 @@ def token_heatmap(
                 f"mean reward {row['mean_reward']:+.3f} {unit} over {int(row['thoughts'])} thoughts "
                 f"(best {row['max_reward']:+.3f}, worst {row['min_reward']:+.3f})",
             ]
-            if math.isfinite(row["empty_thought_reward"]):
+            if rewards is None and math.isfinite(row["empty_thought_reward"]):
                 lines.append(f"empty thought {row['empty_thought_reward']:+.3f} nats (format cost); "
                              f"mean content gain {row['mean_content_gain']:+.3f}")
             if room is not None and t in room.index:
