@@ -194,6 +194,7 @@ def run_trl(args, tmp: str, compact: bool) -> dict:
     from workbench.models import ModelHandle, load_model
     from workbench.rl_math import ema_update_
     from workbench.thoughts import ThoughtTemplate
+    from workbench.thoughts import stop_token_ids
     from workbench.trl_rewards import cut_thought, trl_reward_function
 
     if compact:
@@ -219,7 +220,7 @@ def run_trl(args, tmp: str, compact: bool) -> dict:
         ModelHandle(teacher, tok, f"ema-teacher({policy.name})", source=policy.source, role="teacher"), template,
     )
     close_ids = template.close_ids(tok)
-    eos = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+    eos = set(stop_token_ids(ModelHandle(scorer, tok, policy.name, source=policy.source)))
     counters = {"thought_tokens": 0, "sampled_tokens": 0, "completions": 0, "rewards": []}
 
     def reward(prompts, completions, completion_ids, **kwargs):

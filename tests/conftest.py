@@ -64,3 +64,30 @@ def math_doc():
     from workbench.data import find_document
 
     return find_document("math-01")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random Llama (2 layers, hidden 32) with SmolLM2's real tokenizer, saved as a local model directory:
+    for tests whose expected numbers are counted by hand (FLOPs, tokens), not for any reward."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from workbench.models import bundled_model_dir
+
+    source = bundled_model_dir("smollm2-135m")
+    out = tmp_path_factory.mktemp("tiny-llama")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
+        if (source / name).exists():
+            shutil.copy(source / name, out / name)
+    from transformers import AutoTokenizer
+
+    vocab = len(AutoTokenizer.from_pretrained(source))
+    config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    return out

@@ -105,7 +105,12 @@ def test_continuations_and_designs_on_the_real_model(gemma_fp32, math_doc):
     np.testing.assert_allclose(rlp, rm.rewards)  # the foundation's reward, unchanged
     # one look-ahead token, group-centred, is RLP's reward centred per position (teacher = policy at step 0)
     np.testing.assert_allclose(DESIGNS["quiet_star"](inp, n_true=1).rewards, group_centred(rlp, inp.groups()), atol=2e-3)
-    np.testing.assert_allclose(DESIGNS["vr_cli"](inp, segment=1, threshold=-np.inf).rewards, rlp, atol=2e-3)
+    np.testing.assert_allclose(DESIGNS["vr_cli_live"](inp, segment=1, threshold=-np.inf).rewards, rlp, atol=2e-3)
+    # faithful VR-CLI with one token: I = 100 (1 - p_without / p_with), then the step function
+    from workbench.designs import vr_cli_step
+
+    expected = [vr_cli_step(100 * (1 - np.exp(-r))) for r in rlp]
+    assert list(DESIGNS["vr_cli"](inp, segment=1).rewards) == expected
     np.testing.assert_allclose(
         DESIGNS["nover"](inp, segment=1).rewards, np.exp([th.logp_with_thought for th in rm.thoughts]), rtol=3e-3
     )
@@ -136,7 +141,7 @@ def test_compare_all_designs_and_a_user_design(gemma, math_doc):
         # rlp reuses the sampling pass; the look-ahead designs and intuitor read one shared scoring pass
         costs = {n: d["cost"]["forward_tokens"] for n, d in js["designs"].items()}
         assert costs["rlp"] == 0
-        assert costs["quiet_star"] == costs["vr_cli"] == costs["nover"] == costs["intuitor"] > 0
+        assert costs["quiet_star"] == costs["vr_cli"] == costs["vr_cli_live"] == costs["nover"] == costs["intuitor"] > 0
         assert js["total_cost"]["forward_tokens"] < sum(costs.values()) + js["sampling"]["forward_tokens"] + len(ids)
     finally:
         DESIGNS.pop("thought_length", None)
@@ -264,3 +269,41 @@ def test_rlpt_generative_judge_reads_yes_no_probabilities(gemma, smollm_fp32, ma
     rewards = DESIGNS["rlpt"](DesignInput(gemma, teacher_of(gemma), rm), segment_tokens=4, judge=smollm_fp32,
                               threshold=0.5).rewards
     assert set(rewards.tolist()) <= {0.0, 1.0}
+
+
+def test_vr_cli_step_function_is_the_authors():
+    from workbench.designs import percent_improvement, vr_cli_step
+
+    assert [vr_cli_step(i) for i in (-5.0, 0.0, 0.049, 0.05, 0.99, 1.0, 1.99, 2.0, 40.0)] == [
+        0.0, 0.0, 0.0, 0.5, 0.5, 0.9, 0.9, 1.0, 1.0]
+    # PPL 10 without, 8 with: 20 % better
+    assert percent_improvement(np.full(3, -np.log(8.0)), np.full(3, -np.log(10.0))) == pytest.approx(20.0)
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_vr_cli_scores_both_terms_with_the_frozen_reference(gemma_fp32, math_doc):
+    """With a reference that differs from the policy, faithful VR-CLI reads both terms from the reference (checked
+    against plain forwards of the reference), and vr_cli_live reads the with-thought term from the policy."""
+    import torch
+
+    from workbench.designs import percent_improvement, vr_cli_step
+
+    ids = tokenize(gemma_fp32.tokenizer, math_doc.text, 80)
+    teacher = teacher_of(gemma_fp32)
+    reference = teacher_of(gemma_fp32, copy_weights=True)
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(0)
+        for p in reference.model.model.layers[3].parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    rm = reward_map(gemma_fp32, teacher, ids, "at:30,55", SamplingConfig(G=2, thought_tokens=4, seed=2))
+    inp = DesignInput(gemma_fp32, teacher, rm, reference=reference)
+    got = DESIGNS["vr_cli"](inp, segment=2).rewards
+    for th, r in zip(rm.thoughts, got):
+        t = th.position
+        with_ref = [logp_next(reference.model, th.scored_ids + ids[t : t + k], ids[t + k]) for k in range(2)]
+        without_ref = [logp_next(reference.model, ids[: t + k], ids[t + k]) for k in range(2)]
+        improvement = percent_improvement(np.array(with_ref), np.array(without_ref))
+        assert r == vr_cli_step(improvement) or min(abs(improvement - x) for x in (0.05, 1.0, 2.0)) < 0.05
+    live = DESIGNS["vr_cli_live"](inp, segment=1, threshold=-np.inf).rewards
+    np.testing.assert_allclose(live, [th.logp_with_thought - rm.no_think.logp[th.position] for th in rm.thoughts], atol=2e-3)

@@ -23,7 +23,7 @@ from workbench.errors import WorkbenchError
 from workbench.policy_logps import TrainRow, fed_tokens, pack_document, packed_token_logps, token_logps
 from workbench.rl_math import clipped_surrogate, normalise_loss
 from workbench.rlp_trainer import loss_chunks, train_row
-from workbench.thoughts import SamplingConfig, Thought, ThoughtSampler, ThoughtTemplate
+from workbench.thoughts import SamplingConfig, Thought, ThoughtSampler, ThoughtTemplate, _Row
 from workbench.train_config import config_from_dict, load_config
 from workbench.trainer import TIMING_KEYS, read_metrics
 
@@ -33,25 +33,60 @@ REPO = Path(__file__).resolve().parents[1]
 # --------------------------------------------------------------------------- rows and log-probs
 
 
-def _thought(ids, closed_by, hidden=0, eos=None, position=3):
+def _thought(ids, closed_by, hidden=0, eos=None, position=3, stop=None):
     doc = [10, 11, 12, 13, 14]
-    return Thought(position, 0, ids, "", closed_by, doc[:position] + [90] + ids + [91, 92], -1.0, hidden, eos)
+    if stop is None:
+        stop = {"marker": [91, 92], "eos": [eos] if eos is not None else []}.get(closed_by, [])
+    return Thought(position, 0, ids, "", closed_by, doc[:position] + [90] + ids + [91, 92], -1.0, hidden, eos,
+                   stop_ids=stop)
 
 
 def test_train_row_trains_the_policys_own_actions():
-    open_ids, close_ids = [90], [91, 92]
-    marker = train_row(_thought([5, 6], "marker"), open_ids, close_ids, 1.5, True)
+    open_ids = [90]
+    marker = train_row(_thought([5, 6], "marker"), open_ids, 1.5, True)
     assert marker.targets == [5, 6, 91, 92] and marker.inputs == [10, 11, 12, 90, 5, 6, 91]
     assert marker.advantage == 1.5
-    eos = train_row(_thought([5], "eos", eos=1), open_ids, close_ids, 0.0, True)
+    eos = train_row(_thought([5], "eos", eos=1), open_ids, 0.0, True)
     assert eos.targets == [5, 1] and eos.inputs == [10, 11, 12, 90, 5]
-    budget = train_row(_thought([5, 6], "budget"), open_ids, close_ids, 0.0, True)
+    budget = train_row(_thought([5, 6], "budget"), open_ids, 0.0, True)
     assert budget.targets == [5, 6]  # the appended marker was not sampled
-    respelled = train_row(_thought([5], "marker", hidden=2), open_ids, close_ids, 0.0, True)
-    assert respelled.targets == [5]  # the canonical marker was fed in place of the model's spelling
-    assert train_row(_thought([], "eos", eos=1), open_ids, close_ids, 0.0, True).targets == [1]
-    assert train_row(_thought([], "eos", eos=1), open_ids, close_ids, 0.0, False) is None
-    assert train_row(_thought([5], "marker"), open_ids, close_ids, 0.0, False).targets == [5]
+    # the policy spelled the marker with other tokens: those are trained, in the context they were sampled in,
+    # never the canonical [91, 92] it did not sample - also when nothing had to be hidden (one token held it all)
+    respelled = train_row(_thought([5], "marker", hidden=2, stop=[93, 94, 95]), open_ids, 0.0, True)
+    assert respelled.targets == [5, 93, 94, 95] and respelled.inputs == [10, 11, 12, 90, 5, 93, 94]
+    one_token = train_row(_thought([5], "marker", hidden=0, stop=[96]), open_ids, 0.0, True)
+    assert one_token.targets == [5, 96]
+    assert train_row(_thought([], "eos", eos=1), open_ids, 0.0, True).targets == [1]
+    assert train_row(_thought([], "eos", eos=1), open_ids, 0.0, False) is None
+    assert train_row(_thought([5], "marker"), open_ids, 0.0, False).targets == [5]
+
+
+@pytest.mark.model
+def test_sampler_records_the_marker_spelling_it_sampled(smollm_fp32):
+    """A closing marker written with other tokens than the canonical ones: the sampler keeps those tokens as the
+    thought's stop_ids (what train_row trains), and the canonical ids only when they were written."""
+    tok = smollm_fp32.tokenizer
+    sampler = ThoughtSampler(smollm_fp32, ThoughtTemplate(), SamplingConfig(G=1, thought_tokens=16))
+    close = sampler.close_ids
+    spelled = [tok.convert_tokens_to_ids(c) for c in ("<", "/", "think", ">")]
+    spelled = [i for i in spelled if i is not None and i != tok.unk_token_id]
+    assert tok.decode(spelled) == "</think>" and spelled != close, (spelled, close)
+    word = tok.encode(" So", add_special_tokens=False)
+
+    def run(tokens):
+        row = _Row(5, 0)
+        slot_pos, next_pos = torch.zeros((1, 64), dtype=torch.long), torch.tensor([20])
+        for k, token in enumerate(tokens):
+            if row.thought is None:
+                sampler._accept(row, token, slot_pos, next_pos, 0, 30 + k)
+        return row
+
+    canonical = run(word + close)
+    assert canonical.thought == word and canonical.stop == close
+    other = run(word + spelled)
+    assert other.thought == word and other.stop == spelled and other.closed_by == "marker"
+    eos = run(word + [tok.eos_token_id])
+    assert eos.closed_by == "eos" and eos.stop == [tok.eos_token_id]
 
 
 @pytest.mark.model
@@ -111,7 +146,7 @@ def test_packed_logps_equal_one_row_per_thought(gemma_fp32, math_doc, window):
     rows = []
     for doc, ids in enumerate([full, full[7:]]):
         thoughts = ThoughtSampler(gemma_fp32, template, SamplingConfig(G=2, thought_tokens=6, seed=doc)).sample(ids, [9, 40, 71])
-        rows += [r for th in thoughts if (r := train_row(th, open_ids, close_ids, 1.0, True, doc)) is not None]
+        rows += [r for th in thoughts if (r := train_row(th, open_ids, 1.0, True, doc)) is not None]
     assert len({r.doc for r in rows}) == 2 and len({r.position for r in rows}) == 3
     saved_window = model.config.sliding_window
     model.requires_grad_(True)
@@ -181,7 +216,7 @@ def test_loss_equals_a_straightforward_computation(smollm_fp32, math_doc, mode):
     thoughts = ThoughtSampler(smollm_fp32, template, SamplingConfig(G=3, thought_tokens=6, temperature=1.0, seed=3)).sample(ids, [20, 41])
     open_ids, close_ids = template.open_ids(tok), template.close_ids(tok)
     advantages = [1.0, -0.5, -0.5, 2.0, 0.0, -2.0]
-    rows = [train_row(th, open_ids, close_ids, a, True) for th, a in zip(thoughts, advantages)]
+    rows = [train_row(th, open_ids, a, True) for th, a in zip(thoughts, advantages)]
     rows = [r for r in rows if r is not None]
     # an "old" policy slightly different from the current one, so ratios differ from 1 and clipping acts
     shift = lambda i, j: 0.3 * math.sin(1.7 * i + j)  # noqa: E731
@@ -432,3 +467,69 @@ def test_empty_thought_guards_on_real_thoughts(gemma, math_doc):
     assert torch.equal(capped[empty], plain[empty].clamp(max=0.0))
     penalised = guarded_advantages(rewards, empty, empty_penalty=100.0)
     assert (penalised[empty] < plain[empty] - 50).all()
+
+
+# --------------------------------------------------------------------------- the trainer's own update, checked directly
+
+
+def _check_teacher_update(trainer, before_teacher, tau):
+    """phi_new == tau * phi_old + (1 - tau) * theta_new, parameter by parameter, and the teacher's inference copy holds
+    exactly phi_new. The EMA teacher cancels in the advantages, so only a direct check like this sees a wrong update."""
+    policy = [t.detach().float() for _, t in trainer.named_policy_params()]
+    for old, new, theta in zip(before_teacher, trainer.ema, policy):
+        torch.testing.assert_close(new, tau * old + (1 - tau) * theta, atol=1e-6, rtol=1e-5)
+    for copy, phi in zip(trainer._teacher.parameters(), trainer.ema):
+        assert torch.equal(copy.detach().float(), phi)
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_trainer_teacher_and_advantages_on_the_real_model(tmp_path, monkeypatch):
+    """SmolLM2-135M, two real RLP steps with tau = 0.5 (so the teacher visibly moves): after each step the teacher is
+    tau * old + (1 - tau) * policy; the logged rewards are log p_policy(x_t | x_<t, c) - log p_teacher(x_t | x_<t)
+    with the teacher's score checked against a plain forward; the advantages are G/(G-1) (r - mean r). A
+    deliberately broken teacher update (the two weights swapped) is caught by the same check."""
+    from workbench import rlp_trainer
+    from workbench.launch import trainer_for
+    from workbench.rl_math import ema_update_
+
+    cfg = config_from_dict(dict(
+        trainer="rlp", model="smollm2-135m", output_dir=str(tmp_path / "run"), max_steps=2, G=3, thought_tokens=4,
+        docs_per_step=1, positions_per_doc=2, learning_rate=1e-4, ema_tau=0.5, eval_data="", checkpoint_every=100,
+        progress=False, max_doc_tokens=96,
+    ))
+    trainer = trainer_for(cfg)
+    before = [t.clone() for t in trainer.ema]
+    import copy
+
+    teacher_before = copy.deepcopy(trainer._teacher)  # the teacher that scores step 1 (updated in place after it)
+    row = trainer.train_step(1)
+    batch = trainer.last_batch
+    # the teacher's no-think score, from a plain forward of the starting weights
+    (ctx,) = batch["contexts"]
+    ids = trainer.train_ids[ctx.doc]
+    with torch.no_grad():
+        for t, got in zip(ctx.positions, batch["teacher_logp"]):
+            assert got == pytest.approx(logp_next(teacher_before, ids[:t], ids[t]), abs=2e-4)
+    logp_with = torch.tensor([[th.logp_with_thought for th in g] for g in batch["thoughts"]], dtype=torch.float64)
+    rewards = logp_with - torch.tensor(batch["teacher_logp"])[:, None]
+    assert torch.equal(batch["rewards"], rewards)
+    G = cfg.G
+    torch.testing.assert_close(batch["advantages"], G / (G - 1) * (rewards - rewards.mean(-1, keepdim=True)))
+    assert row["reward_mean"] == pytest.approx(float(rewards.mean()))
+    assert row["degenerate_group_share"] == 0.0
+    _check_teacher_update(trainer, before, 0.5)
+    moved = max(float((a - b).abs().max()) for a, b in zip(trainer.ema, before))
+    assert moved > 1e-6  # the step changed the weights, so the check above could fail
+
+    def swapped(teacher, policy, tau):  # the bug: phi <- (1 - tau) phi + tau theta
+        ema_update_(teacher, policy, 1.0 - tau)
+
+    monkeypatch.setattr(rlp_trainer, "ema_update_", lambda teacher, policy, tau: swapped(teacher, policy, 0.8))
+    before = [t.clone() for t in trainer.ema]
+    trainer.step = 1
+    trainer.refresh_rollout()
+    trainer.train_step(2)
+    with pytest.raises(AssertionError):
+        _check_teacher_update(trainer, before, 0.5)
+    trainer.close()

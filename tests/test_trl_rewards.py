@@ -25,6 +25,28 @@ def test_cut_thought_at_eos_and_markers(gemma):
     assert tok.decode(cut_thought(words + dot_the, tok.encode(". ", add_special_tokens=False), ". ", {1}, tok)) == " so x = 3"
 
 
+def test_adapter_stops_at_every_end_of_turn_id_and_scales_for_rloo(gemma_fp32):
+    """Gemma's <end_of_turn> (106) is not its EOS (1): a completion that writes it ends there, as in the sampler
+    (thoughts.stop_token_ids). Tokens after it would otherwise change the scored thought and its reward."""
+    from workbench.thoughts import stop_token_ids
+
+    tok = gemma_fp32.tokenizer
+    end_of_turn = tok.convert_tokens_to_ids("<end_of_turn>")
+    assert end_of_turn != tok.eos_token_id and end_of_turn in stop_token_ids(gemma_fp32)
+    doc = find_document("math-01")
+    ids = tokenize(tok, doc.text, 60)
+    words = tok.encode(" so x = 3", add_special_tokens=False)
+    noise = tok.encode(" banana banana banana", add_special_tokens=False)
+    teacher = teacher_of(gemma_fp32)
+    kwargs = dict(prompts=["unused"] * 2, completions=["", ""], document_ids=[ids] * 2, position=[40, 40])
+    plain = trl_reward_function("rlp", gemma_fp32, teacher)
+    cut = plain(completion_ids=[words + [end_of_turn] + noise, words], **kwargs)
+    assert cut[0] == cut[1]  # the tokens after <end_of_turn> are not part of the thought
+    scaled = trl_reward_function("rlp", gemma_fp32, teacher, rloo_G=4)(completion_ids=[words, words + noise], **kwargs)
+    both = plain(completion_ids=[words, words + noise], **kwargs)
+    np.testing.assert_allclose(scaled, np.array(both) * 4 / 3, rtol=1e-12)
+
+
 def test_rlp_adapter_matches_the_reward_map(gemma_fp32):
     """The adapter's rlp reward of a given thought equals the workbench's own information gain."""
     from workbench.rewards import reward_map

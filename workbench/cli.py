@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", nargs=2, action="append", default=[], metavar=("FIELD", "VALUE"),
                        help="override a config field (YAML syntax for the value), e.g. --set max_steps 3")
     train.add_argument("--help-config", choices=["rlp", "ntp"], help="list every field of a trainer's config with its help and exit")
+
+    arena = sub.add_parser("arena", help="train several reward designs from the same start at the same compute, under one evaluation")
+    arena.add_argument("config", help="an arena file: an RLP config plus arena_designs, e.g. configs/arena.yaml")
+    arena.add_argument("--designs", default=None, help="comma-separated designs (replaces the file's arena_designs)")
+    arena.add_argument("--output-dir", default=None, help="the arena directory (default: runs/<run_name>-<time>)")
+    arena.add_argument("--set", nargs=2, action="append", default=[], metavar=("FIELD", "VALUE"),
+                       help="override a field of the shared config, e.g. --set max_steps 3")
     return parser
 
 
@@ -333,10 +340,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_arena(args: argparse.Namespace) -> int:
+    from workbench.arena import arena_table, load_arena, run_arena
+    from workbench.train_config import override_value
+
+    overrides = {name: override_value(name, value) for name, value in args.set}
+    designs = [d.strip() for d in args.designs.split(",")] if args.designs else None
+    config, names = load_arena(args.config, overrides, designs)
+    result = run_arena(config, names, args.output_dir, log=_log)
+    _log(arena_table(result).round(3).to_string())
+    print(Path(result["root"]).resolve())  # the last line printed is the arena directory
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"score": cmd_score, "compare": cmd_compare, "run": cmd_run, "report": cmd_report, "train": cmd_train}
+        commands = {"score": cmd_score, "compare": cmd_compare, "run": cmd_run, "report": cmd_report, "train": cmd_train,
+                    "arena": cmd_arena}
         return commands[args.command](args)
     except WorkbenchError as exc:
         print(f"workbench {args.command}: error: {exc}", file=sys.stderr)

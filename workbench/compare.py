@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from workbench.data import parse_positions
 from workbench.designs import DESIGNS, DesignInput, DesignOutput
@@ -26,6 +27,7 @@ from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
 from workbench.probes import ProbeMap, family_order_shares
 from workbench.rewards import RewardMap, reward_map
+from workbench.rl_math import degenerate_groups
 from workbench.thoughts import SamplingConfig, ThoughtTemplate
 
 
@@ -45,7 +47,7 @@ def group_stats(rewards: np.ndarray, groups: np.ndarray) -> dict[str, float | No
         r = rewards[groups == g]
         means.append(r.mean())
         spreads.append(r.std())
-        degenerate += int(np.ptp(r) <= 1e-9 * max(1.0, np.abs(r).max()))
+        degenerate += int(degenerate_groups(torch.as_tensor(r, dtype=torch.float64)[None])[0])
     within = float(np.mean(spreads)) if spreads else 0.0
     between = float(np.std(means)) if means else 0.0
     return {
@@ -164,7 +166,7 @@ def compare_on(
             "seconds_per_reward": out.seconds / len(r) if len(r) else float("nan"),
         }
     extra = [(c.forward_tokens, c.seconds) for c in inp._continuations.values()]
-    extra += [(tokens, seconds) for _, tokens, seconds in inp._after.values()]
+    extra += [(tokens, seconds) for _, tokens, seconds, _ in inp._after.values()]
     total = {
         "forward_tokens": rm.generated_tokens + len(document_ids) + sum(t for t, _ in extra),
         "seconds": sampling_seconds + sum(s for _, s in extra),

@@ -42,6 +42,13 @@ def load_corpus(split: str = "train") -> list[Document]:
     return load_documents(data_dir() / "corpus" / f"{split}.jsonl")
 
 
+def load_documents_spec(spec: str) -> list[Document]:
+    """Documents from a config's spec: corpus:train, corpus:eval, or a .txt/.jsonl file or directory."""
+    if spec in ("corpus:train", "corpus:eval"):
+        return load_corpus(spec.split(":")[1])
+    return load_documents(spec)
+
+
 def _read_text(path: Path) -> str:
     if not path.exists():
         raise WorkbenchError(f"no such file: {path}")

@@ -24,6 +24,7 @@ import numpy as np
 from workbench.models import ModelHandle
 from workbench.rewards import RewardMap
 from workbench.scoring import ContinuationScores, no_think_scores, score_continuations
+from workbench.thoughts import ForwardCount
 
 
 @dataclass
@@ -33,12 +34,17 @@ class DesignInput:
     policy: ModelHandle
     teacher: ModelHandle
     reward_map: RewardMap  # the sampled thoughts, the teacher's no-think scores, the with-thought score of x_t
+    # a frozen reference model (VR-CLI scores both of its terms with one); None: the teacher. A trainer passes a frozen
+    # copy of the starting weights, since its teacher moves.
+    reference: ModelHandle | None = None
     prefetch_n: int = 0  # score at least this many continuation tokens in the first pass (shared by designs)
     prefetch_certainty: bool = False  # and the thought tokens' self-certainty in that same pass
     prefetch_after: int = 0  # generate at least this many tokens after the thoughts in the first such pass
+    # every forward the design passes run (tokens fed, LM-head rows): a trainer adds it to its compute count
+    count: ForwardCount = field(default_factory=lambda: ForwardCount())
     _continuations: dict = field(default_factory=dict, repr=False)
     _after: dict = field(default_factory=dict, repr=False)
-    _policy_no_think: object = field(default=None, repr=False)
+    _no_think: dict = field(default_factory=dict, repr=False)
 
     @property
     def thoughts(self):
@@ -48,25 +54,28 @@ class DesignInput:
         """The position of each thought: thoughts sharing it form a group of G."""
         return np.array([th.position for th in self.thoughts])
 
-    def continuations(self, n_next: int, self_certainty: bool = False) -> ContinuationScores:
-        """Policy log-probs of (at least) the next n true tokens after each thought, computed once and shared."""
-        for (n, sc), scores in self._continuations.items():
-            if n >= n_next and (sc or not self_certainty):
+    def continuations(self, n_next: int, self_certainty: bool = False, model: ModelHandle | None = None) -> ContinuationScores:
+        """`model`'s log-probs (default: the policy's) of (at least) the next n true tokens after each thought,
+        computed once per model and shared between designs."""
+        model = model or self.policy
+        key = id(self.policy) if model.shares_weights_with(self.policy) else id(model)
+        for (m, n, sc), scores in self._continuations.items():
+            if m == key and n >= n_next and (sc or not self_certainty):
                 return scores
         n_next = max(n_next, self.prefetch_n)
-        self_certainty = self_certainty or self.prefetch_certainty
+        self_certainty = self_certainty or (self.prefetch_certainty and key == id(self.policy))
         rm = self.reward_map
-        scores = score_continuations(
-            self.policy, rm.document_ids, rm.thoughts, rm.template, n_next, self_certainty=self_certainty
-        )
-        self._continuations[(n_next, self_certainty)] = scores
+        scores = score_continuations(model, rm.document_ids, rm.thoughts, rm.template, n_next, self_certainty=self_certainty,
+                                     count=self.count)
+        self._continuations[(key, n_next, self_certainty)] = scores
         return scores
 
     def after_thoughts(self, n_tokens: int) -> tuple[list[list[int]], int, float]:
         """What the policy writes after each thought's closing marker, up to n tokens (generated once, at the
         longest length any design asked for; a shorter request is a prefix, identical under the same seed).
-        Returns (tokens per thought, forward tokens, seconds) of the generation pass."""
-        for m, (generated, tokens, seconds) in self._after.items():
+        Returns (tokens per thought, forward tokens, seconds) of the generation pass; its LM-head rows are in
+        `after_head_rows(n)`."""
+        for m, (generated, tokens, seconds, _) in self._after.items():
             if m >= n_tokens:
                 return [g[:n_tokens] for g in generated], tokens, seconds
         from workbench.thoughts import sample_after_thoughts
@@ -74,22 +83,34 @@ class DesignInput:
         m = max(n_tokens, self.prefetch_after)
         rm = self.reward_map
         start = time.perf_counter()
-        generated = sample_after_thoughts(self.policy, rm.document_ids, rm.thoughts, rm.template, m, rm.config)
-        markers = len(rm.template.open_ids(self.policy.tokenizer)) + len(rm.template.close_ids(self.policy.tokenizer))
-        tokens = sum(len(th.ids) + markers + len(g) for th, g in zip(rm.thoughts, generated))
-        self._after[m] = (generated, tokens, time.perf_counter() - start)
+        count = ForwardCount()
+        generated = sample_after_thoughts(self.policy, rm.document_ids, rm.thoughts, rm.template, m, rm.config, count=count)
+        self._after[m] = (generated, count.tokens, time.perf_counter() - start, count.head_rows)
+        self.count.add(count.tokens, count.head_rows)
         return self.after_thoughts(n_tokens)
+
+    def after_head_rows(self, n_tokens: int) -> int:
+        return next(rows for m, (_, _, _, rows) in self._after.items() if m >= n_tokens)
+
+    def reference_model(self) -> ModelHandle:
+        return self.reference or self.teacher
+
+    def no_think_of(self, model: ModelHandle) -> tuple[np.ndarray, int, float]:
+        """`model`'s no-think log-probs of the document, with the (tokens, seconds) of the pass that computed them:
+        the teacher's pass (free) when `model` shares the teacher's weights, else one forward over the document."""
+        rm = self.reward_map
+        if model.shares_weights_with(self.teacher):
+            return rm.no_think.logp, 0, 0.0
+        if id(model) not in self._no_think:
+            start = time.perf_counter()
+            scores, _ = no_think_scores(model, rm.document_ids)
+            self.count.add(len(rm.document_ids), len(rm.document_ids) - 1)
+            self._no_think[id(model)] = (scores.logp, len(rm.document_ids), time.perf_counter() - start)
+        return self._no_think[id(model)]
 
     def policy_no_think(self) -> tuple[np.ndarray, int, float]:
         """The *current policy's* no-think log-probs (Quiet-STaR's baseline); the teacher's when they share weights."""
-        rm = self.reward_map
-        if self.teacher.shares_weights_with(self.policy):
-            return rm.no_think.logp, 0, 0.0
-        if self._policy_no_think is None:
-            start = time.perf_counter()
-            scores, _ = no_think_scores(self.policy, rm.document_ids)
-            self._policy_no_think = (scores.logp, len(rm.document_ids), time.perf_counter() - start)
-        return self._policy_no_think
+        return self.no_think_of(self.policy)
 
 
 @dataclass
@@ -103,10 +124,13 @@ class DesignOutput:
     rewards: np.ndarray  # one per thought, in the order of DesignInput.thoughts
     forward_tokens: int
     seconds: float
+    head_rows: int = 0  # LM-head rows of those passes (a no-think pass over a document: one per token)
 
 
 DesignFn = Callable[..., DesignOutput]
 DESIGNS: dict[str, DesignFn] = {}
+# designs that score with a frozen reference model (DesignInput.reference): a trainer keeps its starting weights for them
+FROZEN_REFERENCE_DESIGNS = {"vr_cli"}
 
 
 def register_design(name: str) -> Callable[[DesignFn], DesignFn]:
@@ -147,14 +171,46 @@ def quiet_star(inp: DesignInput, n_true: int = 4, clamp: bool = False) -> Design
     rewards = group_centred(raw, inp.groups())
     if clamp:
         rewards = np.maximum(rewards, 0.0)
-    return DesignOutput(rewards, scores.forward_tokens + base_tokens, scores.seconds + base_s)
+    return DesignOutput(rewards, scores.forward_tokens + base_tokens, scores.seconds + base_s, scores.head_rows + base_tokens)
+
+
+# VR-CLI's step function of the percentage improvement I, as its authors' code computes it
+# (github.com/Alex-Gurung/ReasoningNCP, rl_training ray_utils.py): (threshold in %, reward) from the top
+VR_CLI_STEPS: tuple[tuple[float, float], ...] = ((2.0, 1.0), (1.0, 0.9), (0.05, 0.5))
+
+
+def percent_improvement(logp_with: np.ndarray, logp_without: np.ndarray) -> float:
+    """I = 100 (1 - PPL_with / PPL_without), PPL = exp(mean NLL) over the same tokens: VR-CLI's improvement."""
+    return float(100.0 * (1.0 - np.exp(np.mean(logp_without) - np.mean(logp_with))))
+
+
+def vr_cli_step(improvement: float, steps: tuple[tuple[float, float], ...] = VR_CLI_STEPS) -> float:
+    """The reward of an improvement of `improvement` percent: the value of the highest threshold it reaches, else 0."""
+    return next((value for threshold, value in steps if improvement >= threshold), 0.0)
 
 
 @register_design("vr_cli")
-def vr_cli(inp: DesignInput, segment: int = 8, threshold: float = 0.0) -> DesignOutput:
-    """VR-CLI (arXiv 2503.22828): improvement in the next segment's mean per-token log-likelihood with the
-    thought (policy) vs without it (the frozen reference: here the teacher), kept only where it exceeds
-    `threshold` nats, else 0. RLP generalised to a multi-token span."""
+def vr_cli(inp: DesignInput, segment: int = 8, steps: tuple[tuple[float, float], ...] = VR_CLI_STEPS) -> DesignOutput:
+    """VR-CLI (arXiv 2503.22828), faithful: the frozen reference model scores the next `segment` true tokens
+    with the thought and without it, I = 100 (1 - PPL_with / PPL_without) with PPL = exp(mean NLL) over the segment,
+    and the reward is a step function of I: 0 below 0.05 %, 0.5 from 0.05 %, 0.9 from 1 %, 1.0 from 2 % (the
+    authors' code). The reference is `DesignInput.reference` (a trainer's frozen starting weights), else the teacher.
+    `vr_cli_live` is the variant that scores the with-thought term with the live policy."""
+    ref = inp.reference_model()
+    scores = inp.continuations(segment, model=ref)
+    base, base_tokens, base_s = inp.no_think_of(ref)
+    rewards = np.array([
+        vr_cli_step(percent_improvement(lp[:segment], base[th.position : th.position + min(segment, len(lp))]), steps)
+        for th, lp in zip(inp.thoughts, scores.logp)
+    ])
+    return DesignOutput(rewards, scores.forward_tokens + base_tokens, scores.seconds + base_s, scores.head_rows + base_tokens)
+
+
+@register_design("vr_cli_live")
+def vr_cli_live(inp: DesignInput, segment: int = 8, threshold: float = 0.0) -> DesignOutput:
+    """A VR-CLI variant (not the paper's): the next segment's mean per-token log-likelihood with the thought under
+    the *live policy*, minus the same without the thought under the reference (here the teacher), kept where it
+    exceeds `threshold` nats, else 0 - RLP's information gain over a multi-token span, thresholded."""
     scores = inp.continuations(segment)
     ref = inp.reward_map.no_think.logp
     gains = np.array(
@@ -163,16 +219,17 @@ def vr_cli(inp: DesignInput, segment: int = 8, threshold: float = 0.0) -> Design
             for th, lp in zip(inp.thoughts, scores.logp)
         ]
     )
-    return DesignOutput(np.where(gains > threshold, gains, 0.0), scores.forward_tokens, scores.seconds)
+    return DesignOutput(np.where(gains > threshold, gains, 0.0), scores.forward_tokens, scores.seconds, scores.head_rows)
 
 
 @register_design("nover")
 def nover(inp: DesignInput, segment: int = 8) -> DesignOutput:
-    """NOVER (arXiv 2505.16022): the policy's own perplexity of the true continuation given the thought,
-    r = exp(-mean NLL) over the next `segment` tokens (in (0, 1]; no teacher, no baseline)."""
+    """NOVER (arXiv 2505.16022): the *inverse perplexity* of the true continuation under the policy given the
+    thought, r = exp(-mean NLL) = 1 / perplexity over the next `segment` tokens (in (0, 1], higher is better; no
+    teacher, no baseline)."""
     scores = inp.continuations(segment)
     rewards = np.array([float(np.exp(np.mean(lp[:segment]))) for lp in scores.logp])
-    return DesignOutput(rewards, scores.forward_tokens, scores.seconds)
+    return DesignOutput(rewards, scores.forward_tokens, scores.seconds, scores.head_rows)
 
 
 @register_design("intuitor")
@@ -181,7 +238,7 @@ def intuitor(inp: DesignInput) -> DesignOutput:
     KL(uniform || p(. | context, thought so far)). Ignores the true text entirely; empty thoughts score 0."""
     scores = inp.continuations(1, self_certainty=True)
     rewards = np.array([float(sc.mean()) if sc.size else 0.0 for sc in scores.self_certainty])
-    return DesignOutput(rewards, scores.forward_tokens, scores.seconds)
+    return DesignOutput(rewards, scores.forward_tokens, scores.seconds, scores.head_rows)
 
 
 # --------------------------------------------------------------------------- modifiers (pure functions)
@@ -269,7 +326,7 @@ def rpt(inp: DesignInput, guess_tokens: int = 1, min_entropy: float = 0.0) -> De
             continue
         truth = [tok.decode([i]).encode() for i in rm.document_ids[t : t + 64]]
         rewards.append(float(byte_prefix_match(tok.decode(guess).encode(), truth)))
-    return DesignOutput(np.array(rewards), forward_tokens, seconds)
+    return DesignOutput(np.array(rewards), forward_tokens, seconds, inp.after_head_rows(guess_tokens))
 
 
 @register_design("pretrainzero")
@@ -290,7 +347,7 @@ def pretrainzero(inp: DesignInput, span_tokens: int = 3) -> DesignOutput:
             for th, fill in zip(rm.thoughts, fills)
         ]
     )
-    return DesignOutput(rewards, forward_tokens, seconds)
+    return DesignOutput(rewards, forward_tokens, seconds, inp.after_head_rows(span_tokens))
 
 
 _EMBEDDER = None
@@ -373,4 +430,4 @@ def rlpt(
             judge = _JUDGES[judge]
         scores = judge_consistency(judge, predicted, truth)
     rewards = scores if threshold is None else (scores >= threshold).astype(float)
-    return DesignOutput(rewards, forward_tokens, seconds + time.perf_counter() - start)
+    return DesignOutput(rewards, forward_tokens, seconds + time.perf_counter() - start, inp.after_head_rows(segment_tokens))

@@ -35,3 +35,56 @@ def flop_counter(model: torch.nn.Module) -> FlopCounter:
     total = sum(p.numel() for p in model.parameters())  # a tied head is one parameter, counted once
     body = total - embedding.numel() - (0 if head is embedding else head.numel())
     return FlopCounter(body_params=int(body), head_params=int(head.numel()))
+
+
+COMPUTE_KINDS = ("teacher", "sample", "score", "design", "loss", "probe")
+"""What a training step runs a model for: the teacher's no-think pass; sampling thoughts (the prefix encoding and the
+decode loop, on either backend); scoring (the with-thought and empty-thought scores when they are not read off the
+sampling pass); a reward design's extra passes; the loss pass (forward + backward); a diagnostic probe (vLLM sync)."""
+
+
+@dataclass
+class ComputeMeter:
+    """Counts every forward a step runs, by kind, as (tokens fed, LM-head rows), and turns them into FLOPs.
+
+    Inference passes cost `FlopCounter.forward`, training passes (forward + backward) `FlopCounter.train`. The step's
+    row in metrics.jsonl gets, per kind, `fwd_tokens_<kind>`, `head_rows_<kind>` and `flops_<kind>`, plus
+    `flops_step`; several processes' rows are summed (`trainer.merge_process_rows`), so the cumulative `flops` counts
+    every process."""
+
+    counter: FlopCounter
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.tokens = {k: 0 for k in COMPUTE_KINDS}
+        self.head_rows = {k: 0 for k in COMPUTE_KINDS}
+        self.flops = {k: 0.0 for k in COMPUTE_KINDS}
+
+    def forward(self, kind: str, tokens: int, head_rows: int) -> None:
+        self.tokens[kind] += int(tokens)
+        self.head_rows[kind] += int(head_rows)
+        self.flops[kind] += self.counter.forward(int(tokens), int(head_rows))
+
+    def train(self, kind: str, tokens: int, head_rows: int) -> None:
+        self.tokens[kind] += int(tokens)
+        self.head_rows[kind] += int(head_rows)
+        self.flops[kind] += self.counter.train(int(tokens), int(head_rows))
+
+    def add_count(self, kind: str, count) -> None:
+        """A `thoughts.ForwardCount` (read and reset) as inference passes of `kind`."""
+        tokens, rows = count.take()
+        self.forward(kind, tokens, rows)
+
+    def step_metrics(self) -> dict[str, float]:
+        """This step's counts (then zeroed for the next step)."""
+        out: dict[str, float] = {}
+        for k in COMPUTE_KINDS:
+            if self.tokens[k] or self.head_rows[k]:
+                out[f"fwd_tokens_{k}"] = self.tokens[k]
+                out[f"head_rows_{k}"] = self.head_rows[k]
+                out[f"flops_{k}"] = self.flops[k]
+        out["flops_step"] = float(sum(self.flops.values()))
+        self.reset()
+        return out

@@ -19,13 +19,16 @@ from workbench.train_config import TrainConfig, load_config
 from workbench.trainer import Trainer, read_metrics
 
 
-def trainer_for(config: TrainConfig, resume: bool | str = False, **kwargs: Any) -> Trainer:
-    """The trainer a config names (config.trainer: rlp or ntp)."""
+def trainer_classes() -> dict[str, type[Trainer]]:
     from workbench.ntp_trainer import NTPTrainer
     from workbench.rlp_trainer import RLPTrainer
 
-    classes: dict[str, type[Trainer]] = {"rlp": RLPTrainer, "ntp": NTPTrainer}
-    return classes[config.trainer](config, resume=resume, **kwargs)
+    return {"rlp": RLPTrainer, "ntp": NTPTrainer}
+
+
+def trainer_for(config: TrainConfig, resume: bool | str = False, **kwargs: Any) -> Trainer:
+    """The trainer a config names (config.trainer: rlp or ntp)."""
+    return trainer_classes()[config.trainer](config, resume=resume, **kwargs)
 
 
 def train(config: TrainConfig | str | Path, resume: bool | str = False, **overrides: Any) -> dict[str, Any]:

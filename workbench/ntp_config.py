@@ -13,18 +13,32 @@ class NTPConfig(TrainConfig):
     trainer: str = help_field("ntp", "Which trainer: ntp.")
     run_name: str = help_field("ntp", "Name of the run; the run directory is runs/<run_name>-<UTC time>.")
     docs_per_step: int = help_field(2, "Documents per optimizer step; the loss is the mean next-token NLL over their tokens.")
-    match_flops_of: str | None = help_field(
+    match_run: str | None = help_field(
         None,
-        "Run directory of an RLP run: train until this run has used as many (estimated) FLOPs as that one "
-        "(the paper's compute-matched comparison). max_steps still caps the run.",
+        "Run directory of an RLP run to match in compute (the paper's compute-matched comparison): the run stops once "
+        "it has used as much as that run, measured as `match` says. max_steps still caps the run.",
     )
-    flops_budget: float | None = help_field(None, "Stop once this many training FLOPs are used (estimated; see workbench/flops.py).")
+    match: str = help_field(
+        "flops",
+        "What match_run matches: 'flops' (every forward of every process, estimated FLOPs; workbench/flops.py) or "
+        "'tokens' (the paper's appendix: T_flop = rollout tokens + input tokens of the RLP run, against this run's "
+        "training tokens; the paper does not say whether its l_seq is the context or the completion length, so each "
+        "rollout's whole sequence - context, markers and thought - is counted).",
+    )
+    match_flops_of: str | None = help_field(None, "Deprecated spelling of match_run with match: flops.")
 
     def validate(self) -> "NTPConfig":
         super().validate()
         _check_int(self, "docs_per_step", 1)
-        if self.match_flops_of and self.flops_budget:
-            raise WorkbenchError("set match_flops_of or flops_budget, not both")
-        if self.flops_budget is not None and not self.flops_budget > 0:
-            raise WorkbenchError(f"flops_budget must be > 0, got {self.flops_budget!r}")
+        if self.match_flops_of:
+            if self.match_run and self.match_run != self.match_flops_of:
+                raise WorkbenchError("set match_run (match_flops_of is its old spelling), not both")
+            import warnings
+
+            warnings.warn("match_flops_of is deprecated: use match_run (and match: flops)", DeprecationWarning, stacklevel=2)
+            self.match_run, self.match_flops_of, self.match = self.match_flops_of, None, "flops"
+        if self.match not in ("flops", "tokens"):
+            raise WorkbenchError(f"match must be 'flops' or 'tokens', got {self.match!r}")
+        if self.match_run and self.flops_budget:
+            raise WorkbenchError("set match_run or flops_budget, not both")
         return self

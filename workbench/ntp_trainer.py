@@ -1,13 +1,15 @@
 """Continued pretraining: the plain next-token loss on the same documents, the baseline RLP must beat.
 
-For the paper's compute-matched comparison (Table 4) the run stops once it has used as many
-estimated FLOPs as a given RLP run (`match_flops_of: runs/rlp-...`), counted the same way
-(`workbench.flops`).
+For the paper's compute-matched comparison (its Table 4) the run stops once it has used as much as a given RLP run
+(`match_run: runs/rlp-...`), measured as `match` says: `flops`, every forward of every process counted the same way
+(`workbench.flops.ComputeMeter`), or `tokens`, the paper's appendix budget T_flop = rollout tokens + input tokens of
+the RLP run against this run's training tokens. The paper's CPT optimiser settings are `configs/ntp_cpt_paper.yaml`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -20,35 +22,48 @@ from workbench.ntp_config import NTPConfig
 from workbench.trainer import Trainer
 
 
-def flops_of_run(run_dir: str | Path) -> float:
-    """Total training FLOPs of a finished run (its summary.json, else its last metrics row)."""
+def budget_of_run(run_dir: str | Path, quantity: str) -> float:
+    """What a finished run used: its training FLOPs ('flops') or its token-budget count ('tokens'), from
+    summary.json, else its last metrics row."""
     run_dir = Path(run_dir)
+    key = {"flops": ("total_flops", "flops"), "tokens": ("total_budget_tokens", "budget_tokens")}[quantity]
     summary = run_dir / "summary.json"
-    if summary.exists():
-        return float(json.loads(summary.read_text())["total_flops"])
+    if summary.exists() and key[0] in (data := json.loads(summary.read_text())):
+        return float(data[key[0]])
     from workbench.trainer import read_metrics
 
     rows = read_metrics(run_dir)
-    if not rows:
-        raise WorkbenchError(f"match_flops_of: {run_dir} has no summary.json or metrics.jsonl")
-    return float(rows[-1]["flops"])
+    if not rows or key[1] not in rows[-1]:
+        raise WorkbenchError(f"match_run: {run_dir} has no {quantity} count (no summary.json or metrics.jsonl with "
+                             f"{key[1]}); is it a run directory of this workbench version?")
+    return float(rows[-1][key[1]])
+
+
+def flops_of_run(run_dir: str | Path) -> float:
+    return budget_of_run(run_dir, "flops")
 
 
 class NTPTrainer(Trainer):
     config: NTPConfig
 
     def setup(self) -> None:
-        cfg = self.config
-        self.flops_budget = cfg.flops_budget or (flops_of_run(cfg.match_flops_of) if cfg.match_flops_of else None)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
-    def finished(self) -> bool:
-        return self.flops_budget is not None and self.flops >= self.flops_budget
+    def compute_budget(self) -> tuple[str, float] | None:
+        cfg = self.config
+        if cfg.match_run:
+            return cfg.match, budget_of_run(cfg.match_run, cfg.match)
+        return super().compute_budget()
 
-    def progress(self) -> tuple[float, float, str]:
-        if self.flops_budget is None:
-            return super().progress()
-        return min(self.flops, self.flops_budget), self.flops_budget, "FLOP"  # known from the start, unlike the steps
+    def expected_steps(self) -> int:
+        """With a budget, the steps it will take at the mean document length (so a decaying schedule reaches its
+        floor about when the run ends); else max_steps."""
+        if self.stop_budget is None:
+            return self.config.max_steps
+        quantity, amount = self.stop_budget
+        tokens = self.config.docs_per_step * float(np.mean([len(x) for x in self.train_ids]))
+        per_step = self.flops_of.train(int(tokens), int(tokens)) if quantity == "flops" else tokens
+        return max(1, min(self.config.max_steps, math.ceil(amount / per_step)))
 
     def train_step(self, step: int) -> dict[str, Any]:
         cfg = self.config
@@ -74,6 +89,7 @@ class NTPTrainer(Trainer):
             logits = self.model(input_ids=ids, attention_mask=attention, use_cache=False, logits_to_keep=keep).logits
             targets = ids[:, 1:]
             mask = attention[:, 1:].bool()
+            self.compute.train("loss", ids.numel(), ids.shape[0] * (length - 1))  # padding is computed too
             nll = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                                     reduction="none")
             loss = (nll * mask.reshape(-1)).sum() / n_tokens  # token mean over the whole batch
@@ -82,7 +98,6 @@ class NTPTrainer(Trainer):
         grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)) if cfg.max_grad_norm > 0 else float("nan")
         self.optimizer_step()
         tokens = sum(len(self.train_ids[d]) for d in docs)
-        self.flops += self.flops_of.train(tokens, tokens)
         seconds = time.perf_counter() - t0
-        return {"loss": total_loss, "grad_norm": grad_norm, "train_tokens": tokens, "train_tokens_per_s": tokens / seconds}
-
+        return {"loss": total_loss, "grad_norm": grad_norm, "train_tokens": tokens, "train_tokens_per_s": tokens / seconds,
+                "budget_tokens_step": tokens, **self.compute.step_metrics()}

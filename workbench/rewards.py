@@ -260,11 +260,16 @@ def empty_thought_logp(
     positions: list[int],
     template: ThoughtTemplate = ThoughtTemplate(),
     prefix=None,
+    count=None,
 ) -> np.ndarray:
     """log p_policy(x_t | x_<t, open close) at each position: the score of not thinking at all (the empty thought,
-    given to the sampler's decode loop: just the two markers, on the same shared prefix)."""
+    given to the sampler's decode loop: just the two markers, on the same shared prefix). `count` (a
+    `thoughts.ForwardCount`) gets what the pass ran."""
     sampler = ThoughtSampler(policy, template, SamplingConfig(G=1, thought_tokens=0))
-    return np.array([th.logp_with_thought for th in sampler.score(document_ids, [(t, []) for t in positions], prefix)])
+    out = np.array([th.logp_with_thought for th in sampler.score(document_ids, [(t, []) for t in positions], prefix)])
+    if count is not None:
+        count.add(*sampler.compute.take())
+    return out
 
 
 def reward_map(

@@ -25,6 +25,14 @@ def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
     return g / (g - 1) * (rewards - rewards.mean(-1, keepdim=True))
 
 
+def degenerate_groups(rewards: torch.Tensor) -> torch.Tensor:
+    """Per group ([..., G]): all G rewards equal (to float tolerance), so every advantage is 0 and the group teaches
+    nothing - how binary designs starve small models (PretrainZero's finding)."""
+    r = rewards.double()
+    spread = r.max(-1).values - r.min(-1).values
+    return spread <= 1e-9 * r.abs().max(-1).values.clamp(min=1.0)
+
+
 def guarded_advantages(
     rewards: torch.Tensor, empty: torch.Tensor, empty_penalty: float = 0.0, empty_cap: float | None = None
 ) -> torch.Tensor:

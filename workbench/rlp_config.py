@@ -28,10 +28,15 @@ class RLPConfig(TrainConfig):
     )
     vllm_gpu_memory_utilization: float = help_field(0.3, "vLLM backend on a GPU: share of GPU memory its engine may take.")
     vllm_max_model_len: int = help_field(4096, "vLLM backend: longest context + thought the engine is built for.")
-    think_open: str = help_field("<think>", "Opening marker, inserted as plain text.")
-    think_close: str = help_field("</think>", "Closing marker, inserted as plain text.")
 
     # -- reward and teacher ----------------------------------------------------------------------
+    reward_design: str = help_field(
+        "rlp",
+        "Which reward trains the thoughts: rlp (the paper's information gain), or any registered design - quiet_star, "
+        "vr_cli, vr_cli_live, nover, intuitor, rpt, pretrainzero, rlpt or your own (workbench/designs.py). Everything "
+        "else stays the same: sampler, RLOO advantages, loss, guards, checkpoints, evaluation.",
+    )
+    design_options: dict = help_field({}, "Keyword options of the reward design (e.g. {segment: 8} for nover).")
     ema_tau: float = help_field(0.999, "EMA teacher decay: phi <- tau*phi + (1-tau)*theta after every optimizer step. Paper: 0.999.")
 
     # -- loss --------------------------------------------------------------------------------------
@@ -63,7 +68,9 @@ class RLPConfig(TrainConfig):
         True, "False masks EOS while sampling a thought (the paper's thoughts end with the closing marker; it does not discuss EOS)."
     )
     min_thought_tokens: int = help_field(
-        0, "The closing marker and EOS cannot be sampled before this many thought tokens (not in the paper)."
+        1, "The closing marker and EOS cannot be sampled before this many thought tokens. 1 is the paper's action "
+        "space (Algorithm 1 samples |c| >= 1). 0 allows the empty thought: a deviation from the paper, the door to the "
+        "empty-thought collapse; more than 1 is a guard (not in the paper)."
     )
     empty_thought_penalty: float = help_field(
         0.0, "Subtracted from the reward of an empty thought (no tokens before its end) before advantages (not in the paper)."
@@ -73,8 +80,26 @@ class RLPConfig(TrainConfig):
     )
     collapse_warning: float = help_field(0.5, "Warn when this share of a step's thoughts are empty.")
 
+    @property
+    def deviations(self) -> list[str]:
+        """Where this config departs from the paper's explicit settings (recorded in run.json)."""
+        out = []
+        if self.min_thought_tokens == 0:
+            out.append("min_thought_tokens 0: the empty thought is allowed (the paper samples |c| >= 1)")
+        if self.reward_design != "rlp":
+            out.append(f"reward_design {self.reward_design}: not RLP's information gain")
+        if self.guarded:
+            out.append("collapse guards on (not in the paper)")
+        return out
+
     def validate(self) -> "RLPConfig":
         super().validate()
+        from workbench.designs import DESIGNS
+
+        if self.reward_design not in DESIGNS:
+            raise WorkbenchError(f"reward_design must be one of {', '.join(DESIGNS)}, got {self.reward_design!r}")
+        if not isinstance(self.design_options, dict):
+            raise WorkbenchError(f"design_options must be a mapping, got {self.design_options!r}")
         for name, minimum in (("docs_per_step", 1), ("positions_per_doc", 1), ("min_position", 1), ("G", 2),
                               ("thought_tokens", 1), ("ppo_epochs", 1), ("min_thought_tokens", 0)):
             _check_int(self, name, minimum)
@@ -97,16 +122,15 @@ class RLPConfig(TrainConfig):
 
             if reason := vllm_unavailable():
                 raise WorkbenchError(f"sampler_backend 'vllm': {reason}")
-        if not self.think_open or not self.think_close:
-            raise WorkbenchError("think_open and think_close must not be empty")
         return self
 
     @property
     def guarded(self) -> bool:
+        """Any guard against the empty-thought collapse on (a guard goes beyond the paper)."""
         return (
             self.loss_normalisation != "sequence"
             or not self.allow_eos_in_thought
-            or self.min_thought_tokens > 0
+            or self.min_thought_tokens > 1
             or self.empty_thought_penalty > 0
             or self.empty_advantage_cap is not None
         )

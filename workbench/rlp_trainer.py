@@ -25,26 +25,25 @@ import torch
 
 from workbench.models import ModelHandle
 from workbench.policy_logps import TrainRow, can_pack, fed_tokens, packed_token_logps, token_logps
-from workbench.rewards import empty_thought_logp, thought_length_stats
-from workbench.rl_math import clipped_surrogate, ema_update_, guarded_advantages, kl_k3, normalise_loss, relative_drift
+from workbench.rewards import _record, empty_thought_logp, thought_length_stats
+from workbench.rl_math import (clipped_surrogate, degenerate_groups, ema_update_, guarded_advantages, kl_k3,
+                               normalise_loss, relative_drift)
 from workbench.rlp_config import RLPConfig
-from workbench.scoring import no_think_logp_at
-from workbench.thoughts import SamplingConfig, Thought, ThoughtSampler, ThoughtTemplate, encode_prefix
+from workbench.scoring import no_think_logp_at, no_think_scores
+from workbench.thoughts import ForwardCount, SamplingConfig, Thought, ThoughtSampler, ThoughtTemplate, encode_prefix
 from workbench.trainer import Trainer
 
 
-def train_row(thought: Thought, open_ids: list[int], close_ids: list[int], advantage: float, train_stop_tokens: bool,
-              doc: int = -1) -> TrainRow | None:
-    """The policy's actions of one thought: its tokens, plus the tokens it sampled to end it.
+def train_row(thought: Thought, open_ids: list[int], advantage: float, train_stop_tokens: bool, doc: int = -1) -> TrainRow | None:
+    """The policy's actions of one thought: its tokens, plus the tokens it sampled to end it (`Thought.stop_ids`).
 
-    A marker written with the canonical ids, or an EOS, was sampled by the policy; a marker appended at
-    the budget (or fed in place of a differently spelled one) was not, and is never trained."""
+    Only sampled tokens are trained: the canonical closing ids when the policy wrote them, the other tokens it
+    spelled the marker with when it did so (their context is the one it sampled them in), or its EOS. A marker
+    appended at the budget, or fed in place of a differently spelled one, was not sampled and is never trained."""
     prefix = thought.scored_ids[: thought.position] + open_ids
     targets = list(thought.ids)
-    if train_stop_tokens and thought.closed_by == "marker" and thought.hidden_tokens == 0:
-        targets += close_ids
-    elif train_stop_tokens and thought.closed_by == "eos" and thought.eos_id is not None:
-        targets += [thought.eos_id]
+    if train_stop_tokens:
+        targets += list(thought.stop_ids)
     if not targets:
         return None
     seq = prefix + targets
@@ -93,6 +92,11 @@ class RLPTrainer(Trainer):
         # is the same weights - then an exponential moving average of theta
         self.ema = [t.clone().float() for _, t in self.named_policy_params()]
         self._teacher = self.inference_copy()
+        from workbench.designs import FROZEN_REFERENCE_DESIGNS
+
+        # a design that scores with a frozen reference (VR-CLI) gets the starting weights, kept for the whole run
+        self._reference = self.inference_copy() if self.config.reward_design in FROZEN_REFERENCE_DESIGNS else None
+        self.last_batch: dict[str, Any] = {}  # the last step's rewards and advantages (tests, rollout views)
         self._vllm = None  # the vLLM engine, with sampler_backend "vllm"
         self._probe_start: np.ndarray | None = None  # the engine's probe log-probs before the first update
         if self.config.sampler_backend == "vllm":
@@ -129,6 +133,7 @@ class RLPTrainer(Trainer):
             logits = self._rollout(torch.tensor([ids], device=self.accelerator.device)).logits[0].float()
             own = torch.log_softmax(logits, -1)
         local = np.array([float(own[c - 2, ids[c - 1]]) for c in cuts])
+        self.compute.forward("probe", len(ids) + sum(cuts), len(ids) + len(cuts))
         if self._probe_start is None:
             self._probe_start = engine
         return {"vllm_sync_nats": float(np.abs(engine - local).max()),
@@ -145,12 +150,6 @@ class RLPTrainer(Trainer):
     @property
     def teacher(self) -> ModelHandle:
         return ModelHandle(self._teacher, self.tokenizer, self.model_name, source=str(self.run_dir), role="teacher", step=self.step)
-
-    def eval_teacher(self) -> ModelHandle:
-        return self.teacher
-
-    def eval_sampling(self) -> SamplingConfig:
-        return self.sampling(seed=self.config.seed, G=self.config.eval_G)
 
     def extra_tensors(self) -> dict[str, dict[str, torch.Tensor]]:
         names = [n for n, _ in self.policy.named_parameters()]  # names only: no gather (only the main process saves)
@@ -183,30 +182,57 @@ class RLPTrainer(Trainer):
         return contexts
 
     def rollouts(self, contexts: list[Context], seed: int) -> dict[str, Any]:
-        """Thoughts, both scores and the empty-thought reference for every context."""
+        """Thoughts, their rewards (`reward_design`), the teacher's no-think scores and the empty-thought reference for
+        every context; every forward goes into the step's compute count."""
+        cfg = self.config
         policy, teacher = self.rollout, self.teacher
         on_vllm = {"backend": "vllm", "engine": self._vllm} if self._vllm is not None else {}
         sampler = ThoughtSampler(policy, self._template, self.sampling(seed), **on_vllm)
+        by_design = cfg.reward_design != "rlp"
         thoughts: list[list[Thought]] = []  # per (doc, position): G thoughts
-        teacher_logp, empty_logp = [], []
-        flops = 0.0
+        teacher_logp, empty_logp, design_rewards = [], [], []
+        count = ForwardCount()
         for ctx in contexts:
             ids = self.train_ids[ctx.doc]
             span = max(ctx.positions)
-            teacher_at = no_think_logp_at(teacher, ids, ctx.positions)
-            flops += self.flops_of.forward(span, len(ctx.positions))
+            if by_design:  # designs read the whole document's no-think pass (look-ahead, entropies)
+                no_think, _ = no_think_scores(teacher, ids)
+                self.compute.forward("teacher", len(ids), len(ids) - 1)
+                teacher_at = no_think.logp[ctx.positions]
+            else:
+                teacher_at = no_think_logp_at(teacher, ids, ctx.positions)
+                self.compute.forward("teacher", span, len(ctx.positions))
             _, prefix = encode_prefix(policy.model, ids[:span], span)
-            flops += self.flops_of.forward(span, 0)
+            self.compute.forward("sample", span, 0)
             sampled = sampler.sample(ids, ctx.positions, prefix=prefix)
-            empty = empty_thought_logp(policy, ids, ctx.positions, self._template, prefix=prefix)
+            self.compute.add_count("sample", sampler.compute)  # the decode loop (it also scores x_t) or vLLM
+            empty = empty_thought_logp(policy, ids, ctx.positions, self._template, prefix=prefix, count=count)
+            self.compute.add_count("score", count)
+            if by_design:
+                design_rewards.extend(self.design_rewards(ids, ctx.positions, sampled, no_think, empty))
             for j, t in enumerate(ctx.positions):
-                thoughts.append(sampled[j * self.config.G : (j + 1) * self.config.G])
+                thoughts.append(sampled[j * cfg.G : (j + 1) * cfg.G])
                 teacher_logp.append(teacher_at[j])
                 empty_logp.append(empty[j])
-            fed = sum(len(self.open_ids) + th.length + th.hidden_tokens + len(self.close_ids) for th in sampled)
-            flops += self.flops_of.forward(fed, sum(th.length + 1 for th in sampled))
-            flops += self.flops_of.forward(len(ctx.positions) * (len(self.open_ids) + len(self.close_ids)), len(ctx.positions))
-        return {"thoughts": thoughts, "teacher_logp": np.array(teacher_logp), "empty_logp": np.array(empty_logp), "flops": flops}
+        return {"thoughts": thoughts, "teacher_logp": np.array(teacher_logp), "empty_logp": np.array(empty_logp),
+                "design_rewards": np.array(design_rewards) if by_design else None}
+
+    def design_rewards(self, ids: list[int], positions: list[int], sampled: list[Thought], no_think, empty) -> list[float]:
+        """One document's rewards under `reward_design` (any registered design), on the thoughts just sampled."""
+        from workbench.designs import DESIGNS, DesignInput
+
+        cfg = self.config
+        policy, teacher = self.rollout, self.teacher
+        rm = _record(policy, teacher, self._template, self.sampling(0), "train", ids, no_think, list(positions), sampled,
+                     {}, dict(zip(positions, np.asarray(empty).tolist())), "sampled")
+        reference = None
+        if self._reference is not None:
+            reference = ModelHandle(self._reference, self.tokenizer, self.model_name, source=str(self.run_dir),
+                                    role="reference", step=0)
+        inp = DesignInput(policy, teacher, rm, reference=reference)
+        out = DESIGNS[cfg.reward_design](inp, **cfg.design_options)
+        self.compute.add_count("design", inp.count)
+        return np.asarray(out.rewards, dtype=float).tolist()
 
     def train_step(self, step: int) -> dict[str, Any]:
         cfg = self.config
@@ -218,16 +244,22 @@ class RLPTrainer(Trainer):
 
         groups: list[list[Thought]] = roll["thoughts"]
         logp_with = torch.tensor([[th.logp_with_thought for th in g] for g in groups], dtype=torch.float64)
-        rewards = logp_with - torch.tensor(roll["teacher_logp"])[:, None]  # detached: plain numbers
+        info_gain = logp_with - torch.tensor(roll["teacher_logp"])[:, None]  # RLP's reward, detached: plain numbers
+        if roll["design_rewards"] is None:
+            rewards = info_gain
+        else:
+            rewards = torch.tensor(roll["design_rewards"], dtype=torch.float64).reshape(len(groups), cfg.G)
         empty = torch.tensor([[th.length == 0 for th in g] for g in groups])
         adv = guarded_advantages(rewards, empty, cfg.empty_thought_penalty, cfg.empty_advantage_cap)
+        self.last_batch = {"contexts": contexts, "thoughts": groups, "teacher_logp": roll["teacher_logp"],
+                           "rewards": rewards, "info_gain": info_gain, "advantages": adv}
 
         docs = [ctx.doc for ctx in contexts for _ in ctx.positions]  # one per group, as rollouts orders them
         rows = [
             row
             for g, a, doc in zip(groups, adv, docs)
             for th, ai in zip(g, a.tolist())
-            if (row := train_row(th, self.open_ids, self.close_ids, ai, cfg.train_stop_tokens, doc)) is not None
+            if (row := train_row(th, self.open_ids, ai, cfg.train_stop_tokens, doc)) is not None
         ]
         n_thoughts = sum(len(g) for g in groups)
         denominator = n_thoughts if cfg.loss_normalisation == "sequence" else max(1, sum(len(r.targets) for r in rows))
@@ -236,19 +268,24 @@ class RLPTrainer(Trainer):
         stats = self.update(rows, contexts, denominator)
         time_loss = time.perf_counter() - t1
         train_tokens = sum(len(r.inputs) for r in rows)  # as if each thought carried its own context
-        self.flops += roll["flops"] + cfg.ppo_epochs * self.flops_of.train(stats["loss_tokens_fed"], sum(len(r.targets) for r in rows))
 
         all_thoughts = [th for g in groups for th in g]
         lengths = np.array([th.length for th in all_thoughts])
         empty_reward = roll["empty_logp"] - roll["teacher_logp"]
+        markers = len(self.open_ids) + len(self.close_ids)
+        # the paper's token budget (its appendix): T_flop = rollouts x their sequence length + the input tokens
+        tokens_rollout = sum(th.position + markers + th.length for th in all_thoughts)
+        tokens_input = sum(t for ctx in contexts for t in ctx.positions)
         total = time.perf_counter() - t0
         row = {
             "reward_mean": float(rewards.mean()),
             "reward_std": float(rewards.std()),
             "reward_max": float(rewards.max()),
             "share_positive": float((rewards > 0).double().mean()),
+            "info_gain_mean": float(info_gain.mean()),
             "empty_thought_reward": float(empty_reward.mean()),
             "advantage_std": float(adv.std()),
+            "degenerate_group_share": float(degenerate_groups(rewards).double().mean()),
             **stats,
             "thought_tokens_mean": float(lengths.mean()),
             **thought_length_stats(all_thoughts),
@@ -260,6 +297,10 @@ class RLPTrainer(Trainer):
             "time_loss_s": time_loss,
             "thought_tokens_per_s": float(lengths.sum()) / total,
             "train_tokens_per_s": train_tokens / total,
+            "tokens_rollout": tokens_rollout,
+            "tokens_input": tokens_input,
+            "budget_tokens_step": tokens_rollout + tokens_input,
+            **self.compute.step_metrics(),
         }
         if self._vllm is not None:
             # the weights this step sampled with were pushed after the previous optimizer step
@@ -310,6 +351,12 @@ class RLPTrainer(Trainer):
         """Forward + backward of one chunk of rows; returns (loss, clipped tokens, tokens, kl sum)."""
         cfg = self.config
         logp, mask = self.thought_logps(self.model, chunk)
+        if self.packed_loss:  # each document's prefix once, the LM head at the targets only
+            fed, scored = fed_tokens(chunk, True), sum(len(r.targets) for r in chunk)
+        else:  # left-padded rows: padding is computed, and the head runs on the last K columns of every row
+            fed = len(chunk) * max(len(r.inputs) for r in chunk)
+            scored = len(chunk) * max(len(r.targets) for r in chunk)
+        self.compute.train("loss", fed, scored)
         if epoch == 0:
             old.append(logp.detach())  # the sampling policy's log-probs: same weights, so the ratio starts at 1
         adv = torch.tensor([r.advantage for r in chunk], device=logp.device, dtype=logp.dtype)[:, None]
@@ -318,6 +365,7 @@ class RLPTrainer(Trainer):
         if cfg.beta > 0:
             with torch.no_grad():
                 ref, _ = self.thought_logps(self._teacher, chunk)
+            self.compute.forward("loss", fed, scored)
             kl = kl_k3(logp, ref.to(logp.dtype))
             per_token = per_token + cfg.beta * kl
             kl_sum = float((kl * mask).sum())
@@ -341,7 +389,7 @@ class RLPTrainer(Trainer):
             loss = self.config.ntp_coef * out.loss / len(contexts)
             self.accelerator.backward(loss)
             total += float(loss)
-            self.flops += self.flops_of.train(ids.shape[1], ids.shape[1])
+            self.compute.train("loss", ids.shape[1], ids.shape[1])
         return total
 
     def postfix(self, row: dict[str, Any]) -> dict[str, str]:

@@ -101,6 +101,7 @@ class ContinuationScores:
     self_certainty: list[np.ndarray] | None  # [j] = KL(uniform || p(. | ..., c_<j)) at thought token j
     forward_tokens: int
     seconds: float
+    head_rows: int = 0  # LM-head rows computed (the costly part on a 262k vocabulary)
 
 
 def score_continuations(
@@ -112,11 +113,13 @@ def score_continuations(
     prefix=None,
     self_certainty: bool = False,
     max_rows: int = 64,
+    count=None,
 ) -> ContinuationScores:
     """Teacher-force `open + thought + close + x_t .. x_{t+n-2}` for every thought in one batched pass per
     chunk of rows, on top of the document's shared prefix cache, and read the log-probs of x_t .. x_{t+n-1}.
 
-    Rows are right-padded: padding comes after every real token, so no real token attends to it.
+    Rows are right-padded: padding comes after every real token, so no real token attends to it. `count` (a
+    `thoughts.ForwardCount`) gets the tokens fed (padding included: it is computed) and the LM-head rows.
     """
     import time
 
@@ -134,8 +137,9 @@ def score_continuations(
     open_ids, close_ids = template.open_ids(tok), template.close_ids(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     span = max(th.position for th in thoughts)
-    prefix = ensure_prefix(model, document_ids, span, prefix)
+    prefix = ensure_prefix(model, document_ids, span, prefix, count)
     logps: list[np.ndarray] = []
+    head_rows = 0
     certainty: list[np.ndarray] | None = [] if self_certainty else None
     forward_tokens = 0
     vocab_log = float(np.log(model.get_output_embeddings().weight.shape[0]))
@@ -163,6 +167,9 @@ def score_continuations(
             cols_i = [k for idx in reads for k in idx]
             want = torch.tensor([x for tgt in targets for x in tgt], device=device)
             z_lse_mean = head_stats(model, hidden[rows_i, cols_i], want)
+            head_rows += len(rows_i)
+            if count is not None:
+                count.add(inp.numel(), len(rows_i))
             logps.extend(split_by_lengths((z_lse_mean[0] - z_lse_mean[1]).cpu().numpy(), [len(idx) for idx in reads]))
             if certainty is not None:
                 rows_j = [r for r, j in enumerate(thought_reads) for _ in j]
@@ -170,10 +177,13 @@ def score_continuations(
                 kl = np.zeros(0)
                 if rows_j:
                     _, lse, mean_z = head_stats(model, hidden[rows_j, cols_j], None)
+                    head_rows += len(rows_j)
+                    if count is not None:
+                        count.add(0, len(rows_j))
                     # KL(U || p) = sum_v (1/V) log((1/V) / p_v) = -log V - mean_v log p_v = -log V - (mean_v z - lse)
                     kl = (-vocab_log - (mean_z - lse)).cpu().numpy()
                 certainty.extend(split_by_lengths(kl, [len(j) for j in thought_reads]))
-    return ContinuationScores(logps, certainty, forward_tokens, time.perf_counter() - start)
+    return ContinuationScores(logps, certainty, forward_tokens, time.perf_counter() - start, head_rows)
 
 
 def split_by_lengths(flat: Sequence, lengths: Sequence[int]) -> list:

@@ -100,12 +100,35 @@ class Thought:
     logp_with_thought: float  # policy: log p(x_t | scored_ids), natural log
     hidden_tokens: int = 0  # sampled tokens hidden again because they spelled the closing marker differently
     eos_id: int | None = None  # the EOS token the model sampled to end the thought (closed_by == "eos")
+    # the tokens the policy itself sampled to end the thought: the canonical closing ids when it wrote them so, the
+    # other tokens it spelled the marker with, or [EOS]; [] at the budget or for a given thought (nothing was sampled)
+    stop_ids: list[int] = field(default_factory=list)
     # the policy's most likely next tokens after the thought, (id, log p), when the caller asked for them
     next_top: list[tuple[int, float]] = field(default_factory=list)
 
     @property
     def length(self) -> int:
         return len(self.ids)
+
+
+@dataclass
+class ForwardCount:
+    """What a piece of code ran through a model: tokens fed (each passes every layer once) and LM-head rows computed.
+    The FLOP estimate of `workbench.flops` turns the two into FLOPs; counting them where the forwards happen keeps
+    the compute accounting auditable."""
+
+    tokens: int = 0
+    head_rows: int = 0
+
+    def add(self, tokens: int, head_rows: int) -> None:
+        self.tokens += int(tokens)
+        self.head_rows += int(head_rows)
+
+    def take(self) -> tuple[int, int]:
+        """(tokens, head rows) so far, and reset to zero."""
+        out = (self.tokens, self.head_rows)
+        self.tokens = self.head_rows = 0
+        return out
 
 
 # --------------------------------------------------------------------------- model plumbing
@@ -140,10 +163,12 @@ def new_static_cache(config, max_len: int):
     return Cache(layers=[StaticLayer(max_cache_len=max_len) for _ in range(config.num_hidden_layers)])
 
 
-def ensure_prefix(model: torch.nn.Module, document_ids: list[int], span: int, prefix=None):
-    """`prefix` if it already holds the first `span` document tokens, else a fresh encoding of them."""
+def ensure_prefix(model: torch.nn.Module, document_ids: list[int], span: int, prefix=None, count: "ForwardCount | None" = None):
+    """`prefix` if it already holds the first `span` document tokens, else a fresh encoding of them (added to `count`)."""
     if prefix is None or prefix.layers[0].keys.shape[2] < span:
         _, prefix = encode_prefix(model, document_ids[:span], span)
+        if count is not None:
+            count.add(span, 0)
     return prefix
 
 
@@ -347,6 +372,7 @@ class _Row:
     eos: int | None = None
     given: bool = False  # a thought fed as forced tokens, not sampled
     top: list[tuple[int, float]] = field(default_factory=list)
+    stop: list[int] = field(default_factory=list)  # the sampled tokens that ended the thought (Thought.stop_ids)
 
 
 BACKENDS = ("transformers", "vllm")
@@ -400,10 +426,11 @@ class ThoughtSampler:
         self.close_ids = template.close_ids(tok)
         if not self.open_ids or not self.close_ids:
             raise WorkbenchError("the thought template's open and close markers must not be empty")
-        self.eos_ids = set(_eos_ids(policy))
+        self.eos_ids = set(stop_token_ids(policy))
         layer_kinds(policy.model.config)  # fail early on attention types the sampler cannot mask
         self._token_text: dict[int, str] = {}
         self.head = LMHead.of(policy.model)  # computed in vocabulary chunks into one reused buffer
+        self.compute = ForwardCount()  # every token this sampler ran through the model, and every LM-head row
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -412,6 +439,7 @@ class ThoughtSampler:
         other = copy.copy(self)
         other.config = config.validate()
         other.head = LMHead.of(self.policy.model)  # its own buffer: two samplers may interleave
+        other.compute = ForwardCount()
         return other
 
     def sample(
@@ -432,7 +460,7 @@ class ThoughtSampler:
             return []
         self.check_positions(document_ids, positions)
         span = max(positions)
-        prefix = ensure_prefix(self.policy.model, document_ids, span, prefix)
+        prefix = ensure_prefix(self.policy.model, document_ids, span, prefix, self.compute)
         generator = torch.Generator(device=next(self.policy.model.parameters()).device).manual_seed(self.config.seed)
         per_chunk = max(1, self.max_rows // self.config.G)
         units = self.config.thought_tokens + 1  # per row: its budget, then its score
@@ -478,7 +506,7 @@ class ThoughtSampler:
             return []
         self.check_positions(document_ids, [t for t, _ in given])
         span = max(t for t, _ in given)
-        prefix = ensure_prefix(self.policy.model, document_ids, span, prefix)
+        prefix = ensure_prefix(self.policy.model, document_ids, span, prefix, self.compute)
         seen: dict[int, int] = {}
         rows = []
         for t, ids in given:
@@ -582,7 +610,9 @@ class ThoughtSampler:
                     active = [active[b] for b in keep]
                 # 3) which rows will need logits after this step: thinking rows (to sample) and rows
                 # feeding the last token of their closing marker (to score); the rest skip the LM head
-                want = [b for b, ri in enumerate(active) if self._thinking(rows[ri]) or not rows[ri].forced]
+                # (a row that has just fed the last token of its budget needs none: it is closed next, by force)
+                want = [b for b, ri in enumerate(active)
+                        if self._thinking(rows[ri]) or (rows[ri].thought is not None and not rows[ri].forced)]
                 inp = torch.tensor(next_inputs, device=device)[:, None]
                 hidden = self._step(cache, inp, slot_pos, next_pos, write, want)
                 slot_pos[:, write] = next_pos
@@ -605,6 +635,7 @@ class ThoughtSampler:
             hidden = shared_prefix_forward(model, cache, inp, slot_pos, t.clone(), span)
             last = hidden[torch.arange(len(rows), device=device), torch.tensor([len(o) - 1 for o in owns], device=device)]
             head = self.head.step(last, [], 1.0)
+        self.compute.add(inp.numel(), len(rows))  # padding slots are computed too
         for k, row in enumerate(rows):
             row.logp = self.head.log_prob(head, k, doc[row.position])
             row.top = self.head.top_tokens(head, k, top_k) if top_k else []
@@ -650,6 +681,7 @@ class ThoughtSampler:
             # EOS ends the thought; it is not part of it and is never fed
             row.eos = token
             self._close(row, "eos")
+            row.stop = [token]
             return
         row.generated.append(token)
         c = len(self.close_ids)
@@ -657,6 +689,7 @@ class ThoughtSampler:
             # canonical marker: its first c-1 tokens are already in the cache, the last is the next input
             row.thought = row.generated[:-c]
             row.closed_by = "marker"
+            row.stop = list(self.close_ids)
             row.generated.pop()
             row.forced.append(self.close_ids[-1])
             return
@@ -673,6 +706,7 @@ class ThoughtSampler:
             slot_pos[b, write - drop : write] = -1
             next_pos[b] -= drop
         row.hidden = drop
+        row.stop = row.generated[keep:]  # what the policy sampled, in the context it sampled it in
         row.thought = row.generated[:keep]
         row.closed_by = "marker"
         row.generated = list(row.thought)
@@ -693,6 +727,7 @@ class ThoughtSampler:
     def _step(self, cache, inp, slot_pos, next_pos, write: int, want: list[int]) -> torch.Tensor:
         """Feed q new tokens per row; return the hidden state of the last new token of the rows in `want`
         (the LM head runs on these only: the other rows feed forced tokens and need no logits)."""
+        self.compute.add(inp.numel(), len(want))
         with torch.inference_mode():
             hidden = shared_prefix_forward(self.policy.model, cache, inp, slot_pos, next_pos, write)[:, -1]
             if len(want) < hidden.shape[0]:
@@ -713,16 +748,28 @@ class ThoughtSampler:
             hidden_tokens=row.hidden,
             eos_id=row.eos,
             next_top=list(row.top),
+            stop_ids=list(row.stop),
         )
 
 
-def _eos_ids(policy: ModelHandle) -> list[int]:
+END_OF_TURN_TOKENS = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>")
+
+
+def stop_token_ids(policy: ModelHandle) -> list[int]:
+    """The ids that end a thought other than the closing marker: every EOS id the model's generation config, model
+    config and tokenizer name, plus the end-of-turn tokens the tokenizer defines (Gemma's `<end_of_turn>` is not
+    its EOS; SmolLM2's `<|im_end|>` is). The one rule for "the model ended the text" - the sampler, the vLLM
+    backend and the TRL adapter all read it."""
     ids: list[int] = []
     for source in (getattr(policy.model, "generation_config", None), policy.model.config, policy.tokenizer):
         value = getattr(source, "eos_token_id", None)
         if value is None:
             continue
         ids.extend(value if isinstance(value, (list, tuple)) else [value])
+    vocab = policy.tokenizer.get_vocab()
+    special = set(getattr(policy.tokenizer, "all_special_tokens", [])) | set(
+        getattr(policy.tokenizer, "added_tokens_encoder", {}) or {})
+    ids.extend(vocab[name] for name in END_OF_TURN_TOKENS if name in vocab and name in special)
     return sorted(set(int(i) for i in ids))
 
 
@@ -735,6 +782,7 @@ def sample_after_thoughts(
     config: SamplingConfig = SamplingConfig(),
     prefix=None,
     max_rows: int = 128,
+    count: ForwardCount | None = None,
 ) -> list[list[int]]:
     """What the model writes after each thought's closing marker: up to `n_tokens` sampled tokens per thought
     (stopping at EOS), e.g. its stated guess of the continuation (RPT).
@@ -746,9 +794,10 @@ def sample_after_thoughts(
     device = next(model.parameters()).device
     open_ids, close_ids = template.open_ids(tok), template.close_ids(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    eos = set(_eos_ids(policy))
+    eos = set(stop_token_ids(policy))
     span = max(th.position for th in thoughts)
-    prefix = ensure_prefix(model, document_ids, span, prefix)
+    count = count if count is not None else ForwardCount()
+    prefix = ensure_prefix(model, document_ids, span, prefix, count)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     head = LMHead.of(model)
     guesses: list[list[int]] = []
@@ -765,6 +814,7 @@ def sample_after_thoughts(
         alive = [True] * len(chunk)
         with _SharedPrefixMode(model, cache), torch.inference_mode():
             hidden = shared_prefix_forward(model, cache, inp, slot_pos, t.clone(), span)
+            count.add(inp.numel(), 0)
             offsets = torch.arange(width, device=device)
             real = offsets[None, :] < lengths[:, None]
             slot_pos[:, span : span + width] = torch.where(real, t[:, None] + offsets[None, :], -1)
@@ -773,6 +823,7 @@ def sample_after_thoughts(
             write = span + width
             for _ in range(n_tokens):
                 out = head.step(last, list(range(len(chunk))), config.temperature)
+                count.add(0, len(chunk))
                 tokens = head.sample(out, config.temperature, config.top_p, generator).tolist()
                 for r, token in enumerate(tokens):
                     if alive[r]:
@@ -784,6 +835,7 @@ def sample_after_thoughts(
                     break
                 step = torch.tensor(tokens, device=device)[:, None]
                 last = shared_prefix_forward(model, cache, step, slot_pos, next_pos, write)[:, -1]
+                count.add(step.numel(), 0)
                 slot_pos[:, write] = next_pos
                 next_pos = next_pos + 1
                 write += 1

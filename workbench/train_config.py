@@ -81,7 +81,10 @@ class TrainConfig:
     max_doc_tokens: int = help_field(512, "Documents are cut to this many tokens (BOS included).")
     max_steps: int = help_field(10, "Optimizer steps (the NTP trainer may stop earlier at its FLOP budget).")
     learning_rate: float = help_field(1e-6, "Peak learning rate. RLP paper: constant 1e-6.")
-    lr_scheduler: str = help_field("constant", "transformers scheduler name: constant, constant_with_warmup, cosine, linear.")
+    lr_scheduler: str = help_field(
+        "constant", "transformers scheduler name: constant, constant_with_warmup, cosine, linear, cosine_with_min_lr.")
+    min_learning_rate: float | None = help_field(
+        None, "Floor of the 'cosine_with_min_lr' schedule (the paper's CPT baseline: 1e-6 decaying to 1e-7).")
     warmup_steps: int = help_field(0, "Warm-up steps of the scheduler (ignored by 'constant').")
     weight_decay: float = help_field(0.0, "AdamW weight decay.")
     adam_betas: list[float] = help_field([0.9, 0.999], "AdamW betas.")
@@ -97,10 +100,24 @@ class TrainConfig:
         "GPUs - else float32; bf16 runs a model 2-5x slower than float32 on an AVX2-only CPU), bfloat16, float32 or float16.",
     )
     micro_batch_rows: int = help_field(8, "Rows per forward/backward chunk (gradients accumulate over chunks).")
+    flops_budget: float | None = help_field(
+        None, "Stop once the run has used this many training FLOPs (every forward of every process, estimated as in "
+        "workbench/flops.py). max_steps still caps the run.")
+    think_open: str = help_field("<think>", "Opening marker of a thought, inserted as plain text (training and evaluation).")
+    think_close: str = help_field("</think>", "Closing marker of a thought, inserted as plain text (training and evaluation).")
+
+    # -- the one evaluation (workbench/evaluation.py): the same for every trainer, so runs compare fairly ---------
     eval_every: int = help_field(5, "Evaluate on held-out data every K steps (and before the first and after the last).")
     eval_docs: int = help_field(4, "How many held-out documents the eval reads (0 = all).")
     eval_positions: str = help_field("every:48", "Positions of the held-out reward map: all, every:K, random:N.")
     eval_G: int = help_field(2, "Thoughts per position in the held-out reward map (0 skips it).")
+    eval_thought_tokens: int = help_field(32, "Thought budget of the held-out reward map (the same for every trainer).")
+    eval_temperature: float = help_field(0.7, "Sampling temperature of held-out thoughts (paper: 0.7).")
+    eval_top_p: float = help_field(1.0, "Nucleus of held-out thought sampling.")
+    eval_min_thought_tokens: int = help_field(
+        1, "Held-out thoughts have at least this many tokens (1: the paper's action space, |c| >= 1).")
+    eval_allow_eos: bool = help_field(True, "Whether EOS may end a held-out thought.")
+    eval_seed: int = help_field(0, "Seed of the held-out positions and thoughts, independent of the training seed.")
     checkpoint_every: int = help_field(5, "Write a checkpoint every K steps (and at the end).")
     keep_last: int = help_field(2, "Checkpoints to keep; older ones are deleted after a new one is complete.")
     save_optimizer: bool = help_field(
@@ -117,8 +134,21 @@ class TrainConfig:
         positive = ["max_doc_tokens", "micro_batch_rows", "eval_every", "checkpoint_every", "keep_last"]
         for name in positive:
             _check_int(self, name, 1)
-        for name in ("max_steps", "warmup_steps", "eval_docs", "eval_G", "threads", "seed"):
+        for name in ("max_steps", "warmup_steps", "eval_docs", "eval_G", "threads", "seed", "eval_thought_tokens",
+                     "eval_min_thought_tokens", "eval_seed"):
             _check_int(self, name, 0)
+        if self.eval_min_thought_tokens > self.eval_thought_tokens:
+            raise WorkbenchError("eval_min_thought_tokens must not exceed eval_thought_tokens")
+        if not (self.eval_temperature >= 0 and 0 < self.eval_top_p <= 1):
+            raise WorkbenchError("eval_temperature must be >= 0 and eval_top_p in (0, 1]")
+        if not self.think_open or not self.think_close:
+            raise WorkbenchError("think_open and think_close must not be empty")
+        if self.flops_budget is not None and not self.flops_budget > 0:
+            raise WorkbenchError(f"flops_budget must be > 0, got {self.flops_budget!r}")
+        if self.lr_scheduler == "cosine_with_min_lr" and self.min_learning_rate is None:
+            raise WorkbenchError("lr_scheduler cosine_with_min_lr needs min_learning_rate")
+        if self.min_learning_rate is not None and not 0 <= self.min_learning_rate <= self.learning_rate:
+            raise WorkbenchError("min_learning_rate must be in [0, learning_rate]")
         if not (self.learning_rate > 0):
             raise WorkbenchError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):

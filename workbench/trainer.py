@@ -28,13 +28,13 @@ import numpy as np
 import torch
 
 from workbench.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
-from workbench.data import Document, load_corpus, load_documents, tokenize
+from workbench.data import Document, load_documents_spec, tokenize
 from workbench.errors import WorkbenchError
-from workbench.flops import flop_counter
+from workbench.evaluation import EvalSettings, eval_settings, evaluate
+from workbench.flops import ComputeMeter, flop_counter
 from workbench.hardware import auto_mixed_precision, choose_dtype
 from workbench.models import ModelHandle, load_model
 from workbench.runs import new_run_dir, runs_root, versions, write_json
-from workbench.scoring import no_think_scores
 from workbench.sharding import (full_named_tensors, full_optimizer_state, full_state_dict, is_sharded,
                                 load_full_optimizer_state, load_full_state_dict, plain_copy)
 from workbench.train_config import TrainConfig, load_config
@@ -46,7 +46,9 @@ TIMING_KEYS = frozenset(
 
 
 SUMMED_KEYS = frozenset({"contexts", "thoughts", "thought_tokens_per_s", "train_tokens_per_s", "tokens_per_s",
-                         "train_target_tokens", "train_tokens", "loss_tokens_fed"})  # across processes: totals
+                         "train_target_tokens", "train_tokens", "loss_tokens_fed", "budget_tokens_step",
+                         "tokens_rollout", "tokens_input"})  # across processes: totals
+SUMMED_PREFIXES = ("flops_", "fwd_tokens_", "head_rows_")  # the compute counts of every process add up
 
 
 def merge_process_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -62,7 +64,7 @@ def merge_process_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
         values = [r.get(key) for r in rows]
         if isinstance(value, bool) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             continue
-        if key in SUMMED_KEYS:
+        if key in SUMMED_KEYS or key.startswith(SUMMED_PREFIXES):
             merged[key] = sum(values)
         elif key.endswith("_max") or key.startswith("peak_"):
             merged[key] = max(values)
@@ -71,10 +73,7 @@ def merge_process_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def load_docs(spec: str) -> list[Document]:
-    if spec in ("corpus:train", "corpus:eval"):
-        return load_corpus(spec.split(":")[1])
-    return load_documents(spec)
+load_docs = load_documents_spec  # the old name
 
 
 def peak_memory_mb() -> dict[str, float]:
@@ -114,9 +113,7 @@ class Trainer:
 
         # -- data
         self.train_docs = load_docs(config.train_data)
-        self.eval_docs = load_docs(config.eval_data) if config.eval_data else []
-        if config.eval_docs:
-            self.eval_docs = self.eval_docs[: config.eval_docs]
+        self.eval_settings: EvalSettings = eval_settings(config)  # the one evaluation: from shared fields only
 
         # -- model (fp32 master weights), optimizer, schedule
         handle = load_model(config.model, dtype="float32", device=str(self.accelerator.device),
@@ -137,8 +134,12 @@ class Trainer:
             # into the (dense, tied) LM-head gradient in place, instead of a zero-filled 671 MB tensor per backward
             model.get_input_embeddings().sparse = True
         self.flops_of = flop_counter(model)
+        self.compute = ComputeMeter(self.flops_of)  # every forward of a step, by kind (workbench/flops.py)
         self.train_ids = self._tokenized(self.train_docs, "train_data")
-        self.eval_ids = self._tokenized(self.eval_docs, "eval_data") if self.eval_docs else []
+        self.eval_ids: list[list[int]] = []
+        if config.eval_data:
+            eval_docs = load_docs(config.eval_data)
+            self.eval_ids = self._tokenized(eval_docs[: config.eval_docs] if config.eval_docs else eval_docs, "eval_data")
         # one process: the fused AdamW kernel, one pass over weights, moments and gradients instead of ~10 foreach
         # passes (on Gemma 3 270M, whose 262k x 640 embedding is two thirds of the weights, the foreach step took 3.6 s
         # of a 21 s RLP step on 2 AVX2 cores). Several processes keep the plain one, so DDP and FSDP2 step alike.
@@ -149,9 +150,12 @@ class Trainer:
         )
         from transformers import get_scheduler
 
+        self.stop_budget = self.compute_budget()  # (quantity, amount) the run stops at, or None
+        self.schedule_steps = self.expected_steps()
         scheduler = get_scheduler(
             config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps,
-            num_training_steps=max(1, config.max_steps * self.optimizer_steps_per_step),
+            num_training_steps=max(1, self.schedule_steps * self.optimizer_steps_per_step),
+            scheduler_specific_kwargs={"min_lr": config.min_learning_rate} if config.lr_scheduler == "cosine_with_min_lr" else None,
         )
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.rollout_choice = choose_dtype(config.rollout_dtype, self.accelerator.device)
@@ -162,7 +166,8 @@ class Trainer:
         self._gathered: list[tuple[str, torch.Tensor]] | None = None  # see named_policy_params
         self.step = 0
         self._saved_step = -1
-        self.flops = 0.0
+        self.flops = 0.0  # training FLOPs so far, every process
+        self.budget_tokens = 0  # tokens counted toward the paper's token budget so far (see budget_tokens_step)
         self.setup()
         if resume and (ckpt := latest_checkpoint(self.run_dir)) is not None:
             self._restore(ckpt)
@@ -189,27 +194,28 @@ class Trainer:
     def load_extra_tensors(self, tensors: dict[str, dict[str, torch.Tensor]]) -> None:
         pass
 
-    def eval_teacher(self) -> ModelHandle:
-        """Whose no-think score the held-out reward subtracts (RLP: the EMA teacher)."""
-        return self.rollout
+    def compute_budget(self) -> tuple[str, float] | None:
+        """('flops' | 'tokens', amount) at which the run stops early, or None (the NTP trainer also matches a run)."""
+        return ("flops", float(self.config.flops_budget)) if self.config.flops_budget else None
+
+    def expected_steps(self) -> int:
+        """Steps the LR schedule spans: max_steps (a trainer that stops at a budget estimates its steps)."""
+        return self.config.max_steps
 
     def finished(self) -> bool:
-        """Stop early (the NTP trainer stops at its FLOP budget)."""
-        return False
+        """Stop early: the compute budget is spent."""
+        if self.stop_budget is None:
+            return False
+        quantity, amount = self.stop_budget
+        return (self.flops if quantity == "flops" else self.budget_tokens) >= amount
 
     def progress(self) -> tuple[float, float, str]:
-        """(done, total, unit) for the progress bar: steps here; the NTP trainer counts FLOPs toward its budget."""
-        return self.step, self.config.max_steps, "step"
-
-    def eval_sampling(self):
-        from workbench.thoughts import SamplingConfig
-
-        return SamplingConfig(G=max(1, self.config.eval_G), thought_tokens=32, seed=self.config.seed)
-
-    def template(self):
-        from workbench.thoughts import ThoughtTemplate
-
-        return ThoughtTemplate()
+        """(done, total, unit) for the progress bar: steps, or the budget when the run stops at one."""
+        if self.stop_budget is None:
+            return self.step, self.config.max_steps, "step"
+        quantity, amount = self.stop_budget
+        done = self.flops if quantity == "flops" else self.budget_tokens
+        return min(done, amount), amount, "FLOP" if quantity == "flops" else "tok"
 
     # -- models ----------------------------------------------------------------------------------------
 
@@ -264,14 +270,14 @@ class Trainer:
         cfg = self.config
         start_time = time.perf_counter()
         if self.step == 0:
-            row = {"step": 0, "flops": 0.0, **self.evaluate()}
+            row = {"step": 0, "flops": 0.0, "budget_tokens": 0, **self.evaluate()}
             self.log_row(row)
         bar = None
         if cfg.progress and self.is_main:
             from tqdm.auto import tqdm
 
             done, total, unit = self.progress()
-            bar = tqdm(total=total, initial=done, desc=cfg.trainer, unit=unit, unit_scale=unit != "step")
+            bar = tqdm(total=total, initial=done, desc=cfg.run_name, unit=unit, unit_scale=unit != "step")
         stopped_by = "max_steps"
         while self.step < cfg.max_steps:
             if self.stop_requested():
@@ -291,7 +297,10 @@ class Trainer:
             self.step = step
             self.refresh_rollout()
             self.release_gathered()
-            row = {"step": step, **row, "flops": self.flops, "lr": float(self.scheduler.get_last_lr()[0])}
+            self.flops += float(row.get("flops_step", 0.0))
+            self.budget_tokens += int(row.get("budget_tokens_step", 0))
+            row = {"step": step, **row, "flops": self.flops, "budget_tokens": self.budget_tokens,
+                   "lr": float(self.scheduler.get_last_lr()[0])}
             row["step_time_s"] = time.perf_counter() - t0
             last = step == cfg.max_steps or self.stop_requested() or self.finished()
             if step % cfg.eval_every == 0 or last:
@@ -329,47 +338,11 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Held-out no-think loss and next-token accuracy, and a held-out reward map (fixed seed)."""
+        """The one held-out evaluation (workbench/evaluation.py) of the current policy, under the run's EvalSettings.
+        Every trainer evaluates through here, with settings read from the fields every config shares."""
         if not self.eval_ids:
             return {}
-        t0 = time.perf_counter()
-        policy = self.rollout
-        nll, correct, count = 0.0, 0, 0
-        own_logp: list[np.ndarray] = []
-        for ids in self.eval_ids:
-            scores, _ = no_think_scores(policy, ids, entropy=False)  # loss and accuracy need no entropies
-            nll -= float(np.nansum(scores.logp[1:]))
-            correct += int((scores.top_id[1:] == np.asarray(ids[1:])).sum())
-            count += len(ids) - 1
-            own_logp.append(scores.logp)
-        out = {"eval_loss": nll / count, "eval_accuracy": correct / count}
-        if self.config.eval_G > 0:
-            out.update(self._eval_rewards(policy, own_logp))
-        out["time_eval_s"] = time.perf_counter() - t0
-        return out
-
-    def _eval_rewards(self, policy: ModelHandle, own_logp: list[np.ndarray]) -> dict[str, float]:
-        from workbench.rewards import reward_map, thought_length_stats
-
-        rewards, gains, with_thought, empty, thoughts = [], [], [], [], []
-        for ids, own in zip(self.eval_ids, own_logp):
-            rm = reward_map(policy, self.eval_teacher(), ids, self.config.eval_positions, self.eval_sampling(), self.template())
-            rewards.extend(rm.rewards.tolist())
-            with_thought.extend(th.logp_with_thought for th in rm.thoughts)
-            gains.extend(th.logp_with_thought - own[th.position] for th in rm.thoughts)
-            empty.extend(rm.empty_rewards.values())
-            thoughts.extend(rm.thoughts)
-        lengths = np.array([th.length for th in thoughts])
-        stats = thought_length_stats(thoughts)
-        return {
-            "eval_reward_mean": float(np.mean(rewards)),
-            "eval_logp_with_thought": float(np.mean(with_thought)),
-            "eval_gain_vs_own_no_think": float(np.mean(gains)),
-            "eval_empty_thought_reward": float(np.mean(empty)),
-            "eval_thought_tokens": float(lengths.mean()),
-            "eval_share_empty": float((lengths == 0).mean()),
-            "eval_share_closed_by_marker": stats["share_closed_by_marker"],
-        }
+        return evaluate(self.rollout, self.eval_ids, self.eval_settings)
 
     # -- files -----------------------------------------------------------------------------------
 
@@ -414,6 +387,9 @@ class Trainer:
             "processes": self.accelerator.num_processes,
             "device": str(self.accelerator.device),
             "hardware": self.hardware,
+            "evaluation": self.eval_settings.as_dict(),
+            "deviations_from_paper": getattr(self.config, "deviations", []),
+            "compute_budget": list(self.stop_budget) if self.stop_budget else None,
             "versions": versions(),
         })
         (self.run_dir / "metrics.jsonl").write_text("")
@@ -465,7 +441,8 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "rng": {"torch": torch.get_rng_state()},
             },
-            state={"step": self.step, "flops": self.flops, "config_fingerprint": self.config.fingerprint()},
+            state={"step": self.step, "flops": self.flops, "budget_tokens": self.budget_tokens,
+                   "config_fingerprint": self.config.fingerprint()},
             keep_last=self.config.keep_last,
         )
 
@@ -485,6 +462,7 @@ class Trainer:
         self.step = int(state["step"])
         self._saved_step = self.step
         self.flops = float(state["flops"])
+        self.budget_tokens = int(state.get("budget_tokens", 0))
         if self.is_main:
             # rows written after the checkpoint belong to steps that will run again
             kept = [row for row in read_metrics(self.run_dir) if row["step"] <= self.step]
@@ -512,6 +490,7 @@ class Trainer:
             "steps": self.step,
             "stopped_by": stopped_by,
             "total_flops": self.flops,
+            "total_budget_tokens": self.budget_tokens,
             "wall_time_s": seconds,
             "first_eval": evals[0] if evals else None,
             "last_eval": evals[-1] if evals else None,

@@ -6,9 +6,25 @@
     policy = load_model("gemma3-270m", dtype="float32")
     policy.model.requires_grad_(True)                       # load_model returns a frozen model for scoring
     teacher = teacher_of(policy, copy_weights=True)        # RLP's EMA teacher (update it in a callback)
-    reward = trl_reward_function("rlp", policy, teacher)
+    G = 8
+    reward = trl_reward_function("rlp", policy, teacher, rloo_G=G)  # x G/(G-1): RLOO, exactly
+    args = GRPOConfig(num_generations=G, beta=0.0, scale_rewards="none", loss_type="grpo", temperature=0.7, ...)
     trainer = GRPOTrainer(model=policy.model, processing_class=policy.tokenizer, reward_funcs=[reward],
-                          train_dataset=grpo_dataset(policy.tokenizer, documents, "every:16"), args=GRPOConfig(...))
+                          train_dataset=grpo_dataset(policy.tokenizer, documents, "every:16"), args=args)
+
+What makes GRPOTrainer compute RLP's update (trl 1.16; each line is a setting, not a default):
+    scale_rewards="none"   TRL's advantage is then r - mean r over the G completions of a prompt; its default
+                           ("group") divides by the group's standard deviation, which RLP does not.
+    rloo_G=G               the RLOO advantage G/(G-1) (r - mean r) has no TRL option; scaling every reward by
+                           G/(G-1) (this function's `rloo_G`) gives it exactly.
+    loss_type="grpo"       each completion's loss averaged over its own length, then over the batch: RLP's
+                           normalisation. TRL's default "dapo" divides by the batch's token count instead (our
+                           `loss_normalisation: token`).
+    beta=0.0               no KL term (the paper's best setting); the EMA teacher needs its own callback, since
+                           `sync_ref_model` refuses beta = 0.
+Where TRL still differs: it cuts completions only at EOS while sampling, so tokens sampled after the closing
+marker are trained (this reward function ignores them: it cuts at the marker and at every end-of-turn id,
+`thoughts.stop_token_ids`); the workbench's own trainer stops the thought at the marker.
 
 Dataset columns (made by `grpo_dataset`):
     prompt        str        the document text before x_t followed by the opening marker (TRL tokenises it)
@@ -34,7 +50,7 @@ from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
 from workbench.rewards import RewardMap
 from workbench.scoring import no_think_scores, score_continuations
-from workbench.thoughts import SamplingConfig, Thought, ThoughtTemplate, thought_before_marker
+from workbench.thoughts import SamplingConfig, Thought, ThoughtTemplate, stop_token_ids, thought_before_marker
 
 
 def grpo_dataset(tokenizer, documents: list[Document], positions: str = "every:16", seed: int = 0, template=ThoughtTemplate()):
@@ -74,14 +90,23 @@ def trl_reward_function(
     policy: ModelHandle,
     teacher: ModelHandle,
     template: ThoughtTemplate = ThoughtTemplate(),
+    rloo_G: int | None = None,
     **options: Any,
 ) -> Callable[..., list[float]]:
-    """A GRPOTrainer reward function computing `design` with the live `policy` and the no-think `teacher`."""
+    """A GRPOTrainer reward function computing `design` with the live `policy` and the no-think `teacher`.
+
+    A completion is cut at the closing marker (however spelled) or at any id of `thoughts.stop_token_ids` (EOS and
+    every end-of-turn token the tokenizer defines, e.g. Gemma's `<end_of_turn>`). `rloo_G`: GRPOConfig's
+    num_generations; rewards are multiplied by G/(G-1), so that TRL's r - mean r (with scale_rewards="none") is RLP's
+    leave-one-out advantage."""
+    if rloo_G is not None and (not isinstance(rloo_G, int) or rloo_G < 2):
+        raise WorkbenchError(f"rloo_G must be the number of generations per prompt (>= 2), got {rloo_G!r}")
+    factor = rloo_G / (rloo_G - 1) if rloo_G else 1.0
     if design not in DESIGNS:
         raise WorkbenchError(f"unknown design {design!r}; available: {', '.join(DESIGNS)}")
     tok = policy.tokenizer
     open_ids, close_ids = template.open_ids(tok), template.close_ids(tok)
-    eos = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+    eos = set(stop_token_ids(policy))
     fn = DESIGNS[design]
 
     def reward(prompts, completions, completion_ids, document_ids, position, **kwargs) -> list[float]:
@@ -115,7 +140,7 @@ def trl_reward_function(
             out[rows] = rewards
         if "log_metric" in kwargs and callable(kwargs["log_metric"]):
             kwargs["log_metric"]("workbench/retokenised_prompt_share", retokenised / max(1, len(completion_ids)))
-        return [float(r) for r in out]
+        return [float(r) * factor for r in out]
 
     reward.__name__ = f"workbench_{design}"
     return reward

@@ -178,6 +178,7 @@ class VLLMThoughtSampler(ThoughtSampler):
         return SamplingParams(
             n=cfg.G, max_tokens=cfg.thought_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
             seed=request_seed(cfg.seed, position), stop=[self.template.close], include_stop_str_in_output=False,
+            stop_token_ids=sorted(self.eos_ids),  # end-of-turn ids too (stop_token_ids), not only the EOS
             min_tokens=cfg.min_thought_tokens, logit_bias=bias, skip_special_tokens=False,
         )
 
@@ -202,6 +203,11 @@ class VLLMThoughtSampler(ThoughtSampler):
             requests = self.engine.generate(prompts, [self.sampling_params(t) for t in positions])
             completions = [[(list(c.token_ids), c.finish_reason, c.stop_reason)
                             for c in sorted(r.outputs, key=lambda c: c.index)] for r in requests]
+            # what the engine computed: each request's prompt once (its G samples share it; the prefix cache starts
+            # cold, see above) with one LM-head row, and every sampled token with its own row
+            prompt_tokens = sum(len(p) - (getattr(r, "num_cached_tokens", 0) or 0) for p, r in zip(prompts, requests))
+            sampled = sum(len(c[0]) for per in completions for c in per)
+            self.compute.add(prompt_tokens + sampled, len(requests) + sampled)
         thoughts = [self._thought_from(document_ids, t, g, ids, finish, stop)
                     for t, per_position in zip(positions, completions)
                     for g, (ids, finish, stop) in enumerate(per_position)]
@@ -214,23 +220,25 @@ class VLLMThoughtSampler(ThoughtSampler):
         return thoughts
 
     def _thought_from(self, doc: list[int], t: int, g: int, ids: list[int], finish: str, stop) -> Thought:
-        closed_by, eos_id, hidden = "budget", None, 0
+        closed_by, eos_id, hidden, stop_ids = "budget", None, 0, []
         thought = list(ids)
-        if finish == "stop" and stop is None and thought and thought[-1] in self.eos_ids:
+        if finish == "stop" and thought and thought[-1] in self.eos_ids and (stop is None or stop == thought[-1]):
             eos_id = thought.pop()
             closed_by = "eos"
+            stop_ids = [eos_id]
         elif finish == "stop":
             # the token that completed the marker's text is in `ids`; keep the tokens before the marker
             kept = thought_before_marker(thought, self.template.close, self.policy.tokenizer)
             if kept is not None:
                 tail = thought[len(kept):]
                 hidden = 0 if tail == self.close_ids else len(tail)
+                stop_ids = tail  # the tokens the policy sampled to write the marker, however it spelled it
                 thought = kept
             closed_by = "marker"
         scored = list(doc[:t]) + self.open_ids + thought + self.close_ids
         return Thought(position=t, index=g, ids=thought, text=self.policy.tokenizer.decode(thought),
                        closed_by=closed_by, scored_ids=scored, logp_with_thought=float("nan"),
-                       hidden_tokens=hidden, eos_id=eos_id)
+                       hidden_tokens=hidden, eos_id=eos_id, stop_ids=stop_ids)
 
     def _score(self, doc: list[int], thoughts: list[Thought], prefix) -> None:
         if self.scorer == "vllm":
@@ -239,7 +247,7 @@ class VLLMThoughtSampler(ThoughtSampler):
             from workbench.scoring import score_continuations
 
             scores = score_continuations(self.policy, doc, thoughts, self.template, n_next=1, prefix=prefix,
-                                         max_rows=self.max_rows)
+                                         max_rows=self.max_rows, count=self.compute)
             logps = [float(lp[0]) for lp in scores.logp]
         for th, lp in zip(thoughts, logps):
             th.logp_with_thought = lp

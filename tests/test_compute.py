@@ -1,0 +1,219 @@
+"""Compute accounting and the one evaluation, on a tiny random model whose counts are computed by hand here.
+
+The tiny model (conftest.tiny_model_dir): Llama, 2 layers, hidden 32, MLP 64, 4 query / 2 key-value heads of 8,
+a tied 49152 x 32 embedding, SmolLM2's tokenizer. Thoughts run to their budget (min_thought_tokens = budget, no EOS),
+so every count below is exact.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from workbench.errors import WorkbenchError
+from workbench.flops import ComputeMeter, FlopCounter, flop_counter
+from workbench.train_config import config_from_dict
+from workbench.trainer import merge_process_rows, read_metrics
+
+H, I, LAYERS, HEADS, KV, HD = 32, 64, 2, 4, 2, 8
+
+
+def _body_params() -> int:
+    attention = H * HEADS * HD + 2 * H * KV * HD + HEADS * HD * H  # q, k, v, o (no biases)
+    mlp = 3 * H * I  # gate, up, down
+    norms = 2 * H
+    return LAYERS * (attention + mlp + norms) + H  # + the final norm
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from workbench.models import load_model
+
+    return load_model(str(tiny_model_dir), dtype="float32")
+
+
+def test_flop_counter_by_hand(tiny):
+    counter = flop_counter(tiny.model)
+    vocab = tiny.model.get_input_embeddings().weight.shape[0]
+    assert counter == FlopCounter(body_params=_body_params(), head_params=vocab * H)
+    assert counter.forward(10, 3) == 2 * _body_params() * 10 + 2 * vocab * H * 3
+    assert counter.train(10, 3) == 3 * counter.forward(10, 3)
+
+
+def test_sampler_counts_every_token_and_head_row(tiny):
+    """Per thought row: the opening marker (o tokens, one head row to sample the first token), L - 1 more sampled
+    tokens fed with a head row each, the L-th fed without one (the budget closes it), then the closing marker
+    (c tokens, one head row to score x_t): o + L + c tokens, L + 1 head rows."""
+    from workbench.data import find_document, tokenize
+    from workbench.thoughts import SamplingConfig, ThoughtSampler, ThoughtTemplate, encode_prefix
+
+    ids = tokenize(tiny.tokenizer, find_document("math-01").text, 80)
+    L, G, positions = 5, 2, [30, 50]
+    sampler = ThoughtSampler(tiny, ThoughtTemplate(), SamplingConfig(G=G, thought_tokens=L, min_thought_tokens=L,
+                                                                      allow_eos=False, seed=3))
+    o, c = len(sampler.open_ids), len(sampler.close_ids)
+    _, prefix = encode_prefix(tiny.model, ids[:50], 50)
+    thoughts = sampler.sample(ids, positions, prefix=prefix)
+    assert all(th.length == L and th.closed_by == "budget" for th in thoughts)
+    rows = len(positions) * G
+    assert sampler.compute.take() == (rows * (o + L + c), rows * (L + 1))
+    sampler.sample(ids, positions)  # no prefix given: the sampler encodes ids[:50] itself, and counts it
+    assert sampler.compute.take() == (50 + rows * (o + L + c), rows * (L + 1))
+
+
+def test_merged_rows_sum_every_processs_compute():
+    a = {"flops_step": 10.0, "flops_loss": 6.0, "fwd_tokens_loss": 4, "head_rows_loss": 2, "reward_mean": 1.0,
+         "budget_tokens_step": 7}
+    b = {"flops_step": 30.0, "flops_loss": 20.0, "fwd_tokens_loss": 8, "head_rows_loss": 3, "reward_mean": 3.0,
+         "budget_tokens_step": 9}
+    merged = merge_process_rows([a, b])
+    assert merged["flops_step"] == 40.0 and merged["flops_loss"] == 26.0 and merged["fwd_tokens_loss"] == 12
+    assert merged["head_rows_loss"] == 5 and merged["budget_tokens_step"] == 16
+    assert merged["reward_mean"] == 2.0  # a mean stays a mean
+
+
+def _rlp_config(tiny_model_dir, tmp_path, **extra):
+    return config_from_dict(dict(
+        trainer="rlp", model=str(tiny_model_dir), output_dir=str(tmp_path / "rlp"), max_steps=1, docs_per_step=1,
+        positions_per_doc=2, G=2, thought_tokens=4, min_thought_tokens=4, allow_eos_in_thought=False,
+        max_doc_tokens=64, eval_data="", checkpoint_every=100, save_optimizer=False, progress=False, **extra,
+    ))
+
+
+def test_one_rlp_step_counts_by_hand(tiny_model_dir, tmp_path):
+    from workbench.launch import trainer_for
+
+    trainer = trainer_for(_rlp_config(tiny_model_dir, tmp_path))
+    assert trainer.packed_loss
+    trainer.train()
+    (row,) = [r for r in read_metrics(trainer.run_dir) if r["step"] == 1]
+    (ctx,) = trainer.last_batch["contexts"]
+    p1, p2 = ctx.positions
+    o, c = len(trainer.open_ids), len(trainer.close_ids)
+    L, rows = 4, 4
+    counter = trainer.flops_of
+    expected = {
+        # the teacher reads ids[:p2] once, its LM head at the two positions
+        "teacher": (p2, 2, counter.forward(p2, 2)),
+        # the policy encodes ids[:p2] once, then the decode loop (see test_sampler_counts_every_token_and_head_row)
+        "sample": (p2 + rows * (o + L + c), rows * (L + 1), counter.forward(p2 + rows * (o + L + c), rows * (L + 1))),
+        # the empty thought at each position: both markers, one head row
+        "score": (2 * (o + c), 2, counter.forward(2 * (o + c), 2)),
+        # the packed loss pass: the prefix once, then each row's own inputs (o + L - 1), the head at the L targets;
+        # forward + backward
+        "loss": (p2 + rows * (o + L - 1), rows * L, counter.train(p2 + rows * (o + L - 1), rows * L)),
+    }
+    for kind, (tokens, heads, flops) in expected.items():
+        assert (row[f"fwd_tokens_{kind}"], row[f"head_rows_{kind}"]) == (tokens, heads), kind
+        assert row[f"flops_{kind}"] == pytest.approx(flops, rel=1e-12), kind
+    assert row["flops_step"] == pytest.approx(sum(f for _, _, f in expected.values()), rel=1e-12)
+    assert row["flops"] == row["flops_step"]
+    # the paper's token budget: every rollout's sequence (context, markers, thought) + the input tokens
+    assert row["tokens_rollout"] == 2 * (p1 + o + L + c) + 2 * (p2 + o + L + c)
+    assert row["tokens_input"] == p1 + p2
+    assert row["budget_tokens"] == row["tokens_rollout"] + row["tokens_input"]
+    summary = json.loads((trainer.run_dir / "summary.json").read_text())
+    assert summary["total_flops"] == row["flops"] and summary["total_budget_tokens"] == row["budget_tokens"]
+    trainer.close()
+
+
+@pytest.mark.parametrize("match", ["flops", "tokens"])
+def test_ntp_matches_a_run_in_flops_or_tokens(tiny_model_dir, tmp_path, match):
+    """An NTP step on one document of n tokens: n tokens fed, n - 1 head rows, forward + backward. It stops at the
+    first step that reaches the matched run's budget."""
+    from workbench.launch import trainer_for
+
+    rlp = tmp_path / "rlp-run"
+    rlp.mkdir()
+    budget = {"flops": 5.5e9, "tokens": 150}[match]
+    (rlp / "summary.json").write_text(json.dumps({"total_flops": 5.5e9, "total_budget_tokens": 150}))
+    cfg = config_from_dict(dict(
+        trainer="ntp", model=str(tiny_model_dir), output_dir=str(tmp_path / "ntp"), max_steps=50, docs_per_step=1,
+        max_doc_tokens=64, eval_data="", checkpoint_every=100, save_optimizer=False, progress=False,
+        match_run=str(rlp), match=match,
+    ))
+    trainer = trainer_for(cfg)
+    summary = trainer.train()
+    rows = [r for r in read_metrics(trainer.run_dir) if r["step"] > 0]
+    for r in rows:
+        n = r["train_tokens"]
+        assert (r["fwd_tokens_loss"], r["head_rows_loss"]) == (n, n - 1)
+        assert r["flops_step"] == pytest.approx(trainer.flops_of.train(n, n - 1), rel=1e-12)
+        assert r["budget_tokens_step"] == n
+    used = [r["flops" if match == "flops" else "budget_tokens"] for r in rows]
+    assert used[-1] >= budget > (used[-2] if len(used) > 1 else 0)
+    assert summary["stopped_by"] == "flops budget" or summary["steps"] == len(rows)
+    assert json.loads((trainer.run_dir / "run.json").read_text())["compute_budget"] == [match, budget]
+    trainer.close()
+
+
+def test_ntp_match_needs_a_run_with_counts(tiny_model_dir, tmp_path):
+    from workbench.launch import trainer_for
+
+    (tmp_path / "empty").mkdir()
+    cfg = config_from_dict(dict(trainer="ntp", model=str(tiny_model_dir), output_dir=str(tmp_path / "ntp"),
+                                eval_data="", progress=False, match_run=str(tmp_path / "empty"), match="tokens"))
+    with pytest.raises(WorkbenchError, match="no tokens count"):
+        trainer_for(cfg)
+    with pytest.raises(WorkbenchError, match="match must be"):
+        config_from_dict(dict(trainer="ntp", match="steps"))
+
+
+def test_cpt_preset_is_the_papers_cpt_optimiser():
+    from workbench.train_config import load_config
+
+    cfg = load_config("configs/ntp_cpt_paper.yaml")
+    assert cfg.adam_betas == [0.9, 0.95] and cfg.weight_decay == 0.1
+    assert cfg.learning_rate == 1e-6 and cfg.min_learning_rate == 1e-7 and cfg.lr_scheduler == "cosine_with_min_lr"
+
+
+def test_every_trainer_evaluates_alike():
+    """The evaluation settings come from the fields every config shares: an RLP and an NTP config with the same
+    shared fields evaluate identically, whatever their training settings (budget, guards, G, seed)."""
+    from workbench.evaluation import EvalSettings, eval_settings, require_same_settings
+    from workbench.launch import trainer_classes
+    from workbench.trainer import Trainer
+
+    shared = dict(eval_docs=3, eval_positions="every:40", eval_G=2, eval_thought_tokens=16, max_doc_tokens=256)
+    rlp = config_from_dict(dict(trainer="rlp", seed=7, G=8, thought_tokens=64, min_thought_tokens=0, temperature=1.0,
+                                allow_eos_in_thought=False, **shared))
+    ntp = config_from_dict(dict(trainer="ntp", seed=3, **shared))
+    assert eval_settings(rlp) == eval_settings(ntp)
+    assert eval_settings(rlp).min_thought_tokens == 1 and eval_settings(rlp).seed == 0
+    # no trainer evaluates its own way
+    assert all(cls.evaluate is Trainer.evaluate for cls in trainer_classes().values())
+    other = config_from_dict(dict(trainer="ntp", **{**shared, "eval_thought_tokens": 32}))
+    with pytest.raises(WorkbenchError, match="thought_tokens"):
+        require_same_settings({"RLP": eval_settings(rlp), "NTP": eval_settings(other)})
+    assert isinstance(require_same_settings({"a": eval_settings(rlp), "b": eval_settings(ntp)}), EvalSettings)
+
+
+def test_evaluate_by_hand_on_the_tiny_model(tiny):
+    """eval_loss / accuracy from plain forwards; the reward is log p(with thought) - own no-think log p, the content
+    gain log p(with thought) - log p(empty thought)."""
+    import torch
+
+    from workbench.evaluation import EvalSettings, evaluate
+    from workbench.rewards import reward_map
+
+    from workbench.data import find_document, tokenize
+
+    ids = tokenize(tiny.tokenizer, find_document("eval:math-11").text, 60)
+    settings = EvalSettings(positions="at:20,40", G=2, thought_tokens=3, seed=5)
+    out = evaluate(tiny, [ids], settings)
+    with torch.no_grad():
+        logits = tiny.model(torch.tensor([ids])).logits[0].float()
+    logp = torch.log_softmax(logits, -1)[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
+    assert out["eval_loss"] == pytest.approx(float(-logp.mean()), abs=1e-4)
+    assert out["eval_perplexity"] == pytest.approx(float(np.exp(-float(logp.mean()))), rel=1e-4)
+    accuracy = float((logits[:-1].argmax(-1) == torch.tensor(ids[1:])).double().mean())
+    assert out["eval_accuracy"] == pytest.approx(accuracy)
+    rm = reward_map(tiny, tiny, ids, "at:20,40", settings.sampling(), settings.template())
+    with_thought = np.array([th.logp_with_thought for th in rm.thoughts])
+    own = np.array([float(logp[th.position - 1]) for th in rm.thoughts])
+    empty = np.array([rm.empty_logp[th.position] for th in rm.thoughts])
+    assert out["eval_reward_mean"] == pytest.approx(float(np.mean(with_thought - own)), abs=1e-4)
+    assert out["eval_content_gain"] == pytest.approx(float(np.mean(with_thought - empty)), abs=1e-6)
+    assert out["eval_thought_tokens"] >= 1  # min_thought_tokens 1 by default: no empty thought

@@ -1,0 +1,165 @@
+"""One held-out evaluation for every model the workbench compares: base, RLP-trained, NTP-trained, any design.
+
+A comparison is only fair when every model is measured the same way (shared/reference/rewards.md, "Readings that
+are easy to get wrong"): the same documents, positions, thought budget, temperature, guards and seeds. So the
+settings are one frozen record, `EvalSettings`, built from the fields every training config shares
+(`eval_settings(config)`: no trainer-specific field can reach it), written into every run directory
+(`run.json: evaluation`) and checked before two runs are compared (`require_same_settings`).
+
+Metrics (one spelling, used by trainers, notebooks and reports):
+
+    eval_loss                   mean NLL per token without a thought (nats)
+    eval_perplexity             exp(eval_loss)
+    eval_accuracy               share of tokens the model ranks first without a thought
+    eval_reward_mean            log p(x_t | x_<t, c) - log p(x_t | x_<t): the information gain of the model's own
+                                sampled thoughts over its *own* no-think prediction (each model is its own teacher,
+                                so base, RLP and NTP are measured alike; RLP's EMA teacher is a training device)
+    eval_logp_with_thought      log p(x_t | x_<t, c), comparable across models as it is
+    eval_content_gain           log p(x_t | x_<t, c) - log p(x_t | x_<t, <think></think>): what the words added
+    eval_empty_thought_reward   the empty thought's reward: the format cost of the markers
+    eval_thought_tokens, eval_share_empty, eval_share_closed_by_marker: how the model thinks
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from workbench.errors import WorkbenchError
+from workbench.models import ModelHandle
+from workbench.scoring import no_think_scores
+from workbench.thoughts import SamplingConfig, ThoughtTemplate
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Everything that decides an evaluation's numbers, apart from the model."""
+
+    data: str = "corpus:eval"  # held-out documents
+    docs: int = 4  # the first N of them (0 = all)
+    max_doc_tokens: int = 512  # documents cut to this many tokens
+    positions: str = "every:48"  # where thoughts are sampled
+    G: int = 2  # thoughts per position (0: no thoughts, the no-think metrics only)
+    thought_tokens: int = 32
+    temperature: float = 0.7
+    top_p: float = 1.0
+    min_thought_tokens: int = 1  # the paper's action space: a thought has at least one token
+    allow_eos: bool = True
+    seed: int = 0  # of the positions and thoughts; independent of any training seed
+    think_open: str = "<think>"
+    think_close: str = "</think>"
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(G=max(1, self.G), thought_tokens=self.thought_tokens, temperature=self.temperature,
+                              top_p=self.top_p, seed=self.seed, allow_eos=self.allow_eos,
+                              min_thought_tokens=min(self.min_thought_tokens, self.thought_tokens))
+
+    def template(self) -> ThoughtTemplate:
+        return ThoughtTemplate(self.think_open, self.think_close)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def eval_settings(config) -> EvalSettings:
+    """The evaluation of a training config: read from the `eval_*` fields every config shares, and nothing else."""
+    return EvalSettings(
+        data=config.eval_data, docs=config.eval_docs, max_doc_tokens=config.max_doc_tokens,
+        positions=config.eval_positions, G=config.eval_G, thought_tokens=config.eval_thought_tokens,
+        temperature=config.eval_temperature, top_p=config.eval_top_p, min_thought_tokens=config.eval_min_thought_tokens,
+        allow_eos=config.eval_allow_eos, seed=config.eval_seed, think_open=config.think_open,
+        think_close=config.think_close,
+    )
+
+
+def require_same_settings(settings: dict[str, EvalSettings | dict[str, Any]]) -> EvalSettings:
+    """Refuse to compare evaluations made under different settings (one line naming the fields that differ)."""
+    items = {k: v if isinstance(v, EvalSettings) else EvalSettings(**v) for k, v in settings.items()}
+    names = list(items)
+    first = items[names[0]]
+    for name in names[1:]:
+        other = items[name]
+        if other != first:
+            diff = [f.name for f in dataclasses.fields(EvalSettings) if getattr(other, f.name) != getattr(first, f.name)]
+            raise WorkbenchError(f"{names[0]} and {name} were evaluated under different settings ({', '.join(diff)}); "
+                                 "re-evaluate both with one EvalSettings (workbench.evaluation.evaluate)")
+    return first
+
+
+def settings_of_run(run_dir) -> EvalSettings:
+    """The evaluation settings a training run recorded (run.json), or those its config implies for older runs."""
+    import json
+    from pathlib import Path
+
+    run_json = Path(run_dir) / "run.json"
+    if run_json.exists() and "evaluation" in (record := json.loads(run_json.read_text())):
+        return EvalSettings(**record["evaluation"])
+    from workbench.train_config import load_config
+
+    return eval_settings(load_config(Path(run_dir) / "config.yaml"))
+
+
+def evaluate(policy: ModelHandle, documents: list[list[int]], settings: EvalSettings, progress: bool = False) -> dict[str, float]:
+    """The held-out metrics of `policy` on tokenised `documents` (already cut to settings.max_doc_tokens)."""
+    from workbench.rewards import reward_map, thought_length_stats
+
+    if not documents:
+        raise WorkbenchError("evaluate: no held-out documents")
+    start = time.perf_counter()
+    nll, correct, count = 0.0, 0, 0
+    rewards, with_thought, content, empty, thoughts = [], [], [], [], []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(documents), desc=f"evaluating {policy.label}", leave=False)
+    for ids in documents:
+        if settings.G == 0:
+            scores, _ = no_think_scores(policy, ids, entropy=False)  # entropies are not needed here: quicker
+            own = scores.logp
+        else:
+            rm = reward_map(policy, policy, ids, settings.positions, settings.sampling(), settings.template())
+            own = rm.no_think.logp
+            rewards.extend(rm.rewards.tolist())
+            with_thought.extend(th.logp_with_thought for th in rm.thoughts)
+            content.extend(rm.content_gains.tolist())
+            empty.extend(rm.empty_rewards.values())
+            thoughts.extend(rm.thoughts)
+            scores = rm.no_think
+        nll -= float(np.nansum(own[1:]))
+        correct += int((scores.top_id[1:] == np.asarray(ids[1:])).sum())
+        count += len(ids) - 1
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    out = {"eval_loss": nll / count, "eval_perplexity": float(np.exp(nll / count)), "eval_accuracy": correct / count}
+    if thoughts:
+        lengths = np.array([th.length for th in thoughts])
+        stats = thought_length_stats(thoughts)
+        out.update({
+            "eval_reward_mean": float(np.mean(rewards)),
+            "eval_logp_with_thought": float(np.mean(with_thought)),
+            "eval_content_gain": float(np.mean(content)),
+            "eval_empty_thought_reward": float(np.mean(empty)),
+            "eval_thought_tokens": float(lengths.mean()),
+            "eval_share_empty": float((lengths == 0).mean()),
+            "eval_share_closed_by_marker": stats["share_closed_by_marker"],
+        })
+    out["time_eval_s"] = time.perf_counter() - start
+    return out
+
+
+def evaluation_documents(tokenizer, settings: EvalSettings) -> list[list[int]]:
+    """The held-out documents of `settings`, tokenised and cut as every trainer and notebook cuts them."""
+    from workbench.data import load_documents_spec, tokenize
+
+    docs = load_documents_spec(settings.data)
+    if settings.docs:
+        docs = docs[: settings.docs]
+    ids = [tokenize(tokenizer, d.text, settings.max_doc_tokens) for d in docs]
+    return [x for x in ids if len(x) >= 16]
