@@ -21,7 +21,8 @@ SMALL = {
                           "sweep_G", "[1, 2]", "sweep_budgets", "[2, 6]", "probe_positions", "every:40"],
     # 04-05 train on SmolLM2-135M here: the same code paths, a quarter of Gemma's cost (the report runs Gemma)
     "04_training": ["model", "smollm2-135m", "max_steps", "2", "thought_tokens", "6", "positions_per_doc", "1", "G", "2",
-                    "guard_experiment", "True", "guard_steps", "2", "guard_thought_tokens", "4"],
+                    "guard_experiment", "True", "guard_steps", "2", "guard_thought_tokens", "4",
+                    "arena", "True", "arena_designs", "rlp,nover", "arena_steps", "1"],
     "05_evaluation": ["model", "smollm2-135m", "train_steps", "1", "positions", "every:20", "G", "2", "thought_tokens", "6"],
 }
 
@@ -119,7 +120,17 @@ def test_notebook_runs_headlessly(tmp_path, kept_runs, stem):
         assert rlp_summary["steps"] == 2 and ntp_summary["stopped_by"] == "flops budget"
         assert ntp_summary["total_flops"] >= rlp_summary["total_flops"]  # matched compute (to one NTP step)
         assert metrics["guarded_last_share_empty"] == 0.0  # min_thought_tokens forbids empty thoughts
-        assert (Path(metrics["faithful_run"]) / "metrics.jsonl").exists()
+        assert metrics["faithful_last_share_empty"] == 0.0  # so does the paper's |c| >= 1
+        assert (Path(metrics["empty_allowed_run"]) / "metrics.jsonl").exists()
+        faithful = json.loads((Path(metrics["faithful_run"]) / "run.json").read_text())
+        allowed = json.loads((Path(metrics["empty_allowed_run"]) / "run.json").read_text())
+        assert faithful["deviations_from_paper"] == [] and any("empty thought" in d for d in allowed["deviations_from_paper"])
+        # the arena: the same compute for the second design (to one step), the same evaluation for all runs
+        assert metrics["arena_designs"] == ["rlp", "nover"]
+        assert metrics["arena_nover_flops"] >= metrics["arena_rlp_flops"]
+        evaluations = {json.dumps(json.loads((Path(p) / "run.json").read_text())["evaluation"], sort_keys=True)
+                       for p in (rlp, ntp, metrics["faithful_run"], metrics["guarded_run"])}
+        assert len(evaluations) == 1  # RLP, NTP and the guard runs were evaluated alike
         TRAINED.update(rlp_run=metrics["rlp_run"], ntp_run=metrics["ntp_run"])
     if stem == "05_evaluation":
         assert {"ppl_base", "ppl_rlp", "ppl_ntp", "mc_acc_base", "mc_acc_rlp", "reward_trained"} <= set(metrics)

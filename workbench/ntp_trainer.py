@@ -39,10 +39,6 @@ def budget_of_run(run_dir: str | Path, quantity: str) -> float:
     return float(rows[-1][key[1]])
 
 
-def flops_of_run(run_dir: str | Path) -> float:
-    return budget_of_run(run_dir, "flops")
-
-
 class NTPTrainer(Trainer):
     config: NTPConfig
 

@@ -139,9 +139,6 @@ class RLPTrainer(Trainer):
         return {"vllm_sync_nats": float(np.abs(engine - local).max()),
                 "vllm_shift_nats": float(np.abs(engine - self._probe_start).max())}
 
-    def template(self) -> ThoughtTemplate:
-        return self._template
-
     def refresh_teacher(self) -> None:
         with torch.no_grad():
             for dst, src in zip(self._teacher.parameters(), self.ema):

@@ -62,10 +62,12 @@ class SamplingConfig:
     temperature: float = 0.7  # paper: 0.7; 0 means greedy
     top_p: float = 1.0  # nucleus; 1.0 samples from the full distribution, as the paper describes
     seed: int = 0  # one generator per call: the same seed, document and positions give the same thoughts
-    # guards against the empty-thought collapse (shared/reference/rewards.md, last section); the
-    # defaults leave sampling as the paper describes it
+    # guards against the empty-thought collapse (shared/reference/rewards.md, last section)
     allow_eos: bool = True  # False: EOS is never sampled inside a thought (its logit is masked)
-    min_thought_tokens: int = 0  # the closing marker (and EOS) cannot be sampled before this many thought tokens
+    # the closing marker (and EOS) cannot be sampled before this many thought tokens. 0 here, so the views show what
+    # an unconstrained model writes, empty thoughts included; the paper's action space is |c| >= 1, which training
+    # (RLPConfig.min_thought_tokens) and the held-out evaluation (EvalSettings) use by default
+    min_thought_tokens: int = 0
 
     def validate(self) -> "SamplingConfig":
         if not isinstance(self.G, int) or self.G < 1:
