@@ -278,6 +278,8 @@ def test_vr_cli_step_function_is_the_authors():
         0.0, 0.0, 0.0, 0.5, 0.5, 0.9, 0.9, 1.0, 1.0]
     # PPL 10 without, 8 with: 20 % better
     assert percent_improvement(np.full(3, -np.log(8.0)), np.full(3, -np.log(10.0))) == pytest.approx(20.0)
+    # NOVER's reward is named for what it computes: exp(-mean NLL) is the inverse perplexity
+    assert "inverse perplexity" in DESIGNS["nover"].__doc__ and "own perplexity" not in DESIGNS["nover"].__doc__
 
 
 @pytest.mark.slow

@@ -533,3 +533,22 @@ def test_trainer_teacher_and_advantages_on_the_real_model(tmp_path, monkeypatch)
     with pytest.raises(AssertionError):
         _check_teacher_update(trainer, before, 0.5)
     trainer.close()
+
+
+def test_paper_faithful_configs_sample_thoughts_of_at_least_one_token():
+    """The paper's Algorithm 1 samples |c| >= 1: that is the default and the faithful collapse config; allowing the
+    empty thought is a deviation, and run.json will say so."""
+    from workbench.rlp_config import RLPConfig
+
+    assert RLPConfig().min_thought_tokens == 1 and RLPConfig().deviations == []
+    faithful = load_config(REPO / "configs" / "collapse_faithful.yaml")
+    allowed = load_config(REPO / "configs" / "collapse_empty_allowed.yaml")
+    guarded = load_config(REPO / "configs" / "collapse_guarded.yaml")
+    assert faithful.min_thought_tokens == 1 and not faithful.guarded and faithful.deviations == []
+    assert allowed.min_thought_tokens == 0 and any("empty thought" in d for d in allowed.deviations)
+    assert guarded.guarded and any("guards" in d for d in guarded.deviations)
+    # the three differ only in the fields under test
+    strip = lambda c: {k: v for k, v in c.to_dict().items() if k not in (  # noqa: E731
+        "run_name", "min_thought_tokens", "loss_normalisation", "allow_eos_in_thought", "empty_advantage_cap")}
+    assert strip(faithful) == strip(allowed) == strip(guarded)
+    assert load_config(REPO / "configs" / "rlp_tiny.yaml").min_thought_tokens == 1

@@ -17,11 +17,9 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from workbench.errors import WorkbenchError
 from workbench.runs import new_run_dir, write_json
-from workbench.train_config import config_from_dict, read_yaml, resolve_config_path
+from workbench.train_config import config_from_dict, read_config_file
 
 ARENA_KEY = "arena_designs"
 TABLE_METRICS = ("eval_reward_mean", "eval_content_gain", "eval_logp_with_thought", "eval_loss", "eval_accuracy",
@@ -32,13 +30,7 @@ def load_arena(path: str | Path, overrides: dict[str, Any] | None = None, design
     """(the shared RLP config, the designs) of an arena file; `designs` replaces the file's list."""
     from workbench.compare import parse_designs
 
-    path = resolve_config_path(path)
-    if not path.is_file():
-        raise WorkbenchError(f"arena file {path} not found")
-    try:
-        data = read_yaml(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise WorkbenchError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
+    path, data = read_config_file(path)
     listed = data.pop(ARENA_KEY, None)
     names = parse_designs(designs if designs is not None else listed or ["rlp"])
     if len(set(names)) != len(names):

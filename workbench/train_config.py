@@ -257,8 +257,8 @@ def resolve_config_path(path: str | Path) -> Path:
     return in_repo if in_repo.is_file() else path
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML config (plus optional overrides, e.g. from a notebook's parameters)."""
+def read_config_file(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(resolved path, its YAML mapping), with one-line errors for a missing file or bad YAML."""
     path = resolve_config_path(path)
     if not path.is_file():
         raise WorkbenchError(f"config file {path} not found")
@@ -266,6 +266,14 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         data = read_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise WorkbenchError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict):
+        raise WorkbenchError(f"{path}: expected a mapping of field: value, got {type(data).__name__}")
+    return path, data
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML config (plus optional overrides, e.g. from a notebook's parameters)."""
+    path, data = read_config_file(path)
     if overrides:
         data = {**data, **overrides}
     return config_from_dict(data, str(path))
