@@ -177,3 +177,9 @@ def test_training_samples_with_vllm_and_pushes_weights(tmp_path):
     # sync error would grow to the shift instead); measured: shift 5.1 nats, sync 0.45 at step 3
     last = steps[-1]
     assert last["vllm_shift_nats"] > 5 * last["vllm_sync_nats"], last
+    # the engine's work is counted: each request's prompt and every sampled token, with their LM-head rows; the
+    # transformers scorer's pass over the thoughts comes on top
+    for r in steps:
+        thoughts, sampled = r["thoughts"], r["thought_tokens_mean"] * r["thoughts"]
+        assert r["fwd_tokens_sample"] >= sampled and r["head_rows_sample"] >= sampled + thoughts, r
+        assert r["flops_sample"] > 0 and r["flops_probe"] > 0
