@@ -75,11 +75,10 @@ def test_merged_rows_sum_every_processs_compute():
 
 
 def _rlp_config(tiny_model_dir, tmp_path, **extra):
-    return config_from_dict(dict(
+    return config_from_dict({**dict(
         trainer="rlp", model=str(tiny_model_dir), output_dir=str(tmp_path / "rlp"), max_steps=1, docs_per_step=1,
         positions_per_doc=2, G=2, thought_tokens=4, min_thought_tokens=4, allow_eos_in_thought=False,
-        max_doc_tokens=64, eval_data="", checkpoint_every=100, save_optimizer=False, progress=False, **extra,
-    ))
+        max_doc_tokens=64, eval_data="", checkpoint_every=100, save_optimizer=False, progress=False), **extra})
 
 
 def test_one_rlp_step_counts_by_hand(tiny_model_dir, tmp_path):
@@ -217,3 +216,37 @@ def test_evaluate_by_hand_on_the_tiny_model(tiny):
     assert out["eval_reward_mean"] == pytest.approx(float(np.mean(with_thought - own)), abs=1e-4)
     assert out["eval_content_gain"] == pytest.approx(float(np.mean(with_thought - empty)), abs=1e-6)
     assert out["eval_thought_tokens"] >= 1  # min_thought_tokens 1 by default: no empty thought
+
+
+@pytest.mark.parametrize("design", ["rpt", "vr_cli"])
+def test_any_design_trains_with_the_same_loop(tiny_model_dir, tmp_path, design):
+    """reward_design swaps the reward only: the step's rewards are the design's (rpt: 0/1; vr_cli: its step values,
+    from a frozen reference), the advantages are RLOO on them, the design's extra passes are counted, and the
+    degenerate-group share is logged."""
+    from workbench.launch import trainer_for
+
+    trainer = trainer_for(_rlp_config(tiny_model_dir, tmp_path, reward_design=design, G=3))
+    row = trainer.train_step(1)
+    batch = trainer.last_batch
+    rewards = batch["rewards"]
+    allowed = {"rpt": {0.0, 1.0}, "vr_cli": {0.0, 0.5, 0.9, 1.0}}[design]
+    assert set(rewards.flatten().tolist()) <= allowed
+    assert not torch_equal(rewards, batch["info_gain"])  # not RLP's reward
+    G = 3
+    expected = G / (G - 1) * (rewards - rewards.mean(-1, keepdim=True))
+    assert (batch["advantages"] - expected).abs().max() < 1e-12
+    assert row["flops_design"] > 0 and row["head_rows_design"] > 0
+    assert 0.0 <= row["degenerate_group_share"] <= 1.0
+    assert (trainer._reference is not None) == (design == "vr_cli")
+    trainer.close()
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_unknown_reward_design_is_one_line():
+    with pytest.raises(WorkbenchError, match="reward_design must be one of"):
+        config_from_dict(dict(trainer="rlp", reward_design="nonsense"))

@@ -50,7 +50,9 @@ class RLPConfig(TrainConfig):
     ppo_epochs: int = help_field(
         1, "Optimizer steps per batch of thoughts. With 1 the ratio is exactly 1 and clipping never acts; the paper does not say."
     )
-    beta: float = help_field(0.0, "KL penalty to the EMA teacher (k3 estimator on thought tokens). Paper: 0 was best.")
+    beta: float = help_field(
+        0.0, "KL penalty (k3 estimator on thought tokens) towards the EMA teacher: a variant. The paper's KL ablation "
+        "(beta 1e-4 and 1e-3, both below beta 0) regularised towards a fixed reference model instead.")
     ntp_coef: float = help_field(0.0, "Weight of an added next-token loss on the step's documents (ablation; paper: none).")
     train_stop_tokens: bool = help_field(
         True,
@@ -90,6 +92,10 @@ class RLPConfig(TrainConfig):
             out.append(f"reward_design {self.reward_design}: not RLP's information gain")
         if self.guarded:
             out.append("collapse guards on (not in the paper)")
+        if self.beta > 0:
+            out.append("beta > 0: a KL term towards the EMA teacher (the paper's best setting has none)")
+        if self.ntp_coef > 0:
+            out.append("ntp_coef > 0: a next-token loss term (the paper has none)")
         return out
 
     def validate(self) -> "RLPConfig":

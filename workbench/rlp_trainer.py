@@ -206,7 +206,7 @@ class RLPTrainer(Trainer):
             empty = empty_thought_logp(policy, ids, ctx.positions, self._template, prefix=prefix, count=count)
             self.compute.add_count("score", count)
             if by_design:
-                design_rewards.extend(self.design_rewards(ids, ctx.positions, sampled, no_think, empty))
+                design_rewards.extend(self.design_rewards(ids, ctx.positions, sampled, no_think, empty, seed))
             for j, t in enumerate(ctx.positions):
                 thoughts.append(sampled[j * cfg.G : (j + 1) * cfg.G])
                 teacher_logp.append(teacher_at[j])
@@ -214,13 +214,15 @@ class RLPTrainer(Trainer):
         return {"thoughts": thoughts, "teacher_logp": np.array(teacher_logp), "empty_logp": np.array(empty_logp),
                 "design_rewards": np.array(design_rewards) if by_design else None}
 
-    def design_rewards(self, ids: list[int], positions: list[int], sampled: list[Thought], no_think, empty) -> list[float]:
-        """One document's rewards under `reward_design` (any registered design), on the thoughts just sampled."""
+    def design_rewards(self, ids: list[int], positions: list[int], sampled: list[Thought], no_think, empty,
+                       seed: int) -> list[float]:
+        """One document's rewards under `reward_design` (any registered design), on the thoughts just sampled; a design
+        that generates after the thoughts (rpt, pretrainzero, rlpt) samples with the step's seed."""
         from workbench.designs import DESIGNS, DesignInput
 
         cfg = self.config
         policy, teacher = self.rollout, self.teacher
-        rm = _record(policy, teacher, self._template, self.sampling(0), "train", ids, no_think, list(positions), sampled,
+        rm = _record(policy, teacher, self._template, self.sampling(seed), "train", ids, no_think, list(positions), sampled,
                      {}, dict(zip(positions, np.asarray(empty).tolist())), "sampled")
         reference = None
         if self._reference is not None:

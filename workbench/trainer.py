@@ -474,7 +474,7 @@ class Trainer:
         import gc
 
         self.accelerator.free_memory()
-        for name in ("model", "optimizer", "scheduler", "_rollout", "_teacher", "ema"):
+        for name in ("model", "optimizer", "scheduler", "_rollout", "_teacher", "_reference", "ema"):
             if hasattr(self, name):
                 setattr(self, name, None)
         gc.collect()
