@@ -233,6 +233,16 @@ class PositionSpec:
         return self.kind if self.kind == "all" else f"{self.kind}:{self.n}"
 
 
+MIN_DOC_TOKENS = 16  # shorter documents leave no room for a context before a thought
+
+
+def tokenize_documents(tokenizer, docs: Sequence[Document], max_tokens: int | None) -> list[list[int]]:
+    """Token ids of each document, cut to `max_tokens`, leaving out those under MIN_DOC_TOKENS (training and the held-out
+    evaluation read documents this way)."""
+    ids = [tokenize(tokenizer, d.text, max_tokens) for d in docs]
+    return [x for x in ids if len(x) >= MIN_DOC_TOKENS]
+
+
 def parse_positions(spec: str) -> PositionSpec:
     """Parse 'all', 'every:K', 'random:N', 'top-entropy:N' or 'at:T1,T2,...' (explicit positions)."""
     spec = str(spec).strip()

@@ -156,10 +156,7 @@ def evaluate(policy: ModelHandle, documents: list[list[int]], settings: EvalSett
 
 def evaluation_documents(tokenizer, settings: EvalSettings) -> list[list[int]]:
     """The held-out documents of `settings`, tokenised and cut as every trainer and notebook cuts them."""
-    from workbench.data import load_documents_spec, tokenize
+    from workbench.data import load_documents_spec, tokenize_documents
 
     docs = load_documents_spec(settings.data)
-    if settings.docs:
-        docs = docs[: settings.docs]
-    ids = [tokenize(tokenizer, d.text, settings.max_doc_tokens) for d in docs]
-    return [x for x in ids if len(x) >= 16]
+    return tokenize_documents(tokenizer, docs[: settings.docs] if settings.docs else docs, settings.max_doc_tokens)

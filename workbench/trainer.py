@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from workbench.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
-from workbench.data import Document, load_documents_spec, tokenize
+from workbench.data import MIN_DOC_TOKENS, Document, load_documents_spec, tokenize_documents
 from workbench.errors import WorkbenchError
-from workbench.evaluation import EvalSettings, eval_settings, evaluate
+from workbench.evaluation import EvalSettings, eval_settings, evaluate, evaluation_documents
 from workbench.flops import ComputeMeter, flop_counter
 from workbench.hardware import auto_mixed_precision, choose_dtype
 from workbench.models import ModelHandle, load_model
@@ -136,10 +136,10 @@ class Trainer:
         self.flops_of = flop_counter(model)
         self.compute = ComputeMeter(self.flops_of)  # every forward of a step, by kind (workbench/flops.py)
         self.train_ids = self._tokenized(self.train_docs, "train_data")
-        self.eval_ids: list[list[int]] = []
-        if config.eval_data:
-            eval_docs = load_docs(config.eval_data)
-            self.eval_ids = self._tokenized(eval_docs[: config.eval_docs] if config.eval_docs else eval_docs, "eval_data")
+        # the held-out documents exactly as the one evaluation reads them (notebook 05 and the arena read them so too)
+        self.eval_ids = evaluation_documents(self.tokenizer, self.eval_settings) if config.eval_data else []
+        if config.eval_data and not self.eval_ids:
+            raise WorkbenchError(f"eval_data: no document has at least {MIN_DOC_TOKENS} tokens")
         # one process: the fused AdamW kernel, one pass over weights, moments and gradients instead of ~10 foreach
         # passes (on Gemma 3 270M, whose 262k x 640 embedding is two thirds of the weights, the foreach step took 3.6 s
         # of a 21 s RLP step on 2 AVX2 cores). Several processes keep the plain one, so DDP and FSDP2 step alike.
@@ -412,10 +412,9 @@ class Trainer:
         self._print(line)
 
     def _tokenized(self, docs: list[Document], field: str) -> list[list[int]]:
-        ids = [tokenize(self.tokenizer, d.text, self.config.max_doc_tokens) for d in docs]
-        ids = [x for x in ids if len(x) >= 16]
+        ids = tokenize_documents(self.tokenizer, docs, self.config.max_doc_tokens)
         if not ids:
-            raise WorkbenchError(f"{field}: no document has at least 16 tokens")
+            raise WorkbenchError(f"{field}: no document has at least {MIN_DOC_TOKENS} tokens")
         return ids
 
     # -- checkpoints -----------------------------------------------------------------------------
