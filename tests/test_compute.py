@@ -218,6 +218,58 @@ def test_evaluate_by_hand_on_the_tiny_model(tiny):
     assert out["eval_thought_tokens"] >= 1  # min_thought_tokens 1 by default: no empty thought
 
 
+def test_answer_metrics_by_hand_on_the_tiny_model(tiny):
+    """At `marked` positions the evaluation adds the end task: after each sampled thought, is the answer the model's
+    most likely token (checked with a plain forward of the scored ids)? Without a thought, is it the most likely token
+    once the opening marker's first token is set aside? And the share of scratchpad-style thoughts."""
+    import torch
+
+    from workbench.data import load_thinking_corpus, tokenize_document
+    from workbench.evaluation import EvalSettings, evaluate
+    from workbench.rewards import reward_map, run_teacher_pass
+    from workbench.thinking_corpus import thought_style
+
+    ids = tokenize_document(tiny.tokenizer, load_thinking_corpus("eval")[0])
+    settings = EvalSettings(data="thinking:eval", positions="marked", G=2, thought_tokens=3, seed=5)
+    out = evaluate(tiny, [ids], settings)
+    rm = reward_map(tiny, tiny, ids, "marked", settings.sampling(), settings.template(),
+                    teacher_pass=run_teacher_pass(tiny, ids, top_k=2))
+    assert rm.positions == list(ids.marked) and len(rm.positions) >= 2
+    right = []
+    for th in rm.thoughts:
+        with torch.no_grad():
+            logits = tiny.model(torch.tensor([th.scored_ids])).logits[0, -1]
+        right.append(int(logits.argmax()) == ids[th.position])
+    assert out["eval_answer_accuracy_thinking"] == pytest.approx(float(np.mean(right)))
+    with torch.no_grad():
+        logits = tiny.model(torch.tensor([ids])).logits[0].float()
+    open_first = settings.template().open_ids(tiny.tokenizer)[0]
+    plain = []
+    for t in rm.positions:
+        row = logits[t - 1].clone()
+        row[open_first] = -float("inf")
+        plain.append(int(row.argmax()) == ids[t])
+    assert out["eval_answer_accuracy_no_think"] == pytest.approx(float(np.mean(plain)))
+    assert out["eval_share_scratch"] == pytest.approx(float(np.mean([thought_style(th.text) == "scratch" for th in rm.thoughts])))
+    assert out["eval_share_positive"] == pytest.approx(float(np.mean(rm.rewards > 0)))
+
+
+def test_the_trainer_writes_a_reward_map_film(tiny_model_dir, tmp_path):
+    """Every evaluation writes one frame (the first held-out document's map); the film figure has a frame per step."""
+    from workbench.evaluation import read_film
+    from workbench.launch import train
+    from workbench.training_viz import reward_map_film
+
+    summary = train(_rlp_config(tiny_model_dir, tmp_path, max_steps=2, eval_every=1, eval_data="thinking:eval",
+                                eval_positions="marked", eval_docs=1, train_data="thinking:train",
+                                train_positions="marked"))
+    frames = read_film(summary["run_dir"])
+    assert [f["step"] for f in frames] == [0, 1, 2]
+    assert all(f["positions"] and f["tokens"] for f in frames)
+    fig = reward_map_film(frames)
+    assert [fr.name for fr in fig.frames] == ["0", "1", "2"] and fig.layout.sliders
+
+
 @pytest.mark.parametrize("design", ["rpt", "vr_cli"])
 def test_any_design_trains_with_the_same_loop(tiny_model_dir, tmp_path, design):
     """reward_design swaps the reward only: the step's rewards are the design's (rpt: 0/1; vr_cli: its step values,

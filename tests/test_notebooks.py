@@ -16,13 +16,17 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SMALL = {
     "01_sampling_thoughts": ["positions", "every:60", "G", "2", "thought_tokens", "6",
                              "sweep_temperatures", "[0.0, 1.0]", "sweep_budgets", "[2, 6]", "max_tokens", "160"],
-    "02_information_gain": ["positions", "every:12", "G", "2", "thought_tokens", "6", "max_tokens", "120"],
+    # warm_start_steps 1: the thinking-ready sections run on a one-step warm start (cached once for 02 and 03)
+    "02_information_gain": ["positions", "every:12", "G", "2", "thought_tokens", "6", "max_tokens", "120",
+                            "warm_start_steps", "1"],
     "03_reward_designs": ["positions", "every:30", "G", "2", "thought_tokens", "6", "max_tokens", "120",
-                          "sweep_G", "[1, 2]", "sweep_budgets", "[2, 6]", "probe_positions", "every:40"],
+                          "sweep_G", "[1, 2]", "sweep_budgets", "[2, 6]", "probe_positions", "every:40",
+                          "warm_start_steps", "1"],
     # 04-05 train on SmolLM2-135M here: the same code paths, a quarter of Gemma's cost (the report runs Gemma)
     "04_training": ["model", "smollm2-135m", "max_steps", "2", "thought_tokens", "6", "positions_per_doc", "1", "G", "2",
                     "guard_experiment", "True", "guard_steps", "2", "guard_thought_tokens", "4",
-                    "arena", "True", "arena_designs", "rlp,nover", "arena_steps", "1"],
+                    "arena", "True", "arena_designs", "rlp,nover", "arena_steps", "1",
+                    "warm_start_steps", "1", "thinking_steps", "1"],
     "05_evaluation": ["model", "smollm2-135m", "train_steps", "1", "positions", "every:20", "G", "2", "thought_tokens", "6"],
 }
 
@@ -77,7 +81,8 @@ def test_notebook_runs_headlessly(tmp_path, kept_runs, stem):
     for name, value in zip(pairs[::2], pairs[1::2]):
         args += ["-p", name, value]
     if stem == "05_evaluation" and TRAINED:
-        args += ["-p", "rlp_run", TRAINED["rlp_run"], "-p", "ntp_run", TRAINED["ntp_run"]]
+        args += ["-p", "rlp_run", TRAINED["rlp_run"], "-p", "ntp_run", TRAINED["ntp_run"],
+                 "-p", "rlp_warm_run", TRAINED["rlp_warm_run"]]
     runs = kept_runs if stem == "04_training" else tmp_path
     proc = run("run", stem, *args, "--runs", str(runs))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -106,7 +111,9 @@ def test_notebook_runs_headlessly(tmp_path, kept_runs, stem):
         assert set(families) == {"empty", "leak", "echo", "wrong_hint", "neutral", "sampled"}
         assert families["empty"]["mean_content_gain"] == 0.0 and 0 < metrics["editor_seconds"] < 60
         assert "What this notebook measured" in page
+        assert "A thinking-ready model" in page and "answers of 6 held-out" in page  # base vs warm start at the answers
     if stem == "03_reward_designs":
+        assert "The designs on a thinking-ready model" in page and "RLP's information gain: base" in page
         assert page.count("hover a token") >= 9  # one token map per design
         assert set(metrics["designs"]) >= {"rlp", "quiet_star", "vr_cli", "nover", "intuitor", "rpt", "pretrainzero", "rlpt",
                                             "reasoning_pattern"}
@@ -131,11 +138,17 @@ def test_notebook_runs_headlessly(tmp_path, kept_runs, stem):
         evaluations = {json.dumps(json.loads((Path(p) / "run.json").read_text())["evaluation"], sort_keys=True)
                        for p in (rlp, ntp, metrics["faithful_run"], metrics["guarded_run"])}
         assert len(evaluations) == 1  # RLP, NTP and the guard runs were evaluated alike
-        TRAINED.update(rlp_run=metrics["rlp_run"], ntp_run=metrics["ntp_run"])
+        # section 5: RLP from the (one-step) warm start at the thinking corpus's answers, with its film
+        warm_rows = [json.loads(line) for line in (Path(metrics["rlp_warm_run"]) / "metrics.jsonl").read_text().splitlines()]
+        assert "eval_answer_accuracy_thinking" in warm_rows[-1] and warm_rows[-1]["step"] == 1
+        assert len(list((Path(metrics["rlp_warm_run"]) / "film").glob("step-*.json"))) == 2
+        assert "held-out worksheet, reward at the answers" in page
+        TRAINED.update(rlp_run=metrics["rlp_run"], ntp_run=metrics["ntp_run"], rlp_warm_run=metrics["rlp_warm_run"])
     if stem == "05_evaluation":
         assert {"ppl_base", "ppl_rlp", "ppl_ntp", "mc_acc_base", "mc_acc_rlp", "reward_trained"} <= set(metrics)
         if TRAINED:
             assert metrics["rlp_run"] == TRAINED["rlp_run"] and metrics["ntp_run"] == TRAINED["ntp_run"]
+            assert "warm_after_eval_answer_accuracy_thinking" in metrics  # section 5: warm start vs RLP from it
         assert "hover a token" in page
 
 

@@ -3,7 +3,8 @@
 The names most notebooks need are re-exported here; each lives in a small module of its own.
 """
 
-from workbench.data import Document, find_document, load_corpus, load_documents, parse_positions, select_positions, tokenize
+from workbench.data import (Document, find_document, load_corpus, load_documents, load_thinking_corpus, parse_positions,
+                            select_positions, tokenize, tokenize_document)
 from workbench.errors import WorkbenchError
 from workbench.models import BUNDLED, DEFAULT_MODEL, ModelHandle, load_model, teacher_of
 from workbench.probes import ProbeMap, headroom, probe_map, register_probe
@@ -45,4 +46,6 @@ __all__ = [
     "select_positions",
     "teacher_of",
     "tokenize",
+    "tokenize_document",
+    "load_thinking_corpus",
 ]

@@ -45,10 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     score = sub.add_parser("score", help="sample thoughts on a document (or score given ones) and write every reward as JSON")
-    score.add_argument("path", help="a .txt file (one document) or .jsonl file (a 'text' field per line)")
+    score.add_argument("path", help="a .txt file (one document), a .jsonl file (a 'text' field per line), or corpus:eval, thinking:eval, ...")
     score.add_argument("--doc", default=None, help="which document of a .jsonl file: id or 0-based index (default: first)")
-    score.add_argument("--model", default="gemma3-270m", help="bundled short name, hub id or local directory")
-    score.add_argument("--positions", default=None, help="all | every:K | random:N | top-entropy:N | at:T1,T2,... (default every:8)")
+    score.add_argument("--model", default="gemma3-270m", help="bundled short name, hub id, local directory, a training run's directory, or warm:BASE (the thinking-ready model)")
+    score.add_argument("--positions", default=None, help="all | every:K | random:N | top-entropy:N | marked | at:T1,T2,... (default every:8)")
     _given_thought_args(score)
     score.add_argument("-G", type=_positive_int, default=4, help="thoughts per position")
     score.add_argument("--thought-tokens", type=_non_negative_int, default=32, help="token budget per thought")
@@ -62,9 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--json", required=True, dest="json_out", help="where to write the results")
 
     compare = sub.add_parser("compare", help="score the same thoughts with several reward designs, side by side")
-    compare.add_argument("path", help="a .txt file (one document) or .jsonl file (a 'text' field per line)")
+    compare.add_argument("path", help="a .txt file (one document), a .jsonl file (a 'text' field per line), or corpus:eval, thinking:eval, ...")
     compare.add_argument("--doc", default=None, help="which document of a .jsonl file: id or 0-based index")
-    compare.add_argument("--model", default="gemma3-270m", help="bundled short name, hub id or local directory")
+    compare.add_argument("--model", default="gemma3-270m", help="bundled short name, hub id, local directory, a training run's directory, or warm:BASE (the thinking-ready model)")
     compare.add_argument("--designs", default="all", help="all, or a comma-separated list of registered designs")
     compare.add_argument("--positions", default=None,
                          help="all | every:K | random:N | top-entropy:N | at:T1,T2,... (default every:8; with --probes every:16)")
@@ -141,7 +141,7 @@ def _log(msg: str) -> None:
 
 def _checked_inputs(args: argparse.Namespace):
     """Everything that can be checked without a model, checked first: (sampling config, positions, document)."""
-    from workbench.data import load_documents, parse_positions, pick_document
+    from workbench.data import load_documents_spec, parse_positions, pick_document
     from workbench.thoughts import SamplingConfig
 
     config = SamplingConfig(
@@ -152,7 +152,7 @@ def _checked_inputs(args: argparse.Namespace):
         seed=args.seed,
     ).validate()
     spec = parse_positions(args.positions or ("every:16" if getattr(args, "probes", False) else "every:8"))
-    document = pick_document(load_documents(args.path), args.doc)
+    document = pick_document(load_documents_spec(args.path), args.doc)
     out = Path(args.json_out)
     if out.exists() and out.is_dir():
         raise WorkbenchError(f"--json {out} is a directory; give a file path")
@@ -160,7 +160,7 @@ def _checked_inputs(args: argparse.Namespace):
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from workbench.data import tokenize
+    from workbench.data import tokenize_document
 
     given = _given_thoughts(args)
     config, spec, document = _checked_inputs(args)
@@ -169,15 +169,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from workbench.models import load_model, teacher_of
+    from workbench.thinking_ready import resolve_model_name
     from workbench.rewards import reward_map
 
     torch.manual_seed(args.seed)
     start = time.perf_counter()
-    policy = load_model(args.model, dtype=args.dtype, progress=_log)
+    policy = load_model(resolve_model_name(args.model, _log), dtype=args.dtype, progress=_log)
     _log(policy.dtype_choice.describe())
     teacher = teacher_of(policy)
     load_s = time.perf_counter() - start
-    ids = tokenize(policy.tokenizer, document.text, args.max_tokens)
+    ids = tokenize_document(policy.tokenizer, document, args.max_tokens)
     if given is not None:
         return _score_given(policy, teacher, ids, given, config, args, load_s, document)
     _log(f"{policy.label}: document {document.id!r}, {len(ids)} tokens, positions {spec}, G={config.G}")
@@ -218,7 +219,7 @@ def _score_given(policy, teacher, ids, given, config, args, load_s: float, docum
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from workbench.compare import compare_designs, parse_designs
-    from workbench.data import tokenize
+    from workbench.data import tokenize_document
 
     given = _given_thoughts(args)
     config, spec, document = _checked_inputs(args)
@@ -226,12 +227,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     families = _probe_families(args)
 
     from workbench.models import load_model, teacher_of
+    from workbench.thinking_ready import resolve_model_name
     from workbench.runs import write_json
 
-    policy = load_model(args.model, dtype=args.dtype, progress=_log)
+    policy = load_model(resolve_model_name(args.model, _log), dtype=args.dtype, progress=_log)
     _log(policy.dtype_choice.describe())
     teacher = teacher_of(policy)
-    ids = tokenize(policy.tokenizer, document.text, args.max_tokens)
+    ids = tokenize_document(policy.tokenizer, document, args.max_tokens)
     _log(f"{policy.label}: document {document.id!r}, {len(ids)} tokens, designs {', '.join(designs)}")
     if args.probes:
         return _compare_probes(policy, teacher, ids, spec, config, designs, families, args.json_out)

@@ -6,6 +6,11 @@ Position specs:
     every:K         t = K, 2K, 3K, ...
     random:N        N distinct positions drawn with the seed
     top-entropy:N   the N positions where the teacher's no-think entropy is highest
+    at:T1,T2,...    the given positions
+    marked          the document's marked answer tokens (a JSONL "answers" field: character spans); marked:N draws N
+
+A document may also say where thoughts belong ("thoughts": [{"at": char, "text": ..., "style": ...}]): the warm start
+(`interleave_thoughts`) splices them into the token ids exactly where RLP inserts a sampled thought.
 """
 
 from __future__ import annotations
@@ -28,6 +33,22 @@ class Document:
     text: str
     kind: str = "text"
     title: str = ""
+    answers: tuple[tuple[int, int], ...] = ()  # character spans of marked answer tokens (the `marked` positions)
+    thoughts: tuple[tuple[int, str, str], ...] = ()  # (character offset, thought text, style) written into the text
+    # per answer, the thoughts that could precede it, as (style, text) pairs (the thinking corpus's probes)
+    answer_thoughts: tuple[tuple[tuple[str, str], ...], ...] = ()
+
+
+class DocumentIds(list):
+    """A document's token ids (a plain list of ints to every reader) that also knows its marked answer positions
+    (token indices t, so `ids[t]` is an answer token) and its document id."""
+
+    def __init__(self, ids, marked: Sequence[int] = (), doc_id: str = "", trained: Sequence[int] | None = None) -> None:
+        super().__init__(ids)
+        self.marked = tuple(int(t) for t in marked if 1 <= t < len(self))
+        self.doc_id = doc_id
+        # the targets t a next-token loss trains (None: every t >= 1); the warm start keeps thoughts and answers
+        self.trained = None if trained is None else tuple(int(t) for t in trained if 1 <= t < len(self))
 
 
 def data_dir() -> Path:
@@ -42,10 +63,22 @@ def load_corpus(split: str = "train") -> list[Document]:
     return load_documents(data_dir() / "corpus" / f"{split}.jsonl")
 
 
+def load_thinking_corpus(split: str = "train") -> list[Document]:
+    """The generated thought-interleaved corpus in data/thinking (workbench/thinking_corpus.py): 'train' or 'eval'."""
+    if split not in SPLITS:
+        raise WorkbenchError(f"unknown thinking-corpus split {split!r}; use one of: {', '.join(SPLITS)}")
+    return load_documents(data_dir() / "thinking" / f"{split}.jsonl")
+
+
 def load_documents_spec(spec: str) -> list[Document]:
-    """Documents from a config's spec: corpus:train, corpus:eval, or a .txt/.jsonl file or directory."""
+    """Documents from a config's spec: corpus:train, corpus:eval, thinking:train, thinking:eval, or a .txt/.jsonl
+    file or directory; several joined with '+' (e.g. thinking:train+corpus:train) are read one after the other."""
+    if "+" in spec and not Path(spec).expanduser().exists():
+        return [doc for part in spec.split("+") for doc in load_documents_spec(part.strip())]
     if spec in ("corpus:train", "corpus:eval"):
         return load_corpus(spec.split(":")[1])
+    if spec in ("thinking:train", "thinking:eval"):
+        return load_thinking_corpus(spec.split(":")[1])
     return load_documents(spec)
 
 
@@ -100,11 +133,45 @@ def load_documents(path: str | Path) -> list[Document]:
                 text=obj["text"],
                 kind=str(obj.get("kind", "text")),
                 title=str(obj.get("title", "")),
+                answers=_answers(obj, f"{path}:{lineno}"),
+                thoughts=_thoughts(obj, f"{path}:{lineno}"),
+                answer_thoughts=_answer_thoughts(obj, f"{path}:{lineno}"),
             )
         )
     if not docs:
         raise WorkbenchError(f"{path} holds no documents")
     return docs
+
+
+def _answers(obj: dict, where: str) -> tuple[tuple[int, int], ...]:
+    spans = obj.get("answers", [])
+    n = len(obj["text"])
+    ok = isinstance(spans, list) and all(
+        isinstance(s, list) and len(s) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in s)
+        and 0 < s[0] < s[1] <= n for s in spans)
+    if not ok:
+        raise WorkbenchError(f'{where}: "answers" must be a list of [start, end] character spans inside "text"')
+    return tuple((s[0], s[1]) for s in spans)
+
+
+def _thoughts(obj: dict, where: str) -> tuple[tuple[int, str, str], ...]:
+    items = obj.get("thoughts", [])
+    n = len(obj["text"])
+    ok = isinstance(items, list) and all(
+        isinstance(x, dict) and isinstance(x.get("at"), int) and not isinstance(x.get("at"), bool)
+        and 0 < x["at"] < n and isinstance(x.get("text"), str) for x in items)
+    if not ok:
+        raise WorkbenchError(f'{where}: "thoughts" must be a list of {{"at": character offset, "text": thought}}')
+    return tuple((x["at"], x["text"], str(x.get("style", ""))) for x in sorted(items, key=lambda x: x["at"]))
+
+
+def _answer_thoughts(obj: dict, where: str) -> tuple[tuple[tuple[str, str], ...], ...]:
+    items = obj.get("answer_thoughts", [])
+    ok = isinstance(items, list) and len(items) in (0, len(obj.get("answers", []))) and all(
+        isinstance(x, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in x.items()) for x in items)
+    if not ok:
+        raise WorkbenchError(f'{where}: "answer_thoughts" must be one {{style: thought}} mapping per answer')
+    return tuple(tuple(sorted(x.items())) for x in items)
 
 
 def load_thoughts(path: str | Path) -> list[tuple[int, str | list[int]]]:
@@ -160,7 +227,14 @@ def pick_document(docs: Sequence[Document], which: str | int | None = None) -> D
 
 
 def find_document(spec: str) -> Document:
-    """Resolve a notebook's `document` parameter: a corpus id ('math-01'), 'eval:science-11', or a file[#id]."""
+    """Resolve a notebook's `document` parameter: a corpus id ('math-01'), 'eval:science-11', a thinking-corpus id
+    ('thinking:eval-0003'), or a file[#id]."""
+    if spec.startswith("thinking:"):
+        name = spec.split(":", 1)[1]
+        split = name.split("-")[0]
+        if split not in SPLITS:
+            raise WorkbenchError(f"no document {spec!r}: thinking-corpus ids look like thinking:eval-0003 or thinking:train-0042")
+        return pick_document(load_thinking_corpus(split), name)
     split, _, name = spec.rpartition(":") if spec.split(":")[0] in SPLITS else ("", "", spec)
     if split:
         return pick_document(load_corpus(split), name)
@@ -219,7 +293,7 @@ def tokenize(tokenizer, text: str, max_tokens: int | None = None) -> list[int]:
 
 @dataclass(frozen=True)
 class PositionSpec:
-    kind: str  # all | every | random | top-entropy | at
+    kind: str  # all | every | random | top-entropy | at | marked
     n: int = 0
     at: tuple[int, ...] = ()  # the positions of an 'at:T1,T2,...' spec
 
@@ -230,42 +304,108 @@ class PositionSpec:
     def __str__(self) -> str:
         if self.kind == "at":
             return "at:" + ",".join(map(str, self.at))
+        if self.kind == "marked" and not self.n:
+            return "marked"
         return self.kind if self.kind == "all" else f"{self.kind}:{self.n}"
 
 
 MIN_DOC_TOKENS = 16  # shorter documents leave no room for a context before a thought
 
 
-def tokenize_documents(tokenizer, docs: Sequence[Document], max_tokens: int | None) -> list[list[int]]:
+def token_index_at(tokenizer, text: str, chars: Sequence[int]) -> list[int]:
+    """For each character offset, the index of the token that starts there in `tokenize(text)` (BOS counted). An
+    offset inside a token is an error: a marked answer or a thought must sit on a token boundary."""
+    enc = tokenizer(text, return_offsets_mapping=True)
+    starts = {}
+    for i, (a, b) in enumerate(enc["offset_mapping"]):
+        if b > a:
+            starts.setdefault(a, i)
+    out = []
+    for c in chars:
+        if c not in starts:
+            raise WorkbenchError(f"character {c} ({text[max(0, c - 10):c]!r}|{text[c:c + 10]!r}) is not at a token boundary")
+        out.append(starts[c])
+    return out
+
+
+def tokenize_document(tokenizer, doc: Document, max_tokens: int | None = None) -> DocumentIds:
+    """A document's token ids as scored (`tokenize`), with its marked answer positions."""
+    ids = tokenize(tokenizer, doc.text, max_tokens)
+    marked = token_index_at(tokenizer, doc.text, [a for a, _ in doc.answers]) if doc.answers else []
+    return DocumentIds(ids, marked, doc.id)
+
+
+def tokenize_documents(tokenizer, docs: Sequence[Document], max_tokens: int | None) -> list[DocumentIds]:
     """Token ids of each document, cut to `max_tokens`, leaving out those under MIN_DOC_TOKENS (training and the held-out
     evaluation read documents this way)."""
-    ids = [tokenize(tokenizer, d.text, max_tokens) for d in docs]
+    ids = [tokenize_document(tokenizer, d, max_tokens) for d in docs]
     return [x for x in ids if len(x) >= MIN_DOC_TOKENS]
+
+
+def interleave_thoughts(tokenizer, doc: Document, open_ids: Sequence[int], close_ids: Sequence[int],
+                        max_tokens: int | None = None, styles: Sequence[str] | None = None,
+                        train_all: bool = True) -> DocumentIds:
+    """The document's ids with its thoughts spliced in: ids[:t] + open + thought + close + ids[t:] at each thought's
+    token t - the very sequence RLP scores when it samples that thought at t (thought text tokenised as given thoughts
+    are, `encode(text)` without specials). `styles` keeps only thoughts of those styles. Marked positions move with
+    their tokens; the result is cut to `max_tokens`. `train_all=False` sets `trained` to the spliced tokens (opening
+    marker, thought, closing marker) and every marked answer: what a loss needs to teach writing and reading
+    thoughts, without the LM head on every question token."""
+    base = tokenize(tokenizer, doc.text)
+    kept = [th for th in doc.thoughts if styles is None or th[2] in styles]
+    at = token_index_at(tokenizer, doc.text, [c for c, _, _ in kept])
+    marked = token_index_at(tokenizer, doc.text, [a for a, _ in doc.answers]) if doc.answers else []
+    out: list[int] = []
+    shift: list[tuple[int, int]] = []  # (token index in base, tokens inserted before it)
+    spliced: list[int] = []  # indices in `out` of the inserted tokens
+    last = 0
+    for t, (_, text, _) in zip(at, kept):
+        out.extend(base[last:t])
+        inserted = [*open_ids, *tokenizer.encode(text, add_special_tokens=False), *close_ids]
+        spliced.extend(range(len(out), len(out) + len(inserted)))
+        out.extend(inserted)
+        shift.append((t, len(inserted)))
+        last = t
+    out.extend(base[last:])
+    moved = [t + sum(n for s, n in shift if s <= t) for t in marked]
+    if max_tokens is not None:
+        out = out[:max_tokens]
+    trained = None if train_all else sorted(set(spliced) | set(moved))
+    return DocumentIds(out, moved, doc.id, trained)
 
 
 def parse_positions(spec: str) -> PositionSpec:
     """Parse 'all', 'every:K', 'random:N', 'top-entropy:N' or 'at:T1,T2,...' (explicit positions)."""
     spec = str(spec).strip()
-    if spec == "all":
-        return PositionSpec("all")
+    if spec in ("all", "marked"):
+        return PositionSpec(spec)
     kind, sep, number = spec.partition(":")
     if kind == "at" and sep:
         items = [x.strip() for x in number.split(",")]
         if items and all(x.isdigit() and int(x) >= 1 for x in items):
             return PositionSpec("at", len(items), tuple(sorted(set(int(x) for x in items))))
-    if kind in ("every", "random", "top-entropy") and sep and number.strip().isdigit() and int(number) >= 1:
+    if kind in ("every", "random", "top-entropy", "marked") and sep and number.strip().isdigit() and int(number) >= 1:
         return PositionSpec(kind, int(number))
     raise WorkbenchError(
-        f"unknown position spec {spec!r}; use all, every:K, random:N, top-entropy:N (K, N >= 1) or at:T1,T2,... (T >= 1)"
+        f"unknown position spec {spec!r}; use all, every:K, random:N, top-entropy:N, marked, marked:N (K, N >= 1) or "
+        "at:T1,T2,... (T >= 1)"
     )
 
 
 def select_positions(
-    spec: PositionSpec | str, n_tokens: int, seed: int = 0, entropy: Sequence[float] | None = None
+    spec: PositionSpec | str, n_tokens: int, seed: int = 0, entropy: Sequence[float] | None = None,
+    marked: Sequence[int] | None = None,
 ) -> list[int]:
-    """Target indices t in [1, n_tokens - 1], sorted."""
+    """Target indices t in [1, n_tokens - 1], sorted. `marked`: the document's answer positions (DocumentIds.marked),
+    which the `marked` spec needs."""
     spec = parse_positions(spec) if isinstance(spec, str) else spec
     candidates = range(1, n_tokens)
+    if spec.kind == "marked":
+        if not marked:
+            raise WorkbenchError("positions 'marked' need a document with marked answers (a JSONL \"answers\" field, "
+                                 "e.g. thinking:eval); this one has none")
+        inside = sorted(t for t in set(marked) if 1 <= t < n_tokens)
+        return inside if not spec.n else sorted(random.Random(seed).sample(inside, min(spec.n, len(inside))))
     if spec.kind == "all":
         return list(candidates)
     if spec.kind == "every":

@@ -17,7 +17,15 @@ Metrics (one spelling, used by trainers, notebooks and reports):
     eval_logp_with_thought      log p(x_t | x_<t, c), comparable across models as it is
     eval_content_gain           log p(x_t | x_<t, c) - log p(x_t | x_<t, <think></think>): what the words added
     eval_empty_thought_reward   the empty thought's reward: the format cost of the markers
+    eval_share_positive         share of sampled thoughts with a positive reward
     eval_thought_tokens, eval_share_empty, eval_share_closed_by_marker: how the model thinks
+
+At `marked` positions (answer tokens of the thinking corpus, `data/thinking`) also the end task:
+
+    eval_answer_accuracy_thinking   share of sampled thoughts after which the model's most likely token is the answer
+    eval_answer_accuracy_no_think   share of answers the model ranks first without a thought (the opening marker's
+                                    first token excluded: asked not to think, what would it answer?)
+    eval_share_scratch              share of sampled thoughts in the scratchpad style (not a restatement)
 """
 
 from __future__ import annotations
@@ -103,15 +111,22 @@ def settings_of_run(run_dir) -> EvalSettings:
     return eval_settings(load_config(Path(run_dir) / "config.yaml"))
 
 
-def evaluate(policy: ModelHandle, documents: list[list[int]], settings: EvalSettings, progress: bool = False) -> dict[str, float]:
-    """The held-out metrics of `policy` on tokenised `documents` (already cut to settings.max_doc_tokens)."""
-    from workbench.rewards import reward_map, thought_length_stats
+def evaluate(policy: ModelHandle, documents: list[list[int]], settings: EvalSettings, progress: bool = False,
+             maps: list | None = None) -> dict[str, float]:
+    """The held-out metrics of `policy` on tokenised `documents` (already cut to settings.max_doc_tokens). `maps`: a
+    list that receives each document's RewardMap (with thoughts), e.g. for the reward-map film."""
+    from workbench.data import parse_positions
+    from workbench.rewards import reward_map, run_teacher_pass, thought_length_stats
+    from workbench.thinking_corpus import thought_style
 
     if not documents:
         raise WorkbenchError("evaluate: no held-out documents")
     start = time.perf_counter()
+    answers = parse_positions(settings.positions).kind == "marked"
+    open_first = settings.template().open_ids(policy.tokenizer)[0]
     nll, correct, count = 0.0, 0, 0
     rewards, with_thought, content, empty, thoughts = [], [], [], [], []
+    right_thinking, right_no_think = [], []
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -122,8 +137,17 @@ def evaluate(policy: ModelHandle, documents: list[list[int]], settings: EvalSett
             scores, _ = no_think_scores(policy, ids, entropy=False)  # entropies are not needed here: quicker
             own = scores.logp
         else:
-            rm = reward_map(policy, policy, ids, settings.positions, settings.sampling(), settings.template())
+            done = run_teacher_pass(policy, ids, top_k=2) if answers else None
+            rm = reward_map(policy, policy, ids, settings.positions, settings.sampling(), settings.template(),
+                            teacher_pass=done, top_k=1 if answers else 0)
             own = rm.no_think.logp
+            if maps is not None:
+                maps.append(rm)
+            if answers:
+                right_thinking.extend(th.next_top[0][0] == ids[th.position] for th in rm.thoughts)
+                for t in rm.positions:
+                    first, second = rm.no_think.top_ids[t][:2]
+                    right_no_think.append((second if first == open_first else first) == ids[t])
             rewards.extend(rm.rewards.tolist())
             with_thought.extend(th.logp_with_thought for th in rm.thoughts)
             content.extend(rm.content_gains.tolist())
@@ -146,9 +170,16 @@ def evaluate(policy: ModelHandle, documents: list[list[int]], settings: EvalSett
             "eval_logp_with_thought": float(np.mean(with_thought)),
             "eval_content_gain": float(np.mean(content)),
             "eval_empty_thought_reward": float(np.mean(empty)),
+            "eval_share_positive": float(np.mean(np.asarray(rewards) > 0)),
             "eval_thought_tokens": float(lengths.mean()),
             "eval_share_empty": float((lengths == 0).mean()),
             "eval_share_closed_by_marker": stats["share_closed_by_marker"],
+        })
+    if right_thinking:
+        out.update({
+            "eval_answer_accuracy_thinking": float(np.mean(right_thinking)),
+            "eval_answer_accuracy_no_think": float(np.mean(right_no_think)),
+            "eval_share_scratch": float(np.mean([thought_style(th.text) == "scratch" for th in thoughts])),
         })
     out["time_eval_s"] = time.perf_counter() - start
     return out
@@ -160,3 +191,29 @@ def evaluation_documents(tokenizer, settings: EvalSettings) -> list[list[int]]:
 
     docs = load_documents_spec(settings.data)
     return tokenize_documents(tokenizer, docs[: settings.docs] if settings.docs else docs, settings.max_doc_tokens)
+
+
+def film_frame(rm, step: int) -> dict[str, Any]:
+    """One frame of a run's reward-map film: a held-out document's tokens and, at each scored position, the mean
+    reward and content gain of the sampled thoughts at this step (and the best thought), as plain JSON."""
+    per = rm.per_position()
+    return {
+        "step": int(step),
+        "model": rm.model,
+        "tokens": list(rm.tokens),
+        "positions": [
+            {"position": int(r.position), "mean_reward": float(r.mean_reward),
+             "mean_content_gain": None if np.isnan(r.mean_content_gain) else float(r.mean_content_gain),
+             "best_thought": str(r.best_thought)}
+            for r in per.itertuples()
+        ],
+    }
+
+
+def read_film(run_dir) -> list[dict[str, Any]]:
+    """The frames a run wrote (film/step-NNNNNN.json), in step order."""
+    import json
+    from pathlib import Path
+
+    folder = Path(run_dir) / "film"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("step-*.json"))] if folder.is_dir() else []

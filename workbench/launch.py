@@ -22,12 +22,13 @@ from workbench.trainer import Trainer, read_metrics
 def trainer_classes() -> dict[str, type[Trainer]]:
     from workbench.ntp_trainer import NTPTrainer
     from workbench.rlp_trainer import RLPTrainer
+    from workbench.warmstart_trainer import WarmStartTrainer
 
-    return {"rlp": RLPTrainer, "ntp": NTPTrainer}
+    return {"rlp": RLPTrainer, "ntp": NTPTrainer, "warmstart": WarmStartTrainer}
 
 
 def trainer_for(config: TrainConfig, resume: bool | str = False, **kwargs: Any) -> Trainer:
-    """The trainer a config names (config.trainer: rlp or ntp)."""
+    """The trainer a config names (config.trainer: rlp, ntp or warmstart)."""
     return trainer_classes()[config.trainer](config, resume=resume, **kwargs)
 
 

@@ -286,7 +286,8 @@ def load_model(
     trust_remote_code: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> ModelHandle:
-    """Load a policy model by bundled short name, local directory, local .gguf file or hub id.
+    """Load a policy model by bundled short name, local directory, local .gguf file, hub id, or a training run's
+    directory (its last checkpoint's weights on top of the run's own `model`).
 
     Weights load from safetensors only (no pickles). `trust_remote_code` stays off unless asked for.
     `dtype="auto"` picks what this device computes fast (`workbench.hardware`: bf16 only where it is native);
@@ -294,10 +295,12 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    path = Path(name).expanduser()
+    if is_run_dir(path):
+        return load_run_model(path, dtype, device, trust_remote_code, progress)
     torch_device = resolve_device(device)
     choice = choose_dtype(dtype, torch_device)
     torch_dtype = choice.dtype
-    path = Path(name).expanduser()
     if name in BUNDLED:
         source = bundled_model_dir(name, progress)
     elif path.suffix == ".gguf" and path.is_file():
@@ -334,3 +337,53 @@ def load_model(
     model.requires_grad_(False)
     short = name if name in BUNDLED else str(name)
     return ModelHandle(model=model, tokenizer=tokenizer, name=short, source=str(source), dtype_choice=choice)
+
+
+# --------------------------------------------------------------------------- run directories as models
+
+
+def is_run_dir(path: Path) -> bool:
+    """A training run's directory (config.yaml and checkpoints/), not a transformers model directory."""
+    return path.is_dir() and (path / "config.yaml").is_file() and (path / "checkpoints").is_dir() \
+        and not (path / "config.json").exists()
+
+
+def load_run_model(run_dir: str | Path, dtype: str | torch.dtype | None = "auto", device: str | None = "auto",
+                   trust_remote_code: bool = False, progress: Callable[[str], None] | None = None,
+                   role: str = "policy", checkpoint: str | Path | None = None) -> ModelHandle:
+    """The model a run trained: its config's `model` (itself possibly a run directory, e.g. RLP from a warm start)
+    with the weights of the run's last checkpoint (or `checkpoint`), `role` 'policy' or 'teacher'."""
+    import json
+
+    import yaml
+    from safetensors.torch import load_file
+
+    from workbench.checkpoints import latest_checkpoint
+
+    run_dir = Path(run_dir).expanduser()
+    ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise WorkbenchError(f"{run_dir} is a run directory without a checkpoint (was the run stopped before step 1?)")
+    weights = ckpt / f"{role}.safetensors"
+    if not weights.exists():
+        raise WorkbenchError(f"{ckpt} has no {role} weights")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    run_json = run_dir / "run.json"
+    # the model the run started from as it was resolved then (a `warm:BASE` name became the warm start's directory)
+    base = (json.loads(run_json.read_text()).get("model_path") if run_json.exists() else None) or config.get("model")
+    if not base:
+        raise WorkbenchError(f"{run_dir}/config.yaml names no model")
+    base_path = Path(base).expanduser()
+    if not base_path.is_absolute() and not (base in BUNDLED) and (run_dir / base).exists():
+        base = str(run_dir / base)
+    handle = load_model(base, dtype=dtype, device=device,
+                        trust_remote_code=trust_remote_code or bool(config.get("trust_remote_code")), progress=progress)
+    state = {k: v.to(handle.dtype) for k, v in load_file(weights).items()}
+    missing, unexpected = handle.model.load_state_dict(state, strict=False)
+    head = handle.model.get_output_embeddings()
+    tied = head is not None and head.weight is handle.model.get_input_embeddings().weight
+    if unexpected or any(not (tied and k.startswith("lm_head")) for k in missing):
+        raise WorkbenchError(f"{weights}: the weights do not match {base} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    step = int(json.loads((ckpt / "state.json").read_text())["step"])
+    return ModelHandle(handle.model, handle.tokenizer, str(run_dir), source=str(ckpt), role=role, step=step,
+                       dtype_choice=handle.dtype_choice)

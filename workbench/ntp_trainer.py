@@ -39,6 +39,13 @@ def budget_of_run(run_dir: str | Path, quantity: str) -> float:
     return float(rows[-1][key[1]])
 
 
+def trained_targets(ids: list[int]) -> list[int]:
+    """The positions t whose token ids[t] the loss predicts: every t >= 1, or the document's own `trained` list (the
+    warm start trains the thought, its markers and the answers only)."""
+    trained = getattr(ids, "trained", None)
+    return list(range(1, len(ids))) if trained is None else list(trained)
+
+
 class NTPTrainer(Trainer):
     config: NTPConfig
 
@@ -61,13 +68,28 @@ class NTPTrainer(Trainer):
         per_step = self.flops_of.train(int(tokens), int(tokens)) if quantity == "flops" else tokens
         return max(1, min(self.config.max_steps, math.ceil(amount / per_step)))
 
+    def _selected_logits(self, chunk: list[list[int]], ids: torch.Tensor, attention: torch.Tensor):
+        """Logits [N, V] at the chunk's trained targets only, their target ids and N. The decoder runs on every token
+        (the targets read the whole context); the 262k-row LM head runs on N rows instead of every position."""
+        policy = self.policy
+        with self.accelerator.autocast():  # the decoder is a submodule: the prepared model's autocast does not reach it
+            hidden = policy.get_decoder()(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state
+        rows = torch.tensor([i for i, x in enumerate(chunk) for _ in trained_targets(x)], device=ids.device)
+        cols = torch.tensor([t - 1 for x in chunk for t in trained_targets(x)], device=ids.device)
+        head = policy.get_output_embeddings()
+        with self.accelerator.autocast():
+            logits = torch.nn.functional.linear(hidden[rows, cols], head.weight, getattr(head, "bias", None))
+        if softcap := getattr(policy.config, "final_logit_softcapping", None):
+            logits = torch.tanh(logits / softcap) * softcap
+        return logits, ids[rows, cols + 1], int(rows.numel())
+
     def train_step(self, step: int) -> dict[str, Any]:
         cfg = self.config
         rng = np.random.default_rng([cfg.seed, step, self.accelerator.process_index])
         docs = sorted(int(i) for i in rng.choice(len(self.train_ids), size=min(cfg.docs_per_step, len(self.train_ids)), replace=False))
         t0 = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
-        n_tokens = sum(len(self.train_ids[d]) - 1 for d in docs)  # predicted tokens in the batch
+        n_tokens = sum(len(trained_targets(self.train_ids[d])) for d in docs)  # predicted tokens in the batch
         total_loss = 0.0
         for start in range(0, len(docs), self.config.micro_batch_rows):
             chunk = [self.train_ids[d] for d in docs[start : start + self.config.micro_batch_rows]]
@@ -78,17 +100,22 @@ class NTPTrainer(Trainer):
                 ids[i, : len(x)] = torch.tensor(x)
                 attention[i, : len(x)] = 1
             ids, attention = ids.to(self.accelerator.device), attention.to(self.accelerator.device)
-            # the LM head only where a next token is predicted (not the last position), and the cross entropy over a
-            # contiguous [positions, V] matrix: over a transposed [B, V, T] view the CPU log-softmax and its backward
-            # took a non-vectorised path (2.5 s of an 18 s step on Gemma's 262k vocabulary)
-            keep = torch.arange(length - 1, device=ids.device)
-            logits = self.model(input_ids=ids, attention_mask=attention, use_cache=False, logits_to_keep=keep).logits
-            targets = ids[:, 1:]
-            mask = attention[:, 1:].bool()
-            self.compute.train("loss", ids.numel(), ids.shape[0] * (length - 1))  # padding is computed too
-            nll = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                                    reduction="none")
-            loss = (nll * mask.reshape(-1)).sum() / n_tokens  # token mean over the whole batch
+            if all(getattr(x, "trained", None) is None for x in chunk):
+                # the LM head only where a next token is predicted (not the last position), and the cross entropy over
+                # a contiguous [positions, V] matrix: over a transposed [B, V, T] view the CPU log-softmax and its
+                # backward took a non-vectorised path (2.5 s of an 18 s step on Gemma's 262k vocabulary)
+                keep = torch.arange(length - 1, device=ids.device)
+                logits = self.model(input_ids=ids, attention_mask=attention, use_cache=False, logits_to_keep=keep).logits
+                targets = ids[:, 1:].reshape(-1)
+                mask = attention[:, 1:].reshape(-1).bool()
+                head_rows = ids.shape[0] * (length - 1)  # padding is computed too
+            else:
+                # some targets only (the warm start's thoughts and answers): the LM head on those rows alone
+                logits, targets, head_rows = self._selected_logits(chunk, ids, attention)
+                mask = torch.ones_like(targets, dtype=torch.bool)
+            self.compute.train("loss", ids.numel(), head_rows)
+            nll = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets, reduction="none")
+            loss = (nll * mask).sum() / n_tokens  # token mean over the whole batch
             self.accelerator.backward(loss)
             total_loss += float(loss.detach())
         grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)) if cfg.max_grad_norm > 0 else float("nan")

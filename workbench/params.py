@@ -44,6 +44,9 @@ def _str(value: Any) -> str:
 
 def _model(value: Any) -> str:
     value = _str(value)
+    if value.startswith("warm:") and len(value) > 5:  # the thinking-ready model of a base model
+        _model(value[5:])
+        return value
     if value in BUNDLED or "/" in value or value.endswith(".gguf"):
         return value
     raise WorkbenchError(f"unknown model {value!r}; bundled: {', '.join(BUNDLED)}, or a hub id / local path")
@@ -123,6 +126,11 @@ SCHEMA: dict[str, Callable[[Any], Any]] = {
     "designs": _designs,
     "probe_positions": _positions,
     "run_dir": _str,
+    # the thinking-ready model (the warm start on the thinking corpus)
+    "thinking_ready": _bool,
+    "thinking_document": _document,
+    "warm_start_steps": _int(1, 100_000),
+    "thinking_steps": _int(1, 100_000),
     # training and evaluation notebooks (04, 05)
     "config": _config_file,
     "max_steps": _int(1, 100_000),
@@ -140,6 +148,7 @@ SCHEMA: dict[str, Callable[[Any], Any]] = {
     "arena_steps": _int(1, 10_000),
     "rlp_run": _run_dir_or_empty,
     "ntp_run": _run_dir_or_empty,
+    "rlp_warm_run": _run_dir_or_empty,
     "train_steps": _int(1, 100_000),
     "lm_eval_tasks": _str,
     "lm_eval_limit": _int(0, 10_000_000),

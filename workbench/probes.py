@@ -214,7 +214,8 @@ def probe_map(
     done = ensure_teacher_pass(teacher_pass, teacher, document_ids, top_k=2)
     if isinstance(positions, (str, PositionSpec)):
         spec = parse_positions(positions) if isinstance(positions, str) else positions
-        chosen = select_positions(spec, len(document_ids), seed=config.seed, entropy=done.no_think.entropy)
+        chosen = select_positions(spec, len(document_ids), seed=config.seed, entropy=done.no_think.entropy,
+                                  marked=getattr(document_ids, "marked", None))
     else:
         chosen = sorted(set(int(t) for t in positions))
     if not chosen:

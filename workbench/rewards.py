@@ -284,6 +284,7 @@ def reward_map(
     empty_reference: bool = True,
     backend: str = "transformers",
     teacher_pass: TeacherPass | None = None,
+    top_k: int = 0,
 ) -> RewardMap:
     """Sample G thoughts at the chosen positions of a document and compute every reward.
 
@@ -291,7 +292,8 @@ def reward_map(
     `empty_reference`: also score the empty thought at each position (cheap: two markers per row).
     `backend`: the thought sampler's backend, "transformers" or "vllm" (the no-think teacher pass is
     always transformers: one forward over the document). `teacher_pass`: the teacher's pass over this document,
-    if already made (`run_teacher_pass`), so it is not run again.
+    if already made (`run_teacher_pass`), so it is not run again. `top_k` > 0 keeps each thought's k most likely next
+    tokens (`Thought.next_top`: what the model would answer after its thought).
     """
     spec = parse_positions(positions) if isinstance(positions, str) else positions
     config = config.validate()
@@ -301,7 +303,8 @@ def reward_map(
     done = ensure_teacher_pass(teacher_pass, teacher, document_ids)
     no_think, score_s = done.no_think, done.seconds
 
-    chosen = select_positions(spec, len(document_ids), seed=config.seed, entropy=no_think.entropy)
+    chosen = select_positions(spec, len(document_ids), seed=config.seed, entropy=no_think.entropy,
+                             marked=getattr(document_ids, "marked", None))
     bar = None
     if progress is True:
         from tqdm.auto import tqdm
@@ -316,7 +319,7 @@ def reward_map(
 
     start = time.perf_counter()
     prefix = done.cache if shared else None
-    thoughts = sampler.sample(document_ids, chosen, prefix=prefix, progress=progress or None)
+    thoughts = sampler.sample(document_ids, chosen, prefix=prefix, progress=progress or None, top_k=top_k)
     sample_s = time.perf_counter() - start
     if bar is not None:
         bar.close()

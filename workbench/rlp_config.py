@@ -16,6 +16,9 @@ class RLPConfig(TrainConfig):
     # -- contexts and thoughts -------------------------------------------------------------------
     docs_per_step: int = help_field(2, "Documents drawn per step; contexts are prefixes of these documents.")
     positions_per_doc: int = help_field(4, "Positions t drawn uniformly per document per step (contexts = docs x positions). Paper: 512 contexts per step.")
+    train_positions: str = help_field(
+        "uniform", "Where thoughts are sampled: 'uniform' (positions_per_doc drawn from every t >= min_position) or "
+        "'marked' (drawn from the documents' marked answer tokens, e.g. thinking:train).")
     min_position: int = help_field(8, "Smallest target index t, so every context has some text before the thought.")
     G: int = help_field(4, "Thoughts per context. Paper: 16 (4/8/16/32 score alike).")
     thought_tokens: int = help_field(32, "Token budget of a thought; the closing marker is appended at the budget. Paper: 2048.")
@@ -109,6 +112,8 @@ class RLPConfig(TrainConfig):
         for name, minimum in (("docs_per_step", 1), ("positions_per_doc", 1), ("min_position", 1), ("G", 2),
                               ("thought_tokens", 1), ("ppo_epochs", 1), ("min_thought_tokens", 0)):
             _check_int(self, name, minimum)
+        if self.train_positions not in ("uniform", "marked"):
+            raise WorkbenchError(f"train_positions must be 'uniform' or 'marked', got {self.train_positions!r}")
         if self.min_thought_tokens > self.thought_tokens:
             raise WorkbenchError("min_thought_tokens must not exceed thought_tokens")
         if not 0 < self.ema_tau <= 1:

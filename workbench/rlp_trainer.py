@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
 from workbench.policy_logps import TrainRow, can_pack, fed_tokens, packed_token_logps, token_logps
 from workbench.rewards import _record, empty_thought_logp, thought_length_stats
@@ -80,6 +81,9 @@ class RLPTrainer(Trainer):
     # -- state: the EMA teacher ------------------------------------------------------------------
 
     def setup(self) -> None:
+        if self.config.train_positions == "marked" and not any(x.marked for x in self.train_ids):
+            raise WorkbenchError(f"train_positions 'marked': no document of {self.config.train_data!r} has marked answers "
+                                 "(a JSONL \"answers\" field; thinking:train has them)")
         self._template = ThoughtTemplate(self.config.think_open, self.config.think_close)
         self.packed_loss = self.config.share_prefix_in_loss and can_pack(self.policy)
         if self.config.share_prefix_in_loss and not self.packed_loss and self.is_main:
@@ -173,9 +177,14 @@ class RLPTrainer(Trainer):
         contexts = []
         for d in sorted(int(i) for i in docs):
             n = len(self.train_ids[d])
-            lo = min(cfg.min_position, n - 1)
-            k = min(cfg.positions_per_doc, n - lo)
-            contexts.append(Context(d, sorted(int(t) for t in rng.choice(np.arange(lo, n), size=k, replace=False))))
+            if cfg.train_positions == "marked":  # the document's answer tokens (the thinking corpus)
+                pool = np.array([t for t in self.train_ids[d].marked if t >= cfg.min_position])
+            else:
+                pool = np.arange(min(cfg.min_position, n - 1), n)
+            if not len(pool):
+                continue
+            k = min(cfg.positions_per_doc, len(pool))
+            contexts.append(Context(d, sorted(int(t) for t in rng.choice(pool, size=k, replace=False))))
         return contexts
 
     def rollouts(self, contexts: list[Context], seed: int) -> dict[str, Any]:

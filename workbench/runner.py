@@ -23,7 +23,7 @@ from workbench.runs import HEADLESS_ENV, new_run_dir, versions, write_json
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 CURATED = ("01_sampling_thoughts", "02_information_gain", "03_reward_designs", "04_training", "05_evaluation")
 # metrics a notebook saves that later notebooks take as parameters (04's trained runs feed 05)
-CARRIED = ("rlp_run", "ntp_run")
+CARRIED = ("rlp_run", "ntp_run", "rlp_warm_run")
 
 
 def find_notebook(name: str) -> Path:

@@ -450,8 +450,10 @@ class ThoughtSampler:
         positions: list[int],
         prefix=None,
         progress: Callable[[int, int], None] | None = None,
+        top_k: int = 0,
     ) -> list[Thought]:
-        """Thoughts for every position (G each), in order of position then index.
+        """Thoughts for every position (G each), in order of position then index. `top_k` > 0 also records each
+        thought's k most likely next tokens after it (`Thought.next_top`).
 
         `prefix` is an optional cache of the policy's encoding of at least document_ids[:max(positions)]
         (e.g. from the no-think pass when the teacher shares the policy's weights), so the document is
@@ -480,6 +482,7 @@ class ThoughtSampler:
                 generator,
                 lambda done, base=base: progress(base + done, total) if progress else None,
                 own_len,
+                top_k,
             )
             thoughts.extend(self._to_thought(document_ids, r) for r in rows)
         return thoughts

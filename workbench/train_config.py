@@ -66,7 +66,7 @@ def help_field(default: Any, help: str, **kwargs: Any) -> Any:
 class TrainConfig:
     """Fields every trainer shares: model, data, optimizer, schedule, run directory, checkpoints."""
 
-    trainer: str = help_field("", "Which trainer: rlp or ntp (set by the subclass).")
+    trainer: str = help_field("", "Which trainer: rlp, ntp or warmstart (set by the subclass).")
     run_name: str = help_field("train", "Name of the run; the run directory is runs/<run_name>-<UTC time>.")
     output_dir: str | None = help_field(
         None, "Run directory to write (and to resume from with --resume); default: a new runs/<run_name>-<time>."
@@ -189,8 +189,9 @@ def _check_int(cfg: TrainConfig, name: str, minimum: int) -> None:
 def config_classes() -> dict[str, type[TrainConfig]]:
     from workbench.ntp_config import NTPConfig
     from workbench.rlp_config import RLPConfig
+    from workbench.warmstart_config import WarmStartConfig
 
-    return {"rlp": RLPConfig, "ntp": NTPConfig}
+    return {"rlp": RLPConfig, "ntp": NTPConfig, "warmstart": WarmStartConfig}
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:

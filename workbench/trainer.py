@@ -30,7 +30,7 @@ import torch
 from workbench.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from workbench.data import MIN_DOC_TOKENS, Document, load_documents_spec, tokenize_documents
 from workbench.errors import WorkbenchError
-from workbench.evaluation import EvalSettings, eval_settings, evaluate, evaluation_documents
+from workbench.evaluation import EvalSettings, eval_settings, evaluate, evaluation_documents, film_frame
 from workbench.flops import ComputeMeter, flop_counter
 from workbench.hardware import auto_mixed_precision, choose_dtype
 from workbench.models import ModelHandle, load_model
@@ -116,7 +116,10 @@ class Trainer:
         self.eval_settings: EvalSettings = eval_settings(config)  # the one evaluation: from shared fields only
 
         # -- model (fp32 master weights), optimizer, schedule
-        handle = load_model(config.model, dtype="float32", device=str(self.accelerator.device),
+        from workbench.thinking_ready import resolve_model_name
+
+        self.model_path = resolve_model_name(config.model, self._print)  # warm:BASE -> the cached warm start
+        handle = load_model(self.model_path, dtype="float32", device=str(self.accelerator.device),
                             trust_remote_code=config.trust_remote_code)
         self.tokenizer = handle.tokenizer
         self.model_name = handle.name
@@ -128,6 +131,7 @@ class Trainer:
             for param in model.parameters():
                 param.data = param.data.clone()
         model.requires_grad_(True)
+        self.freeze(model)
         model.train()
         if self.accelerator.num_processes == 1:
             # a batch reads a few hundred rows of the 262k-row embedding: its gradient as a sparse tensor is added
@@ -135,7 +139,7 @@ class Trainer:
             model.get_input_embeddings().sparse = True
         self.flops_of = flop_counter(model)
         self.compute = ComputeMeter(self.flops_of)  # every forward of a step, by kind (workbench/flops.py)
-        self.train_ids = self._tokenized(self.train_docs, "train_data")
+        self.train_ids = self.training_ids(self.train_docs)
         # the held-out documents exactly as the one evaluation reads them (notebook 05 and the arena read them so too)
         self.eval_ids = evaluation_documents(self.tokenizer, self.eval_settings) if config.eval_data else []
         if config.eval_data and not self.eval_ids:
@@ -187,6 +191,9 @@ class Trainer:
 
     def train_step(self, step: int) -> dict[str, Any]:
         raise NotImplementedError
+
+    def freeze(self, model: torch.nn.Module) -> None:
+        """Turn off gradients of parameters the run keeps fixed (before the optimizer is built)."""
 
     def extra_tensors(self) -> dict[str, dict[str, torch.Tensor]]:
         return {}
@@ -342,7 +349,11 @@ class Trainer:
         Every trainer evaluates through here, with settings read from the fields every config shares."""
         if not self.eval_ids:
             return {}
-        return evaluate(self.rollout, self.eval_ids, self.eval_settings)
+        maps: list = []
+        out = evaluate(self.rollout, self.eval_ids, self.eval_settings, maps=maps)
+        if maps and self.is_main:  # the first held-out document's map: one frame of the run's reward-map film
+            write_json(self.run_dir / "film" / f"step-{self.step:06d}.json", film_frame(maps[0], self.step))
+        return out
 
     # -- files -----------------------------------------------------------------------------------
 
@@ -381,6 +392,7 @@ class Trainer:
         write_json(self.run_dir / "run.json", {
             "seed": self.config.seed,
             "trainer": self.config.trainer,
+            "model_path": self.model_path,  # what `model` named when the run started (load_model(RUN_DIR) reads it)
             "config_fingerprint": self.config.fingerprint(),
             "command": sys.argv,
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -411,10 +423,11 @@ class Trainer:
             fh.write(line + "\n")
         self._print(line)
 
-    def _tokenized(self, docs: list[Document], field: str) -> list[list[int]]:
+    def training_ids(self, docs: list[Document]) -> list[list[int]]:
+        """The token ids the run trains on (the warm start splices thoughts into them)."""
         ids = tokenize_documents(self.tokenizer, docs, self.config.max_doc_tokens)
         if not ids:
-            raise WorkbenchError(f"{field}: no document has at least {MIN_DOC_TOKENS} tokens")
+            raise WorkbenchError(f"train_data: no document has at least {MIN_DOC_TOKENS} tokens")
         return ids
 
     # -- checkpoints -----------------------------------------------------------------------------
@@ -538,20 +551,17 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def load_trained(run_dir: str | Path, role: str = "policy", dtype: str = "auto", checkpoint: str | Path | None = None) -> ModelHandle:
-    """A model handle with the weights of a run's last (or a given) checkpoint: role 'policy' or 'teacher'."""
-    from safetensors.torch import load_file
+    """A model handle with the weights of a run's last (or a given) checkpoint: role 'policy' or 'teacher'
+    (`load_model(run_dir)` is the same with role 'policy')."""
+    from workbench.models import load_run_model
 
     run_dir = Path(run_dir)
-    ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
-    if ckpt is None:
+    if latest_checkpoint(run_dir) is None and checkpoint is None:
         raise WorkbenchError(f"{run_dir} has no checkpoint")
-    path = ckpt / f"{role}.safetensors"
-    if not path.exists():
+    ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
+    if not (ckpt / f"{role}.safetensors").exists():
         raise WorkbenchError(f"{ckpt} has no {role} weights (the {load_config(run_dir / 'config.yaml').trainer} trainer keeps none)")
     config = load_config(run_dir / "config.yaml")
-    handle = load_model(config.model, dtype=dtype, trust_remote_code=config.trust_remote_code)
-    state = {k: v.to(handle.dtype) for k, v in load_file(path).items()}
-    _load_weights(handle.model, state, str(path))
-    step = int(json.loads((ckpt / "state.json").read_text())["step"])
-    return ModelHandle(handle.model, handle.tokenizer, handle.name, source=str(ckpt), role=role, step=step,
-                       dtype_choice=handle.dtype_choice)
+    handle = load_run_model(run_dir, dtype, "auto", config.trust_remote_code, role=role, checkpoint=ckpt)
+    handle.name = config.model if isinstance(config.model, str) and not Path(config.model).is_dir() else handle.name
+    return handle

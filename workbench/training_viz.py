@@ -150,3 +150,48 @@ class LiveChart:
 
         self._thread = threading.Thread(target=loop, daemon=True)
         self._thread.start()
+
+
+def reward_map_film(frames: list[dict[str, Any]], value: str = "mean_reward", width: int = 16,
+                    title: str = "held-out reward map over training") -> go.Figure:
+    """The reward map of one held-out document at every evaluation step (`evaluation.read_film(run_dir)`), as a plotly
+    slider: the document's tokens laid out in rows of `width`, each scored token coloured by the mean `value`
+    (mean_reward or mean_content_gain) of the thoughts sampled before it at that step; blue helps, red hurts.
+    Works offline in an exported HTML report (the frames are in the figure)."""
+    if not frames:
+        raise ValueError("no film frames: the run wrote none (it needs eval_data and eval_G > 0)")
+    tokens = frames[0]["tokens"]
+    rows = -(-len(tokens) // width)
+
+    def grid(frame: dict[str, Any]) -> tuple[list[list[float | None]], list[list[str]]]:
+        z = [[None] * width for _ in range(rows)]
+        hover = [[""] * width for _ in range(rows)]
+        for p in frame["positions"]:
+            r, c = divmod(p["position"], width)
+            z[r][c] = p.get(value)
+            hover[r][c] = f"{value} {p.get(value) if p.get(value) is None else round(p[value], 2)}<br>best: {p['best_thought'][:60]}"
+        return z, hover
+
+    text = [[tokens[r * width + c].replace("\n", "⏎") if r * width + c < len(tokens) else "" for c in range(width)]
+            for r in range(rows)]
+    scale = max((abs(p[value]) for f in frames for p in f["positions"] if p.get(value) is not None), default=1.0) or 1.0
+
+    def heat(frame: dict[str, Any]) -> go.Heatmap:
+        z, hover = grid(frame)
+        return go.Heatmap(z=z, text=text, customdata=hover, texttemplate="%{text}", colorscale="RdBu", zmid=0,
+                          zmin=-scale, zmax=scale, hovertemplate="%{text}<br>%{customdata}<extra></extra>",
+                          colorbar={"title": value.replace("_", " ")}, xgap=1, ygap=1)
+
+    fig = go.Figure(data=[heat(frames[0])], frames=[go.Frame(data=[heat(f)], name=str(f["step"])) for f in frames])
+    fig.update_layout(
+        title=f"{title} ({frames[0]['model']})", height=60 + 34 * rows, margin={"t": 50, "b": 80},
+        yaxis={"autorange": "reversed", "showticklabels": False}, xaxis={"showticklabels": False},
+        sliders=[{"active": 0, "currentvalue": {"prefix": "step "}, "pad": {"t": 30},
+                  "steps": [{"label": str(f["step"]), "method": "animate",
+                             "args": [[str(f["step"])], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}]}
+                            for f in frames]}],
+        updatemenus=[{"type": "buttons", "showactive": False, "x": 0, "y": -0.05, "xanchor": "left",
+                      "buttons": [{"label": "play", "method": "animate",
+                                   "args": [None, {"frame": {"duration": 700, "redraw": True}, "fromcurrent": True}]}]}],
+    )
+    return fig

@@ -188,7 +188,10 @@ class VLLMThoughtSampler(ThoughtSampler):
         positions: list[int],
         prefix=None,
         progress: Callable[[int, int], None] | None = None,
+        top_k: int = 0,
     ) -> list[Thought]:
+        if top_k:
+            raise WorkbenchError("the vLLM sampler does not record the next tokens after a thought (top_k); use transformers")
         if not positions:
             return []
         self.check_positions(document_ids, positions)

@@ -1,0 +1,115 @@
+"""The generated thought-interleaved corpus (workbench/thinking_corpus.py) and its id-level splicing (data.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from workbench.data import (DocumentIds, data_dir, interleave_thoughts, load_documents, load_thinking_corpus,
+                            parse_positions, select_positions, tokenize_document)
+from workbench.errors import WorkbenchError
+from workbench.thinking_corpus import (FAMILIES, SPLIT_SEEDS, SPLIT_SIZES, CorpusSpec, generate, thought_style,
+                                       write_corpus)
+
+
+def test_generator_is_deterministic_and_the_shipped_files_are_its_output(tmp_path):
+    assert generate("train", 17, CorpusSpec(documents=20)) == generate("train", 17, CorpusSpec(documents=20))
+    assert generate("train", 17, CorpusSpec(documents=20)) != generate("train", 18, CorpusSpec(documents=20))
+    paths = write_corpus(tmp_path)
+    for split in SPLIT_SEEDS:
+        assert paths[split].read_bytes() == (data_dir() / "thinking" / f"{split}.jsonl").read_bytes(), (
+            f"data/thinking/{split}.jsonl is not what the generator writes: run python -m workbench.thinking_corpus")
+
+
+def test_splits_are_disjoint_and_sized():
+    train, held_out = load_thinking_corpus("train"), load_thinking_corpus("eval")
+    assert (len(train), len(held_out)) == (SPLIT_SIZES["train"], SPLIT_SIZES["eval"])
+    # no problem (question + answer) of the held-out split appears in the training split
+    def problems(docs):
+        return {p for d in docs for p in d.text.split("\n\n")[1:] if "?" in p}
+
+    assert not problems(train) & problems(held_out)
+    assert not {d.text for d in train} & {d.text for d in held_out}
+
+
+def test_thoughts_parse_and_sit_before_their_answers():
+    docs = load_thinking_corpus("train")
+    styles, families, no_thought_docs = {}, set(), 0
+    for doc in docs:
+        starts = {a for a, _ in doc.answers}
+        assert len(doc.answer_thoughts) == len(doc.answers)
+        no_thought_docs += not doc.thoughts
+        for at, text, style in doc.thoughts:
+            assert at in starts and text and "</think>" not in text and "<think>" not in text
+            assert thought_style(text) == style  # the evaluation reads a sampled thought's style back this way
+            styles[style] = styles.get(style, 0) + 1
+        for (a, b), options in zip(doc.answers, doc.answer_thoughts):
+            options = dict(options)
+            answer = doc.text[a:b].strip()
+            assert answer in options["scratch"], (answer, options["scratch"])  # a scratchpad states its result
+            assert thought_style(options["restate"]) == "restate"
+    for raw in (json.loads(line) for line in open(data_dir() / "thinking" / "train.jsonl")):
+        families.update(raw["families"])
+    assert families == set(FAMILIES)
+    assert 0.2 < styles["restate"] / sum(styles.values()) < 0.4
+    assert 0.05 < no_thought_docs / len(docs) < 0.3  # some documents keep ordinary text with no thought
+
+
+def test_answers_are_spread_over_the_digits():
+    digits = [d.text[a:b] for d in load_thinking_corpus("train") for a, b in d.answers if d.text[a:b].isdigit()]
+    shares = {str(k): digits.count(str(k)) / len(digits) for k in range(10)}
+    assert max(shares.values()) < 0.15 and min(shares.values()) > 0.04, shares  # no digit is a safe guess
+
+
+def test_marked_positions_spec():
+    assert str(parse_positions("marked")) == "marked" and str(parse_positions("marked:2")) == "marked:2"
+    assert select_positions("marked", 20, marked=[3, 9, 30]) == [3, 9]
+    assert len(select_positions("marked:1", 20, seed=1, marked=[3, 9])) == 1
+    with pytest.raises(WorkbenchError, match="marked answers"):
+        select_positions("marked", 20)
+
+
+def test_bad_answer_fields_are_one_line_errors(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"text": "Answer: 4.", "answers": [[8, 99]]}) + "\n")
+    with pytest.raises(WorkbenchError, match=r"bad.jsonl:1: \"answers\""):
+        load_documents(path)
+    path.write_text(json.dumps({"text": "Answer: 4.", "thoughts": [{"at": "x", "text": "2 + 2"}]}) + "\n")
+    with pytest.raises(WorkbenchError, match=r"\"thoughts\""):
+        load_documents(path)
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("model", ["gemma3-270m", "smollm2-135m"])
+def test_splicing_builds_the_sequence_rlp_scores(model):
+    """Every answer is one token in both tokenizers, and the warm start's ids are ids[:t] + open + thought + close +
+    ids[t:] at each thought's answer token t: the sequence RLP scores when it samples that thought there."""
+    from transformers import AutoTokenizer
+
+    from workbench.models import bundled_model_dir
+    from workbench.thoughts import ThoughtTemplate
+
+    tok = AutoTokenizer.from_pretrained(str(bundled_model_dir(model)))
+    template = ThoughtTemplate()
+    open_ids, close_ids = template.open_ids(tok), template.close_ids(tok)
+    for doc in load_thinking_corpus("eval")[:30]:
+        plain = tokenize_document(tok, doc)
+        assert isinstance(plain, DocumentIds) and len(plain.marked) == len(doc.answers)
+        for t, (a, b) in zip(plain.marked, doc.answers):
+            assert tok.decode([plain[t]]) == doc.text[a:b]  # one token, exactly the answer
+        spliced = interleave_thoughts(tok, doc, open_ids, close_ids, train_all=False)
+        expected, last = [], 0
+        by_char = {a: t for t, (a, _) in zip(plain.marked, doc.answers)}
+        for at, text, _ in doc.thoughts:
+            t = by_char[at]
+            expected += plain[last:t] + open_ids + tok.encode(text, add_special_tokens=False) + close_ids
+            last = t
+        expected += plain[last:]
+        assert list(spliced) == expected
+        assert [spliced[t] for t in spliced.marked] == [plain[t] for t in plain.marked]  # answers moved with the splice
+        inserted = sum(len(open_ids) + len(tok.encode(x, add_special_tokens=False)) + len(close_ids) for _, x, _ in doc.thoughts)
+        assert len(spliced.trained) == inserted + len(plain.marked)
+        assert set(spliced.marked) <= set(spliced.trained)
+        only_scratch = interleave_thoughts(tok, doc, open_ids, close_ids, styles=["scratch"])
+        assert only_scratch.trained is None and len(only_scratch) <= len(spliced)

@@ -1,0 +1,292 @@
+"""A generated corpus in which thoughts already appear inside ordinary text: the warm start's training data.
+
+On the bundled base models a thought never helps: they have never seen `<think> ... </think>` inside text, so the
+markers break it and cost nats whatever the thought says (shared/reference/rewards.md). Work that augments
+pretraining text with thoughts (arXiv 2509.20186) and scratchpads on small models (arXiv 2112.00114) suggests a
+short warm start on text where thoughts carry useful intermediate results. This module writes such text.
+
+A document is a short worksheet of problems - arithmetic stories, unit conversions, counting, comparisons, dates,
+look-ups of a fact stated earlier, code-like variable chains - each ending in "Answer: X." where X is **one token**
+(a digit, or a weekday or name), so RLP's single-next-token reward covers the whole answer. Every problem is built
+from its answer backwards, so the answers are spread evenly and a model cannot guess them without computing.
+
+The JSONL keeps one plain text per document and says where the answers and the thoughts go:
+
+    text        the document with no thought in it (what RLP and the evaluation read; thoughts are inserted in id space)
+    answers     [[start, end], ...]: character spans of the answer tokens (the `marked` position spec reads them)
+    answer_thoughts  [{"scratch": ..., "restate": ...}, ...]: both styles of thought for each answer (probes read them)
+    thoughts    [{"at": start, "text": ..., "style": ...}, ...]: a thought written just before an answer (the warm
+                start inserts it between the answer's token and the one before, exactly where RLP samples one)
+
+Thought styles (the mixture gives RL a choice to make): `scratch`, a correct short scratchpad that ends with the
+result; `restate`, a restatement of the question that computes nothing. Some answers have no thought, and some
+documents have none at all, so the no-think prediction stays calibrated.
+
+    python -m workbench.thinking_corpus            # rewrites data/thinking/{train,eval}.jsonl and the card
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+# every name and weekday is one token after a space in both bundled tokenizers (a test checks), so a name can be an answer
+NAMES = ["Ann", "Ben", "Dev", "Ella", "Finn", "Hugo", "Iris", "Jack", "Maya", "Noah", "Pablo", "Rosa", "Sam", "Tara",
+         "Vera", "Will", "Tom", "Max", "Lily", "Emma", "Mark", "Paul", "Kate", "Lucy", "Jane", "Nina", "Omar", "Ruth"]
+THINGS = ["apples", "pens", "stamps", "marbles", "cards", "books", "shells", "coins", "stickers", "cookies", "eggs",
+          "beads"]
+COLOURS = ["red", "blue", "green", "yellow", "white", "black", "orange", "purple"]
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+ANSWER_LEADS = ["Answer:", "Answer:", "Answer:", "The answer is"]
+STYLES = ("scratch", "restate")
+RESTATE_LEAD = "The question"  # every restatement starts so, and no scratchpad does: `thought_style` reads it back
+INTROS = [
+    "Practice sheet {n}. Work out each problem, then write the answer.",
+    "Homework, set {n}. Short problems about everyday things.",
+    "Quiz {n}. Read each question carefully before you answer.",
+    "Warm-up exercises, page {n}.",
+    "Puzzle corner {n}: a few quick questions.",
+]
+OUTROS = ["", "", "Well done: check your answers with a friend.", "End of the sheet.", "Next time: longer problems."]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem: its question, the answer token's text, and the two thought styles for it."""
+
+    family: str
+    question: str
+    answer: str  # the answer's text, one token in the bundled tokenizers (a digit, a weekday, a name)
+    scratch: str  # a correct scratchpad that ends with the result
+    restate: str  # a restatement of the question that computes nothing
+
+
+def _steps(start: int, count: int, step: int = 1) -> str:
+    """The numbers after `start` in steps of `step`, `count` of them: "8, 7, 6" - each one a successor (or a
+    predecessor) of the last, which a small model writes correctly where it cannot subtract in one forward pass."""
+    return ", ".join(str(start + step * k) for k in range(1, count + 1))
+
+
+def _arithmetic_chain(rng: random.Random) -> Problem:
+    name, thing = rng.choice(NAMES), rng.choice(THINGS)
+    answer = rng.randrange(10)
+    lost = rng.randint(1, 3)
+    given = rng.randint(1, 4)
+    start = answer + lost + given
+    first = start - given
+    q = (f"{name} has {start} {thing}. {name} gives {given} to a friend and then loses {lost}. "
+         f"How many {thing} does {name} have now?")
+    return Problem("arithmetic", q, str(answer),
+                   f"{start} take away {given}: {_steps(start, given, -1)}. {first} take away {lost}: "
+                   f"{_steps(first, lost, -1)}. So {answer}",
+                   f"The question asks how many {thing} {name} has after giving some away and losing some.")
+
+
+def _groups(rng: random.Random) -> Problem:
+    thing = rng.choice(THINGS)
+    a = rng.randint(2, 3)
+    b = rng.randint(1, 9 // a)
+    extra = rng.randint(1, min(3, 9 - a * b)) if a * b < 9 else 0
+    answer = a * b + extra
+    q = (f"There are {a} boxes with {b} {thing} in each box, and {extra} loose {thing} on the table. "
+         f"How many {thing} are there in all?")
+    boxes = _steps(0, a, b)
+    more = f" Plus {extra}: {_steps(a * b, extra)}." if extra else ""
+    return Problem("groups", q, str(answer), f"box by box: {boxes}.{more} So {answer}",
+                   f"The question asks for all the {thing}, in the boxes and on the table.")
+
+
+# (small unit, big unit, small units in one big one): factors whose multiples a small model knows by heart
+UNITS = [("minutes", "hours", 60), ("cents", "dollars", 100), ("seconds", "minutes", 60), ("socks", "pairs", 2),
+         ("cents", "nickels", 5), ("cents", "dimes", 10), ("years", "decades", 10)]
+
+
+def _conversion(rng: random.Random) -> Problem:
+    small, big, factor = rng.choice(UNITS)
+    answer = rng.randint(1, 6)  # the scratchpad lists every multiple: keep it within a 48-token thought
+    q = f"How many {big} are {answer * factor} {small}?"
+    multiples = ", ".join(f"{factor * k} is {k}" for k in range(1, answer + 1))
+    return Problem("conversion", q, str(answer), f"{multiples}. So {answer}",
+                   f"The question asks to turn {small} into {big}.")
+
+
+def _counting(rng: random.Random) -> Problem:
+    target = rng.choice(COLOURS)
+    others = [c for c in COLOURS if c != target]
+    answer = rng.randint(0, 5)
+    items = [target] * answer + [rng.choice(others) for _ in range(rng.randint(max(1, 2 - answer), 7 - answer))]
+    rng.shuffle(items)
+    q = f"A bag holds these balls: {', '.join(items)}. How many {target} balls are in the bag?"
+    seen, walk = 0, []
+    for item in items:  # a running count, one ball at a time
+        seen += item == target
+        walk.append(f"{item} {seen}" if item == target else f"{item} no")
+    return Problem("counting", q, str(answer), f"{', '.join(walk)}. So {answer}",
+                   f"The question asks how many of the balls are {target}.")
+
+
+def _difference(rng: random.Random) -> Problem:
+    a_name, b_name = rng.sample(NAMES, 2)
+    answer = rng.randint(1, 7)
+    younger = rng.randint(3, 30)
+    older = younger + answer
+    q = f"{a_name} is {older} years old and {b_name} is {younger}. How many years older is {a_name} than {b_name}?"
+    walk = ", ".join(f"{younger + k} is {k}" for k in range(1, answer + 1))
+    return Problem("difference", q, str(answer), f"from {younger} up to {older}: {walk}. So {answer}",
+                   f"The question compares the ages of {a_name} and {b_name}.")
+
+
+def _comparison(rng: random.Random) -> Problem:
+    a_name, b_name = rng.sample(NAMES, 2)
+    thing = rng.choice(THINGS)
+    x, y = rng.sample(range(2, 40), 2)
+    first_more = rng.random() < 0.5
+    x, y = (max(x, y), min(x, y)) if first_more else (min(x, y), max(x, y))
+    winner = a_name if x > y else b_name
+    q = f"{a_name} has {x} {thing} and {b_name} has {y} {thing}. Who has more {thing}?"
+    bigger = max(x, y)
+    return Problem("comparison", q, " " + winner, f"{a_name} {x}, {b_name} {y}. {bigger} is more. So {winner}",
+                   f"The question compares how many {thing} {a_name} and {b_name} have.")
+
+
+def _dates(rng: random.Random) -> Problem:
+    today = rng.randrange(7)
+    ahead = rng.randint(2, 6)
+    day = DAYS[(today + ahead) % 7]
+    q = f"Today is {DAYS[today]}. What day of the week will it be in {ahead} days?"
+    walk = ", ".join(DAYS[(today + k) % 7] for k in range(1, ahead + 1))
+    return Problem("dates", q, " " + day, f"{DAYS[today]} + {ahead}: {walk}",
+                   f"The question asks for the day {ahead} days after {DAYS[today]}.")
+
+
+def _lookup(rng: random.Random) -> Problem:
+    colours = rng.sample(COLOURS, 4)
+    counts = [rng.randrange(10) for _ in colours]
+    which = rng.randrange(4)
+    thing = rng.choice(THINGS)
+    facts = " ".join(f"The {c} box holds {n} {thing}." for c, n in zip(colours, counts))
+    q = f"{facts} Nobody opens the boxes today. How many {thing} are in the {colours[which]} box?"
+    return Problem("lookup", q, str(counts[which]), f"the {colours[which]} box holds {counts[which]}",
+                   f"The question asks about the {colours[which]} box.")
+
+
+def _variables(rng: random.Random) -> Problem:
+    answer = rng.randrange(10)
+    c_minus = rng.randint(1, 3)
+    b = answer + c_minus
+    a_plus = rng.randint(1, min(3, b))
+    a = b - a_plus
+    q = f"In the program below, what does print show?\n    a = {a}\n    b = a + {a_plus}\n    c = b - {c_minus}\n    print(c)"
+    return Problem("variables", q, str(answer),
+                   f"b = {a} + {a_plus}: {_steps(a, a_plus)}. c = {b} - {c_minus}: {_steps(b, c_minus, -1)}. So {answer}",
+                   "The question asks what the program prints.")
+
+
+def thought_style(text: str) -> str:
+    """'restate' or 'scratch': the style of a thought, written by the corpus or sampled from a warm-started model."""
+    return "restate" if text.strip().startswith(RESTATE_LEAD) else "scratch"
+
+
+FAMILIES: dict[str, Callable[[random.Random], Problem]] = {
+    "arithmetic": _arithmetic_chain,
+    "groups": _groups,
+    "conversion": _conversion,
+    "counting": _counting,
+    "difference": _difference,
+    "comparison": _comparison,
+    "dates": _dates,
+    "lookup": _lookup,
+    "variables": _variables,
+}
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """How a corpus is drawn: the same spec and seed give the same bytes."""
+
+    documents: int = 600
+    problems: tuple[int, int] = (2, 4)  # per document, inclusive
+    share_no_thought_docs: float = 0.15  # documents with no thought at all
+    share_no_thought: float = 0.15  # answers without a thought inside documents that have thoughts
+    share_restate: float = 0.30  # of the thoughts: restatements that compute nothing (the rest are scratchpads)
+
+
+def split_of(question: str) -> str:
+    """Which split a question belongs to, by a hash of its text: a tenth of every family's questions are held out, so no
+    held-out problem is ever trained on (several families have only a few dozen distinct questions)."""
+    return "eval" if zlib.crc32(question.encode()) % 10 == 0 else "train"
+
+
+def _problem_of_split(rng: random.Random, split: str) -> Problem:
+    while True:  # redraw within the family until the question is one of this split's
+        family = rng.choice(sorted(FAMILIES))
+        for _ in range(1000):
+            problem = FAMILIES[family](rng)
+            if split_of(problem.question) == split:
+                return problem
+
+
+def make_document(rng: random.Random, doc_id: str, spec: CorpusSpec, split: str = "train") -> dict:
+    """One document as a JSONL record (see the module docstring)."""
+    n = rng.randint(*spec.problems)
+    with_thoughts = rng.random() >= spec.share_no_thought_docs
+    text = rng.choice(INTROS).format(n=rng.randint(1, 99))
+    answers, thoughts, families, options = [], [], [], []
+    for k in range(1, n + 1):
+        problem = _problem_of_split(rng, split)
+        lead = rng.choice(ANSWER_LEADS)
+        text += f"\n\n{k}. {problem.question}\n{lead}"
+        # digits follow a space token (" 6" is ' ', '6' in both bundled tokenizers); word answers carry their space
+        if not problem.answer.startswith(" "):
+            text += " "
+        start = len(text)
+        text += problem.answer + "."
+        answers.append([start, start + len(problem.answer)])
+        options.append({"scratch": problem.scratch, "restate": problem.restate})
+        families.append(problem.family)
+        if with_thoughts and rng.random() >= spec.share_no_thought:
+            style = "restate" if rng.random() < spec.share_restate else "scratch"
+            thoughts.append({"at": start, "text": getattr(problem, style), "style": style})
+    outro = rng.choice(OUTROS)
+    if outro:
+        text += "\n\n" + outro
+    return {"id": doc_id, "kind": "thinking", "title": f"worksheet {doc_id}", "text": text, "answers": answers,
+            "answer_thoughts": options, "thoughts": thoughts, "families": families}
+
+
+def generate(split: str, seed: int, spec: CorpusSpec = CorpusSpec()) -> list[dict]:
+    """The documents of one split: its own seed, and only questions of its own hash bucket (`split_of`)."""
+    rng = random.Random(f"{split}:{seed}")
+    return [make_document(rng, f"{split}-{i:04d}", spec, split) for i in range(spec.documents)]
+
+
+SPLIT_SEEDS = {"train": 17, "eval": 29}
+SPLIT_SIZES = {"train": 600, "eval": 60}
+
+
+def write_corpus(out_dir: str | Path) -> dict[str, Path]:
+    """Write data/thinking/{train,eval}.jsonl (the defaults are what the repository ships)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, seed in SPLIT_SEEDS.items():
+        docs = generate(split, seed, CorpusSpec(documents=SPLIT_SIZES[split]))
+        path = out_dir / f"{split}.jsonl"
+        path.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs))
+        paths[split] = path
+    return paths
+
+
+def main() -> None:
+    from workbench.data import data_dir
+
+    for split, path in write_corpus(data_dir() / "thinking").items():
+        print(f"{split}: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""The warm start: next-token training on documents with their thoughts spliced in, so that a base model learns to
+write a short scratchpad after `<think>` and to read it across `</think>` (shared/reference/rewards.md: on the
+bundled base models the markers alone cost several nats, so no thought can help before this).
+
+It is the NTP trainer with one change, the token ids it trains on: `data.interleave_thoughts` builds each document as
+ids[:t] + open + thought + close + ids[t:] at every thought's answer token t - the very sequence RLP scores when it
+samples a thought there. The run directory is a model: `load_model(RUN_DIR)` loads its final weights.
+"""
+
+from __future__ import annotations
+
+from workbench.data import MIN_DOC_TOKENS, Document, interleave_thoughts
+from workbench.errors import WorkbenchError
+from workbench.ntp_trainer import NTPTrainer
+from workbench.thoughts import ThoughtTemplate
+from workbench.warmstart_config import WarmStartConfig
+
+
+class WarmStartTrainer(NTPTrainer):
+    config: WarmStartConfig
+
+    def freeze(self, model) -> None:
+        if not self.config.train_embeddings:
+            # the (tied) embedding and LM head are ~60 % of Gemma 3 270M's weights: fixed, a step skips the head's weight
+            # gradient and their optimizer update; the thought markers are ordinary words the model already embeds
+            model.get_input_embeddings().requires_grad_(False)
+            model.get_output_embeddings().requires_grad_(False)
+
+    def training_ids(self, docs: list[Document]) -> list[list[int]]:
+        cfg = self.config
+        template = ThoughtTemplate(cfg.think_open, cfg.think_close)
+        open_ids, close_ids = template.open_ids(self.tokenizer), template.close_ids(self.tokenizer)
+        ids = [interleave_thoughts(self.tokenizer, d, open_ids, close_ids, cfg.max_doc_tokens, cfg.thought_styles,
+                                   train_all=cfg.loss_on == "all")
+               for d in docs]
+        ids = [x for x in ids if len(x) >= MIN_DOC_TOKENS]
+        if not ids:
+            raise WorkbenchError(f"train_data: no document has at least {MIN_DOC_TOKENS} tokens")
+        if cfg.thought_styles and not any(d.thoughts for d in docs):
+            raise WorkbenchError(f"train_data {cfg.train_data!r} has no thoughts to splice in (no JSONL 'thoughts' field); "
+                                 "use thinking:train or set thought_styles: []")
+        return ids
