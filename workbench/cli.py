@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output-dir", default=None, help="the run directory (overrides the config's output_dir)")
     train.add_argument("--set", nargs=2, action="append", default=[], metavar=("FIELD", "VALUE"),
                        help="override a config field (YAML syntax for the value), e.g. --set max_steps 3")
-    train.add_argument("--help-config", choices=["rlp", "ntp"], help="list every field of a trainer's config with its help and exit")
+    train.add_argument("--help-config", choices=["rlp", "ntp", "warmstart"], help="list every field of a trainer's config with its help and exit")
 
     arena = sub.add_parser("arena", help="train several reward designs from the same start at the same compute, under one evaluation")
     arena.add_argument("config", help="an arena file: an RLP config plus arena_designs, e.g. configs/arena.yaml")
@@ -153,6 +153,9 @@ def _checked_inputs(args: argparse.Namespace):
     ).validate()
     spec = parse_positions(args.positions or ("every:16" if getattr(args, "probes", False) else "every:8"))
     document = pick_document(load_documents_spec(args.path), args.doc)
+    if spec.kind == "marked" and not document.answers:
+        raise WorkbenchError(f"--positions marked: document {document.id!r} has no marked answers (a JSONL \"answers\" "
+                             "field, e.g. thinking:eval)")
     out = Path(args.json_out)
     if out.exists() and out.is_dir():
         raise WorkbenchError(f"--json {out} is a directory; give a file path")
