@@ -1,0 +1,86 @@
+"""Does a model read its thoughts, and are its own thoughts right? Measured at the answers of held-out worksheets.
+
+For each model: the probe families at every marked answer (`thinking_ready.answer_probes`: empty, leak, neutral and
+the corpus's own scratchpad and restatement), the share of answers where each family is best, the held-out loss on the
+ordinary corpus without thoughts, and the model's own sampled thoughts by problem family and style (is the answer its
+most likely next token after the thought? reward, content gain).
+
+    .venv/bin/python benchmarks/thinking_probes.py gemma3-270m warm:gemma3-270m runs/rlp-warm-<time> --docs 12
+
+Prints tables and writes benchmarks/results/thinking_probes.json (with the CPU kind and dtype).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from workbench.data import data_dir, load_thinking_corpus, tokenize_document
+from workbench.evaluation import EvalSettings, evaluate, evaluation_documents
+from workbench.hardware import cpu_kind
+from workbench.models import load_model
+from workbench.rewards import reward_map
+from workbench.thinking_corpus import thought_style
+from workbench.thinking_ready import answer_probes, best_family_shares, resolve_model_name
+from workbench.thoughts import SamplingConfig
+
+
+def own_thoughts(policy, docs, families, G: int, tokens: int) -> pd.DataFrame:
+    """One row per sampled thought at every answer: family, style, right (answer ranked first after it), reward."""
+    rows = []
+    for doc, fams in zip(docs, families):
+        ids = tokenize_document(policy.tokenizer, doc)
+        rm = reward_map(policy, policy, ids, "marked", SamplingConfig(G=G, thought_tokens=tokens, min_thought_tokens=1),
+                        top_k=1)
+        family_at = dict(zip(ids.marked, fams))
+        for th, reward, gain in zip(rm.thoughts, rm.rewards, rm.content_gains):
+            rows.append({"family": family_at[th.position], "style": thought_style(th.text),
+                         "right": th.next_top[0][0] == ids[th.position], "reward": float(reward),
+                         "content_gain": float(gain)})
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", help="model names, run directories or warm:BASE")
+    parser.add_argument("--docs", type=int, default=12, help="held-out worksheets (thinking:eval, in order)")
+    parser.add_argument("-G", type=int, default=4, help="sampled thoughts per answer")
+    parser.add_argument("--thought-tokens", type=int, default=48)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "thinking_probes.json"))
+    args = parser.parse_args()
+    pd.set_option("display.width", 200)
+    docs = load_thinking_corpus("eval")[: args.docs]
+    raw = [json.loads(line) for line in (data_dir() / "thinking" / "eval.jsonl").read_text().splitlines()][: args.docs]
+    results = {"cpu": cpu_kind(), "docs": args.docs, "models": {}}
+    for name in args.models:
+        start = time.perf_counter()
+        policy = load_model(resolve_model_name(name))
+        probes, maps = answer_probes(policy, docs)
+        best = best_family_shares(maps)
+        ordinary = EvalSettings(data="corpus:eval", docs=0, positions="every:48", G=0)
+        plain = evaluate(policy, evaluation_documents(policy.tokenizer, ordinary), ordinary)
+        own = own_thoughts(policy, docs, [r["families"] for r in raw], args.G, args.thought_tokens)
+        print(f"===== {name} ({policy.dtype_choice.describe()}) {time.perf_counter() - start:.0f} s")
+        print(probes.round(3).to_string())
+        print("best family:", best.round(3).to_dict())
+        print(f"ordinary held-out loss {plain['eval_loss']:.3f} nats/token")
+        print(own.groupby("family")[["right", "reward", "content_gain"]].mean().round(2).to_string())
+        print(own.groupby("style")[["right", "reward", "content_gain"]].agg(["mean", "size"]).round(2).to_string())
+        results["models"][name] = {
+            "dtype": str(policy.dtype), "probes": probes.to_dict(), "best_family": best.to_dict(),
+            "ordinary_loss": plain["eval_loss"],
+            "own_by_family": own.groupby("family")[["right", "reward", "content_gain"]].mean().to_dict(),
+            "own_by_style": own.groupby("style")[["right", "reward", "content_gain"]].mean().to_dict(),
+            "own_share_scratch": float((own["style"] == "scratch").mean()),
+        }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1, default=float))
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()
