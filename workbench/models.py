@@ -342,6 +342,15 @@ def load_model(
 # --------------------------------------------------------------------------- run directories as models
 
 
+def check_loaded(model: torch.nn.Module, missing: list[str], unexpected: list[str], where: str) -> None:
+    """After loading a checkpoint's state dict (safetensors keeps one name of a tied tensor): only a tied LM head may be
+    missing, nothing may be unexpected."""
+    head = model.get_output_embeddings()
+    tied = head is not None and head.weight is model.get_input_embeddings().weight
+    if unexpected or any(not (tied and k.startswith("lm_head")) for k in missing):
+        raise WorkbenchError(f"{where}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
 def is_run_dir(path: Path) -> bool:
     """A training run's directory (config.yaml and checkpoints/), not a transformers model directory."""
     return path.is_dir() and (path / "config.yaml").is_file() and (path / "checkpoints").is_dir() \
@@ -380,10 +389,7 @@ def load_run_model(run_dir: str | Path, dtype: str | torch.dtype | None = "auto"
                         trust_remote_code=trust_remote_code or bool(config.get("trust_remote_code")), progress=progress)
     state = {k: v.to(handle.dtype) for k, v in load_file(weights).items()}
     missing, unexpected = handle.model.load_state_dict(state, strict=False)
-    head = handle.model.get_output_embeddings()
-    tied = head is not None and head.weight is handle.model.get_input_embeddings().weight
-    if unexpected or any(not (tied and k.startswith("lm_head")) for k in missing):
-        raise WorkbenchError(f"{weights}: the weights do not match {base} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    check_loaded(handle.model, missing, unexpected, f"{weights} (on {base})")
     step = int(json.loads((ckpt / "state.json").read_text())["step"])
     return ModelHandle(handle.model, handle.tokenizer, str(run_dir), source=str(ckpt), role=role, step=step,
                        dtype_choice=handle.dtype_choice)

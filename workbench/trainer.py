@@ -33,7 +33,7 @@ from workbench.errors import WorkbenchError
 from workbench.evaluation import EvalSettings, eval_settings, evaluate, evaluation_documents, film_frame
 from workbench.flops import ComputeMeter, flop_counter
 from workbench.hardware import auto_mixed_precision, choose_dtype
-from workbench.models import ModelHandle, load_model
+from workbench.models import ModelHandle, check_loaded, load_model
 from workbench.runs import new_run_dir, runs_root, versions, write_json
 from workbench.sharding import (full_named_tensors, full_optimizer_state, full_state_dict, is_sharded,
                                 load_full_optimizer_state, load_full_state_dict, plain_copy)
@@ -527,13 +527,7 @@ def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
     """Load a checkpoint's (untied) state dict; only a tied LM head may be missing from it."""
     missing, unexpected = load_full_state_dict(model, state)
-    if unexpected or any(not _is_tied_name(model, k) for k in missing):
-        raise WorkbenchError(f"{where}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
-
-
-def _is_tied_name(model: torch.nn.Module, name: str) -> bool:
-    head = model.get_output_embeddings()
-    return head is not None and head.weight is model.get_input_embeddings().weight and name.startswith("lm_head")
+    check_loaded(model, missing, unexpected, where)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -556,12 +550,12 @@ def load_trained(run_dir: str | Path, role: str = "policy", dtype: str = "auto",
     from workbench.models import load_run_model
 
     run_dir = Path(run_dir)
-    if latest_checkpoint(run_dir) is None and checkpoint is None:
-        raise WorkbenchError(f"{run_dir} has no checkpoint")
     ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
-    if not (ckpt / f"{role}.safetensors").exists():
-        raise WorkbenchError(f"{ckpt} has no {role} weights (the {load_config(run_dir / 'config.yaml').trainer} trainer keeps none)")
+    if ckpt is None:
+        raise WorkbenchError(f"{run_dir} has no checkpoint")
     config = load_config(run_dir / "config.yaml")
+    if not (ckpt / f"{role}.safetensors").exists():
+        raise WorkbenchError(f"{ckpt} has no {role} weights (the {config.trainer} trainer keeps none)")
     handle = load_run_model(run_dir, dtype, "auto", config.trust_remote_code, role=role, checkpoint=ckpt)
     handle.name = config.model if isinstance(config.model, str) and not Path(config.model).is_dir() else handle.name
     return handle
