@@ -302,3 +302,14 @@ def torch_equal(a, b) -> bool:
 def test_unknown_reward_design_is_one_line():
     with pytest.raises(WorkbenchError, match="reward_design must be one of"):
         config_from_dict(dict(trainer="rlp", reward_design="nonsense"))
+
+
+def test_two_runs_in_one_process_choose_their_own_mixed_precision(tiny_model_dir, tmp_path):
+    """accelerate keeps one AcceleratorState per process; a notebook kernel (or this test session) that trains with
+    mixed_precision "no" and then "bf16" must get both, not accelerate's "already initialized" error."""
+    from workbench.launch import trainer_for
+
+    first = trainer_for(_rlp_config(tiny_model_dir, tmp_path / "a", mixed_precision="no"))
+    assert first.accelerator.mixed_precision == "no"
+    second = trainer_for(_rlp_config(tiny_model_dir, tmp_path / "b", mixed_precision="bf16"))
+    assert second.accelerator.mixed_precision == "bf16"

@@ -83,6 +83,23 @@ def peak_memory_mb() -> dict[str, float]:
     return out
 
 
+def _release_accelerator_state(mixed_precision: str) -> None:
+    """Let a second run in the same process (a notebook kernel, a test session) choose its own mixed precision.
+
+    accelerate keeps one process-wide AcceleratorState and refuses a new Accelerator whose precision differs from the
+    first one's. In a single process nothing else holds that state, so it is dropped and rebuilt; under a distributed
+    launch the state belongs to the launcher and is left alone."""
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType
+
+    state = AcceleratorState._shared_state
+    if not state or state.get("_mixed_precision", mixed_precision) == mixed_precision:
+        return
+    if PartialState().distributed_type != DistributedType.NO:
+        return
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 class Trainer:
     """Owns the state of a run; `train()` runs it to the end (or to a STOP file)."""
 
@@ -97,6 +114,7 @@ class Trainer:
         self.mixed_precision, mp_reason = (
             auto_mixed_precision(device) if config.mixed_precision == "auto" else (config.mixed_precision, "requested")
         )
+        _release_accelerator_state(self.mixed_precision)
         self.accelerator = Accelerator(
             mixed_precision=self.mixed_precision,
             step_scheduler_with_optimizer=False,
