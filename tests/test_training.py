@@ -556,3 +556,24 @@ def test_paper_faithful_configs_sample_thoughts_of_at_least_one_token():
         "run_name", "min_thought_tokens", "loss_normalisation", "allow_eos_in_thought", "empty_advantage_cap")}
     assert strip(faithful) == strip(allowed) == strip(guarded)
     assert load_config(REPO / "configs" / "rlp_tiny.yaml").min_thought_tokens == 1
+
+
+@pytest.mark.model
+def test_inference_copy_equals_the_model_loaded_in_that_dtype(smollm_fp32):
+    """The trainer's bf16 inference copy (sharding.plain_copy of the fp32 policy) computes exactly what load_model(...,
+    dtype="bfloat16") computes: the parameters are cast, the rotary inverse frequencies stay fp32. (Casting the whole
+    module also cast those buffers; a run's step-0 evaluation then differed from the same weights evaluated in a
+    notebook.)"""
+    import torch
+
+    from conftest import SMOLLM
+    from workbench.models import load_model
+    from workbench.sharding import plain_copy
+
+    copy16 = plain_copy(smollm_fp32.model, torch.bfloat16)
+    loaded16 = load_model(SMOLLM, dtype="bfloat16").model
+    assert {b.dtype for b in copy16.buffers()} == {b.dtype for b in smollm_fp32.model.buffers()} == {torch.float32}
+    assert {p.dtype for p in copy16.parameters()} == {torch.bfloat16}
+    ids = torch.arange(100, 400)[None]  # 300 positions: where coarse rotary frequencies show
+    with torch.no_grad():
+        assert torch.equal(copy16(ids).logits, loaded16(ids).logits)

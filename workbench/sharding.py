@@ -43,6 +43,16 @@ def full_named_tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]
     return out
 
 
+def _parameters_to(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Cast the parameters only. `model.to(bf16)` would also cast the floating-point buffers - the rotary embedding's
+    inverse frequencies among them - which `from_pretrained(dtype=bf16)` keeps in fp32: the inference copy then
+    placed positions differently from the same weights loaded by `load_model` (up to 1.4e-3 per frequency on
+    SmolLM2, enough to change sampled thoughts and a run's step-0 evaluation)."""
+    with torch.no_grad():
+        for param in model.parameters():
+            param.data = param.data.to(dtype)
+
+
 def plain_copy(model: torch.nn.Module, dtype: torch.dtype,
                weights: list[tuple[str, torch.Tensor]] | None = None) -> torch.nn.Module:
     """A frozen, unsharded copy of `model` in `dtype`, on this process's device.
@@ -52,7 +62,7 @@ def plain_copy(model: torch.nn.Module, dtype: torch.dtype,
     tables are non-persistent buffers: not in any state dict). `weights`: already gathered `full_named_tensors(model)`,
     to spare a second gather."""
     if not is_sharded(model):
-        clone = copy.deepcopy(model).to(dtype)
+        clone = copy.deepcopy(model)
     else:
         from transformers import AutoModelForCausalLM
 
@@ -71,7 +81,7 @@ def plain_copy(model: torch.nn.Module, dtype: torch.dtype,
             buffers = dict(clone.named_buffers())
             for name, buffer in model.named_buffers():
                 buffers[name].copy_(buffer)
-        clone = clone.to(dtype)
+    _parameters_to(clone, dtype)
     clone.requires_grad_(False)
     clone.eval()
     return clone

@@ -66,16 +66,21 @@ class Problem:
 
 
 def _steps(start: int, count: int, step: int = 1) -> str:
-    """The numbers after `start` in steps of `step`, `count` of them: "8, 7, 6" - each one a successor (or a
-    predecessor) of the last, which a small model writes correctly where it cannot subtract in one forward pass."""
-    return ", ".join(str(start + step * k) for k in range(1, count + 1))
+    """`count` unit steps from `start`, each with its number: "12 is 1, 11 is 2, 10 is 3" (13 take away 3).
+
+    Every scratchpad is written in this one step grammar, "V is k", so that each token is a local rule a small model
+    can learn from a few hundred examples: the value is the last value plus or minus `step`, the counter is the last
+    counter plus one, and the walk stops when the counter reaches a number stated just before it. A first version
+    wrote bare values ("12, 11, 10"); the warm-started Gemma then lost count and its own scratchpads were right at
+    only about half of the held-out answers (dates 50 %, counting 8 %)."""
+    return ", ".join(f"{start + step * k} is {k}" for k in range(1, count + 1))
 
 
 def _arithmetic_chain(rng: random.Random) -> Problem:
     name, thing = rng.choice(NAMES), rng.choice(THINGS)
     answer = rng.randrange(10)
-    lost = rng.randint(1, 3)
-    given = rng.randint(1, 4)
+    lost = rng.randint(1, 2)  # at most four unit steps: the scratchpad stays within a 48-token thought
+    given = rng.randint(1, 2)
     start = answer + lost + given
     first = start - given
     q = (f"{name} has {start} {thing}. {name} gives {given} to a friend and then loses {lost}. "
@@ -90,27 +95,29 @@ def _groups(rng: random.Random) -> Problem:
     thing = rng.choice(THINGS)
     a = rng.randint(2, 3)
     b = rng.randint(1, 9 // a)
-    extra = rng.randint(1, min(3, 9 - a * b)) if a * b < 9 else 0
+    extra = rng.randint(1, min(2, 9 - a * b)) if a * b < 9 else 0
     answer = a * b + extra
     q = (f"There are {a} boxes with {b} {thing} in each box, and {extra} loose {thing} on the table. "
          f"How many {thing} are there in all?")
-    boxes = _steps(0, a, b)
-    more = f" Plus {extra}: {_steps(a * b, extra)}." if extra else ""
-    return Problem("groups", q, str(answer), f"box by box: {boxes}.{more} So {answer}",
+    boxes = ", ".join(f"{b * k} in {k}" for k in range(1, a + 1))  # running total after box k: stop at box a
+    more = f" {a * b} plus {extra}: {_steps(a * b, extra)}." if extra else ""
+    return Problem("groups", q, str(answer), f"{a} boxes of {b}: {boxes}.{more} So {answer}",
                    f"The question asks for all the {thing}, in the boxes and on the table.")
 
 
 # (small unit, big unit, small units in one big one): factors whose multiples a small model knows by heart
-UNITS = [("minutes", "hours", 60), ("cents", "dollars", 100), ("seconds", "minutes", 60), ("socks", "pairs", 2),
-         ("cents", "nickels", 5), ("cents", "dimes", 10), ("years", "decades", 10)]
+# (multiples of 60 are left out: the first warm start wrote "60, 120, 180" wrongly at most held-out answers)
+UNITS = [("cents", "dollars", 100), ("socks", "pairs", 2), ("shoes", "pairs", 2), ("cents", "nickels", 5),
+         ("cents", "dimes", 10), ("years", "decades", 10), ("days", "fortnights", 14)]
 
 
 def _conversion(rng: random.Random) -> Problem:
     small, big, factor = rng.choice(UNITS)
-    answer = rng.randint(1, 6)  # the scratchpad lists every multiple: keep it within a 48-token thought
+    # the scratchpad lists every multiple: keep it within a 48-token thought (short multiples allow more of them)
+    answer = rng.randint(1, 6 if factor <= 10 else 4)
     q = f"How many {big} are {answer * factor} {small}?"
-    multiples = ", ".join(f"{factor * k} is {k}" for k in range(1, answer + 1))
-    return Problem("conversion", q, str(answer), f"{multiples}. So {answer}",
+    multiples = ", ".join(f"{factor * k} is {k}" for k in range(1, answer + 1))  # stop at the amount asked about
+    return Problem("conversion", q, str(answer), f"{answer * factor} {small} in {big} of {factor}: {multiples}. So {answer}",
                    f"The question asks to turn {small} into {big}.")
 
 
@@ -122,20 +129,20 @@ def _counting(rng: random.Random) -> Problem:
     rng.shuffle(items)
     q = f"A bag holds these balls: {', '.join(items)}. How many {target} balls are in the bag?"
     seen, walk = 0, []
-    for item in items:  # a running count, one ball at a time
+    for item in items:  # the list copied ball by ball, each with the running count (written every time: no memory)
         seen += item == target
-        walk.append(f"{item} {seen}" if item == target else f"{item} no")
-    return Problem("counting", q, str(answer), f"{', '.join(walk)}. So {answer}",
+        walk.append(f"{item} {seen}")
+    return Problem("counting", q, str(answer), f"{target} balls: {', '.join(walk)}. So {answer}",
                    f"The question asks how many of the balls are {target}.")
 
 
 def _difference(rng: random.Random) -> Problem:
     a_name, b_name = rng.sample(NAMES, 2)
-    answer = rng.randint(1, 7)
+    answer = rng.randint(1, 5)
     younger = rng.randint(3, 30)
     older = younger + answer
     q = f"{a_name} is {older} years old and {b_name} is {younger}. How many years older is {a_name} than {b_name}?"
-    walk = ", ".join(f"{younger + k} is {k}" for k in range(1, answer + 1))
+    walk = _steps(younger, answer)  # stop when the value reaches the older age
     return Problem("difference", q, str(answer), f"from {younger} up to {older}: {walk}. So {answer}",
                    f"The question compares the ages of {a_name} and {b_name}.")
 
@@ -158,8 +165,8 @@ def _dates(rng: random.Random) -> Problem:
     ahead = rng.randint(2, 6)
     day = DAYS[(today + ahead) % 7]
     q = f"Today is {DAYS[today]}. What day of the week will it be in {ahead} days?"
-    walk = ", ".join(DAYS[(today + k) % 7] for k in range(1, ahead + 1))
-    return Problem("dates", q, " " + day, f"{DAYS[today]} + {ahead}: {walk}",
+    walk = ", ".join(f"{DAYS[(today + k) % 7]} is {k}" for k in range(1, ahead + 1))
+    return Problem("dates", q, " " + day, f"{DAYS[today]} plus {ahead}: {walk}. So {day}",
                    f"The question asks for the day {ahead} days after {DAYS[today]}.")
 
 
@@ -176,13 +183,14 @@ def _lookup(rng: random.Random) -> Problem:
 
 def _variables(rng: random.Random) -> Problem:
     answer = rng.randrange(10)
-    c_minus = rng.randint(1, 3)
+    c_minus = rng.randint(1, 2)
     b = answer + c_minus
-    a_plus = rng.randint(1, min(3, b))
+    a_plus = rng.randint(1, min(2, b))
     a = b - a_plus
     q = f"In the program below, what does print show?\n    a = {a}\n    b = a + {a_plus}\n    c = b - {c_minus}\n    print(c)"
     return Problem("variables", q, str(answer),
-                   f"b = {a} + {a_plus}: {_steps(a, a_plus)}. c = {b} - {c_minus}: {_steps(b, c_minus, -1)}. So {answer}",
+                   f"b = {a} plus {a_plus}: {_steps(a, a_plus)}. c = {b} take away {c_minus}: {_steps(b, c_minus, -1)}. "
+                   f"So {answer}",
                    "The question asks what the program prints.")
 
 
