@@ -22,7 +22,7 @@ from workbench.compare import compare_designs  # noqa: E402
 from workbench.data import find_document, tokenize  # noqa: E402
 from workbench.designs import DESIGNS  # noqa: E402
 from workbench.models import load_model, teacher_of  # noqa: E402
-from workbench.thoughts import SamplingConfig  # noqa: E402
+from workbench.engine.thought import SamplingConfig
 
 
 def main() -> None:

@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workbench.data import find_document, parse_positions, select_positions, tokenize  # noqa: E402
 from workbench.models import load_model  # noqa: E402
-from workbench.runs import machine_name as machine  # noqa: E402
-from workbench.thoughts import SamplingConfig, ThoughtSampler, ThoughtTemplate  # noqa: E402
+from workbench.run_dirs import machine_name as machine
+from workbench.engine.sampler import ThoughtSampler
+from workbench.engine.thought import SamplingConfig, ThoughtTemplate
 
 
 def plain_logps(model, thoughts, ids) -> list[float]:

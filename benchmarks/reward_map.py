@@ -28,12 +28,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workbench.runs import machine_name as machine  # noqa: E402
+from workbench.run_dirs import machine_name as machine
 
 from workbench.data import find_document, parse_positions, select_positions, tokenize  # noqa: E402
 from workbench.models import load_model, teacher_of  # noqa: E402
 from workbench.rewards import reward_map  # noqa: E402
-from workbench.thoughts import SamplingConfig, ThoughtTemplate, backend_unavailable  # noqa: E402
+from workbench.engine.backends import backend_unavailable
+from workbench.engine.thought import SamplingConfig, ThoughtTemplate
 
 
 def plain_loop(handle, ids: list[int], positions: list[int], config: SamplingConfig, template: ThoughtTemplate):
@@ -90,7 +91,7 @@ def plain_loop(handle, ids: list[int], positions: list[int], config: SamplingCon
 
 def calibrate(handles: dict[str, object], ids: list[int]) -> dict[str, float]:
     """Seconds for one no-think forward over 64 tokens, per dtype: tells which dtype this CPU runs slowly."""
-    from workbench.scoring import no_think_scores
+    from workbench.engine.scorer import no_think_scores
 
     out = {}
     for dtype, handle in handles.items():
@@ -188,10 +189,10 @@ def main() -> None:
             if (name == "plain" and i >= plain_runs) or (dtype in slow and i >= 1):
                 continue
             start = time.perf_counter()
-            tokens, mean_reward = runners[key](config, ids, chosen_for[key])
+            tokens, reward_mean = runners[key](config, ids, chosen_for[key])
             elapsed = time.perf_counter() - start
             results[key].append(tokens / elapsed)
-            rewards[key] = mean_reward
+            rewards[key] = reward_mean
             print(f"{name:10s} {dtype:9s} run {i + 1}: {tokens} tokens in {elapsed:.1f} s", flush=True)
 
     labels = {"workbench": "workbench reward_map", "plain": "plain per-position loop", "vllm": "workbench reward_map (vLLM)"}
@@ -225,7 +226,7 @@ def main() -> None:
             "args": vars(args), "machine": machine(), "cpu": cpu_kind(), "cpu_capability": cpu_capability(),
             "auto_dtype": auto.as_dict(), "torch": torch.__version__, "calibration_s": seconds, "slow_dtypes": sorted(slow),
             "results": [{"engine": k[0], "dtype": k[1], "positions": len(chosen_for[k]), "tokens_per_s": results[k],
-                         "median": med[k], "mean_reward": rewards[k]} for k in runs],
+                         "median": med[k], "reward_mean": rewards[k]} for k in runs],
             "best": best, "ratios": ratios, "not_run": [list(k) for k in not_run],
         }, indent=1))
 

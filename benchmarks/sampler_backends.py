@@ -24,8 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workbench.data import find_document, parse_positions, select_positions, tokenize  # noqa: E402
 from workbench.models import load_model  # noqa: E402
-from workbench.runs import machine_name as machine, package_versions  # noqa: E402
-from workbench.thoughts import BACKENDS, SamplingConfig, ThoughtSampler, ThoughtTemplate, backend_unavailable  # noqa: E402
+from workbench.run_dirs import machine_name as machine, package_versions
+from workbench.engine.backends import BACKENDS, backend_unavailable
+from workbench.engine.backends import make_sampler
+from workbench.engine.thought import SamplingConfig, ThoughtTemplate
 
 
 def versions() -> dict[str, str]:
@@ -69,7 +71,7 @@ def main() -> None:
         start = time.perf_counter()
         backend, _, scorer = name.partition(":")
         options = {"scorer": scorer} if scorer else {}
-        samplers[name] = ThoughtSampler(handle, template, SamplingConfig(G=2, thought_tokens=4), backend=backend, **options)
+        samplers[name] = make_sampler(handle, template, SamplingConfig(G=2, thought_tokens=4), backend=backend, **options)
         samplers[name].sample(ids, positions[:2])  # warm-up: engine start, kernel compilation
         print(f"# {name}: set-up and warm-up {time.perf_counter() - start:.1f} s", flush=True)
 

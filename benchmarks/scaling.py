@@ -24,8 +24,8 @@ from sampler_backends import versions  # noqa: E402
 from workbench.data import load_corpus, tokenize  # noqa: E402
 from workbench.models import load_model, teacher_of  # noqa: E402
 from workbench.rewards import reward_map  # noqa: E402
-from workbench.runs import machine_name as machine  # noqa: E402
-from workbench.thoughts import SamplingConfig, ThoughtTemplate  # noqa: E402
+from workbench.run_dirs import machine_name as machine
+from workbench.engine.thought import SamplingConfig, ThoughtTemplate
 
 
 def plot(records: list[dict], title: str, path: Path) -> bool:

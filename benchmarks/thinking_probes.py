@@ -20,13 +20,14 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.data import data_dir, load_thinking_corpus, tokenize_document
+from workbench.engine.thought import SamplingConfig
 from workbench.evaluation import EvalSettings, evaluate, evaluation_documents
 from workbench.hardware import cpu_kind
 from workbench.models import load_model
 from workbench.rewards import reward_map
 from workbench.thinking_corpus import thought_style
-from workbench.thinking_ready import answer_probes, best_family_shares, resolve_model_name
-from workbench.thoughts import SamplingConfig
+from workbench.thinking_ready import answer_probes, best_family_shares
+from workbench.training.warm_start import resolve_model_name
 
 
 def own_thoughts(policy, docs, families, G: int, tokens: int) -> pd.DataFrame:

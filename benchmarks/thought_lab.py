@@ -1,6 +1,6 @@
 """The thought lab's numbers: probe families, content gain, design sanity and editor latency, per bundled model.
 
-    .venv/bin/python benchmarks/thought_lab.py [--models gemma3-270m,smollm2-135m] [--docs eval:math-11,eval:prose-11]
+    .venv/bin/python benchmarks/thought_lab.py [--models gemma3-270m,smollm2-135m] [--docs corpus:eval#math-11,corpus:eval#prose-11]
         [--positions every:8] [--sanity-positions every:32] [--max-tokens 400] [--json OUT]
 
 For each model (dtype "auto") and held-out document: the teacher's one pass; a sampled reward map (G=4, 32 tokens,
@@ -28,9 +28,9 @@ from workbench.hardware import cpu_kind  # noqa: E402
 from workbench.models import load_model, teacher_of  # noqa: E402
 from workbench.probes import headroom, probe_map  # noqa: E402
 from workbench.rewards import reward_map, run_teacher_pass  # noqa: E402
-from workbench.runs import machine_name, versions  # noqa: E402
+from workbench.run_dirs import machine_name, versions
 from workbench.thought_lab import ThoughtLab  # noqa: E402
-from workbench.thoughts import SamplingConfig  # noqa: E402
+from workbench.engine.thought import SamplingConfig
 
 TYPED = "The answer comes next."
 
@@ -54,10 +54,10 @@ def measure(model_name: str, docs: list[str], positions: str, sanity_positions: 
             "tokens": len(ids),
             "positions": len(rm.positions),
             "families": {f: {c: round(float(v), 4) for c, v in row.items()} for f, row in probes.summary().iterrows()},
-            "sampled": {c: round(float(s[c]), 4) for c in ("mean_reward", "share_positive", "mean_content_gain",
+            "sampled": {c: round(float(s[c]), 4) for c in ("reward_mean", "share_positive", "content_gain_mean",
                                                             "share_content_gain_positive", "empty_thought_reward")},
             "share_positions_empty_beats_every_sampled": round(float(
-                (rm.per_position()["empty_thought_reward"] > rm.per_position()["max_reward"]).mean()), 4),
+                (rm.per_position()["empty_thought_reward"] > rm.per_position()["reward_max"]).mean()), 4),
             "median_headroom": round(float(room["headroom"].median()), 4),
             "best_family_counts": room["best_family"].value_counts().to_dict(),
             "seconds": {"teacher_pass_and_sampling": round(sample_s, 2), "probes": round(probe_s, 2)},
@@ -83,7 +83,7 @@ def measure(model_name: str, docs: list[str], positions: str, sanity_positions: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="gemma3-270m,smollm2-135m")
-    parser.add_argument("--docs", default="eval:math-11,eval:prose-11")
+    parser.add_argument("--docs", default="corpus:eval#math-11,corpus:eval#prose-11")
     parser.add_argument("--positions", default="every:8")
     parser.add_argument("--sanity-positions", default="every:32")
     parser.add_argument("--max-tokens", type=int, default=400)

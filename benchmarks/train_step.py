@@ -81,7 +81,7 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workbench.hardware import cpu_model  # noqa: E402
-from workbench.runs import package_versions  # noqa: E402
+from workbench.run_dirs import package_versions
 
 # workbench-vllm: sampler_backend vllm; workbench-rows: share_prefix_in_loss off (one row per thought in the loss pass)
 ENGINES = ("workbench", "workbench-vllm", "workbench-rows", "trl", "trl-compact")
@@ -105,7 +105,7 @@ def split_contexts(contexts: int) -> tuple[int, int]:
 
 
 def rlp_config(args, output_dir: str, **fields):
-    from workbench.train_config import config_from_dict
+    from workbench.training.configs import config_from_dict
 
     docs, positions = split_contexts(args.contexts)
     return config_from_dict(dict(
@@ -123,7 +123,7 @@ def rlp_config(args, output_dir: str, **fields):
 def run_workbench(args, tmp: str, **fields) -> dict:
     import torch
 
-    from workbench.launch import trainer_for
+    from workbench.training.launch import trainer_for
 
     cfg = rlp_config(args, str(Path(tmp) / "run"), **fields)
     trainer = trainer_for(cfg, log=lambda msg: None)
@@ -159,9 +159,9 @@ def trl_rows(args, tokenizer, open_text: str) -> tuple[dict, float]:
     """The workbench's contexts for steps 1 .. steps+1, in order, as GRPOTrainer prompt rows."""
     import numpy as np
 
-    from workbench.rlp_trainer import RLPTrainer
-    from workbench.thoughts import ThoughtTemplate
-    from workbench.trainer import Trainer, load_docs
+    from workbench.engine.thought import ThoughtTemplate
+    from workbench.training.rlp_trainer import RLPTrainer
+    from workbench.training.trainer import Trainer, load_docs
 
     cfg = rlp_config(args, "unused")
     train_ids = Trainer._tokenized(SimpleNamespace(tokenizer=tokenizer, config=cfg), load_docs(cfg.train_data), "train_data")
@@ -191,10 +191,9 @@ def run_trl(args, tmp: str, compact: bool) -> dict:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    from workbench.engine.thought import ThoughtTemplate, stop_token_ids
     from workbench.models import ModelHandle, load_model
-    from workbench.rl_math import ema_update_
-    from workbench.thoughts import ThoughtTemplate
-    from workbench.thoughts import stop_token_ids
+    from workbench.training.rl_math import ema_update_
     from workbench.trl_rewards import cut_thought, trl_reward_function
 
     if compact:

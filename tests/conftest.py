@@ -14,11 +14,30 @@ GEMMA = os.environ.get("WORKBENCH_TEST_GEMMA", "gemma3-270m")
 SMOLLM = os.environ.get("WORKBENCH_TEST_SMOLLM", "smollm2-135m")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true",
+                     help="the full suite (CI, the README's test command): also the slow tests - notebooks, training "
+                          "runs, resume, FSDP, TRL, lm-eval, the CLI's subprocesses")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Every notebook test belongs to the full suite only (the fast tier is `pytest -m "not slow"`)."""
+    """Two tiers. `pytest` runs the fast tier: every test not marked slow (every notebook test is slow). `pytest --full`
+    runs everything; an explicit `-m EXPR` chooses for itself."""
     for item in items:
         if item.get_closest_marker("notebook"):
             item.add_marker(pytest.mark.slow)
+    if config.getoption("--full") or config.getoption("markexpr"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
+def pytest_report_header(config):
+    if config.getoption("--full") or config.getoption("markexpr"):
+        return None
+    return "fast tier: tests marked slow are left out; the full suite is `pytest --full`"
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +82,7 @@ def smollm_fp32():
 def math_doc():
     from workbench.data import find_document
 
-    return find_document("math-01")
+    return find_document("corpus:train#math-01")
 
 
 @pytest.fixture(scope="session")

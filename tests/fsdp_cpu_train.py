@@ -33,17 +33,17 @@ accelerate.Accelerator.__init__ = _fsdp2_init
 
 def _count_gathers(path: str) -> None:
     """Count whole-policy gathers (the trainer should do one per optimizer step); written to PATH.RANK at exit."""
-    import workbench.sharding
-    import workbench.trainer
+    import workbench.training.sharding
+    import workbench.training.trainer
 
     calls = [0]
-    gather = workbench.sharding.full_named_tensors
+    gather = workbench.training.sharding.full_named_tensors
 
     def counted(model):
         calls[0] += 1
         return gather(model)
 
-    workbench.sharding.full_named_tensors = workbench.trainer.full_named_tensors = counted
+    workbench.training.sharding.full_named_tensors = workbench.training.trainer.full_named_tensors = counted
     atexit.register(lambda: Path(f"{path}.{os.environ.get('RANK', '0')}").write_text(str(calls[0])))
 
 

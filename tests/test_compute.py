@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.flops import ComputeMeter, FlopCounter, flop_counter
-from workbench.train_config import config_from_dict
-from workbench.trainer import merge_process_rows, read_metrics
+from workbench.training.configs import config_from_dict
+from workbench.training.flops import ComputeMeter, FlopCounter, flop_counter
+from workbench.training.trainer import merge_process_rows, read_metrics
 
 H, I, LAYERS, HEADS, KV, HD = 32, 64, 2, 4, 2, 8
 
@@ -47,9 +47,11 @@ def test_sampler_counts_every_token_and_head_row(tiny):
     tokens fed with a head row each, the L-th fed without one (the budget closes it), then the closing marker
     (c tokens, one head row to score x_t): o + L + c tokens, L + 1 head rows."""
     from workbench.data import find_document, tokenize
-    from workbench.thoughts import SamplingConfig, ThoughtSampler, ThoughtTemplate, encode_prefix
+    from workbench.engine.prefix_cache import encode_prefix
+    from workbench.engine.sampler import ThoughtSampler
+    from workbench.engine.thought import SamplingConfig, ThoughtTemplate
 
-    ids = tokenize(tiny.tokenizer, find_document("math-01").text, 80)
+    ids = tokenize(tiny.tokenizer, find_document("corpus:train#math-01").text, 80)
     L, G, positions = 5, 2, [30, 50]
     sampler = ThoughtSampler(tiny, ThoughtTemplate(), SamplingConfig(G=G, thought_tokens=L, min_thought_tokens=L,
                                                                       allow_eos=False, seed=3))
@@ -82,7 +84,7 @@ def _rlp_config(tiny_model_dir, tmp_path, **extra):
 
 
 def test_one_rlp_step_counts_by_hand(tiny_model_dir, tmp_path):
-    from workbench.launch import trainer_for
+    from workbench.training.launch import trainer_for
 
     trainer = trainer_for(_rlp_config(tiny_model_dir, tmp_path))
     assert trainer.packed_loss
@@ -122,7 +124,7 @@ def test_one_rlp_step_counts_by_hand(tiny_model_dir, tmp_path):
 def test_ntp_matches_a_run_in_flops_or_tokens(tiny_model_dir, tmp_path, match):
     """An NTP step on one document of n tokens: n tokens fed, n - 1 head rows, forward + backward. It stops at the
     first step that reaches the matched run's budget."""
-    from workbench.launch import trainer_for
+    from workbench.training.launch import trainer_for
 
     rlp = tmp_path / "rlp-run"
     rlp.mkdir()
@@ -149,7 +151,7 @@ def test_ntp_matches_a_run_in_flops_or_tokens(tiny_model_dir, tmp_path, match):
 
 
 def test_ntp_match_needs_a_run_with_counts(tiny_model_dir, tmp_path):
-    from workbench.launch import trainer_for
+    from workbench.training.launch import trainer_for
 
     (tmp_path / "empty").mkdir()
     cfg = config_from_dict(dict(trainer="ntp", model=str(tiny_model_dir), output_dir=str(tmp_path / "ntp"),
@@ -161,7 +163,7 @@ def test_ntp_match_needs_a_run_with_counts(tiny_model_dir, tmp_path):
 
 
 def test_cpt_preset_is_the_papers_cpt_optimiser():
-    from workbench.train_config import load_config
+    from workbench.training.configs import load_config
 
     cfg = load_config("configs/ntp_cpt_paper.yaml")
     assert cfg.adam_betas == [0.9, 0.95] and cfg.weight_decay == 0.1
@@ -172,8 +174,9 @@ def test_every_trainer_evaluates_alike():
     """The evaluation settings come from the fields every config shares: an RLP and an NTP config with the same
     shared fields evaluate identically, whatever their training settings (budget, guards, G, seed)."""
     from workbench.evaluation import EvalSettings, eval_settings, require_same_settings
-    from workbench.launch import trainer_classes
-    from workbench.trainer import Trainer
+    from workbench.training.configs import CONFIGS
+    from workbench.training.launch import TRAINERS
+    from workbench.training.trainer import Trainer
 
     shared = dict(eval_docs=3, eval_positions="every:40", eval_G=2, eval_thought_tokens=16, max_doc_tokens=256)
     rlp = config_from_dict(dict(trainer="rlp", seed=7, G=8, thought_tokens=64, min_thought_tokens=0, temperature=1.0,
@@ -182,7 +185,8 @@ def test_every_trainer_evaluates_alike():
     assert eval_settings(rlp) == eval_settings(ntp)
     assert eval_settings(rlp).min_thought_tokens == 1 and eval_settings(rlp).seed == 0
     # no trainer evaluates its own way
-    assert all(cls.evaluate is Trainer.evaluate for cls in trainer_classes().values())
+    assert all(cls.evaluate is Trainer.evaluate for cls in TRAINERS)
+    assert {cls.config_class for cls in TRAINERS} == set(CONFIGS.values())  # a trainer for every kind, one each
     other = config_from_dict(dict(trainer="ntp", **{**shared, "eval_thought_tokens": 32}))
     with pytest.raises(WorkbenchError, match="thought_tokens"):
         require_same_settings({"RLP": eval_settings(rlp), "NTP": eval_settings(other)})
@@ -199,7 +203,7 @@ def test_evaluate_by_hand_on_the_tiny_model(tiny):
 
     from workbench.data import find_document, tokenize
 
-    ids = tokenize(tiny.tokenizer, find_document("eval:math-11").text, 60)
+    ids = tokenize(tiny.tokenizer, find_document("corpus:eval#math-11").text, 60)
     settings = EvalSettings(positions="at:20,40", G=2, thought_tokens=3, seed=5)
     out = evaluate(tiny, [ids], settings)
     with torch.no_grad():
@@ -214,8 +218,8 @@ def test_evaluate_by_hand_on_the_tiny_model(tiny):
     own = np.array([float(logp[th.position - 1]) for th in rm.thoughts])
     empty = np.array([rm.empty_logp[th.position] for th in rm.thoughts])
     assert out["eval_reward_mean"] == pytest.approx(float(np.mean(with_thought - own)), abs=1e-4)
-    assert out["eval_content_gain"] == pytest.approx(float(np.mean(with_thought - empty)), abs=1e-6)
-    assert out["eval_thought_tokens"] >= 1  # min_thought_tokens 1 by default: no empty thought
+    assert out["eval_content_gain_mean"] == pytest.approx(float(np.mean(with_thought - empty)), abs=1e-6)
+    assert out["eval_thought_tokens_mean"] >= 1  # min_thought_tokens 1 by default: no empty thought
 
 
 def test_answer_metrics_by_hand_on_the_tiny_model(tiny):
@@ -257,7 +261,7 @@ def test_answer_metrics_by_hand_on_the_tiny_model(tiny):
 def test_the_trainer_writes_a_reward_map_film(tiny_model_dir, tmp_path):
     """Every evaluation writes one frame (the first held-out document's map); the film figure has a frame per step."""
     from workbench.evaluation import read_film
-    from workbench.launch import train
+    from workbench.training.launch import train
     from workbench.training_viz import reward_map_film
 
     summary = train(_rlp_config(tiny_model_dir, tmp_path, max_steps=2, eval_every=1, eval_data="thinking:eval",
@@ -275,7 +279,7 @@ def test_any_design_trains_with_the_same_loop(tiny_model_dir, tmp_path, design):
     """reward_design swaps the reward only: the step's rewards are the design's (rpt: 0/1; vr_cli: its step values,
     from a frozen reference), the advantages are RLOO on them, the design's extra passes are counted, and the
     degenerate-group share is logged."""
-    from workbench.launch import trainer_for
+    from workbench.training.launch import trainer_for
 
     trainer = trainer_for(_rlp_config(tiny_model_dir, tmp_path, reward_design=design, G=3))
     row = trainer.train_step(1)
@@ -307,7 +311,7 @@ def test_unknown_reward_design_is_one_line():
 def test_two_runs_in_one_process_choose_their_own_mixed_precision(tiny_model_dir, tmp_path):
     """accelerate keeps one AcceleratorState per process; a notebook kernel (or this test session) that trains with
     mixed_precision "no" and then "bf16" must get both, not accelerate's "already initialized" error."""
-    from workbench.launch import trainer_for
+    from workbench.training.launch import trainer_for
 
     first = trainer_for(_rlp_config(tiny_model_dir, tmp_path / "a", mixed_precision="no"))
     assert first.accelerator.mixed_precision == "no"

@@ -1,18 +1,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workbench.data import (
-    find_document,
-    load_corpus,
-    load_documents,
-    parse_positions,
-    select_positions,
-)
+from workbench.data import document_ref, find_document, load_corpus, load_documents, parse_positions, select_positions
 from workbench.errors import WorkbenchError
 
 
@@ -26,15 +21,27 @@ def test_corpus_has_forty_mixed_documents_and_a_disjoint_held_out_split():
     assert not {d.text for d in train} & {d.text for d in held_out}
 
 
-def test_find_document_by_id_split_and_path(tmp_path):
-    assert find_document("math-01").id == "math-01"
-    assert find_document("eval:math-11").id == "math-11"
-    assert find_document("math-11").id == "math-11"  # found in the held-out split too
+def test_find_document_by_spec_and_id(tmp_path):
+    assert find_document("corpus:train#math-01").id == "math-01"
+    assert find_document("corpus:eval#math-11").id == "math-11"
+    assert find_document("thinking:eval#eval-0003").id == "eval-0003"
+    assert find_document("corpus:eval#1").id == load_corpus("eval")[1].id  # a 0-based index among the spec's documents
+    assert document_ref("corpus:eval", "math-11") == "corpus:eval#math-11"
     f = tmp_path / "note.txt"
     f.write_text("Water boils at 100 degrees Celsius at sea level.")
     assert find_document(str(f)).text.startswith("Water")
-    with pytest.raises(WorkbenchError):
+    assert find_document(f"{f}#0").text.startswith("Water")
+    with pytest.raises(WorkbenchError, match="ids here"):
+        find_document("corpus:train#math-11")  # held out: not in the training split
+    with pytest.raises(WorkbenchError, match="SPEC#ID"):
         find_document("no-such-doc")
+
+
+@pytest.mark.parametrize("old,new", [("eval:math-11", "corpus:eval#math-11"), ("math-01", "corpus:train#math-01"),
+                                     ("math-11", "corpus:eval#math-11"), ("thinking:eval-0003", "thinking:eval#eval-0003")])
+def test_old_document_spellings_still_work_and_say_the_new_one(old, new):
+    with pytest.warns(FutureWarning, match=re.escape(repr(new))):
+        assert find_document(old).id == find_document(new).id
 
 
 @pytest.mark.parametrize(
@@ -123,7 +130,7 @@ def test_stream_hf_dataset_from_local_files(tmp_path):
 
 def test_runs_land_in_the_project_not_the_working_directory(tmp_path, monkeypatch):
     """A notebook opened from notebooks/ in JupyterLab must not write notebooks/runs/ (or runs/runs/)."""
-    from workbench.runs import PROJECT_ROOT, new_run_dir, runs_root
+    from workbench.run_dirs import PROJECT_ROOT, new_run_dir, runs_root
 
     monkeypatch.delenv("WORKBENCH_RUNS", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -134,7 +141,7 @@ def test_runs_land_in_the_project_not_the_working_directory(tmp_path, monkeypatc
 
 
 def test_training_data_may_be_a_directory(tmp_path):
-    from workbench.trainer import load_docs
+    from workbench.training.trainer import load_docs
 
     (tmp_path / "one.txt").write_text("a document")
     (tmp_path / "two.txt").write_text("another document")

@@ -10,22 +10,13 @@ from hypothesis import strategies as st
 from tests.reference import logp_next
 from workbench.compare import compare_designs, group_stats, parse_designs
 from workbench.data import tokenize
-from workbench.designs import (
-    DESIGNS,
-    DesignInput,
-    clip,
-    delta,
-    flip,
-    group_centred,
-    length_budget,
-    reasoning_pattern,
-    register_design,
-)
+from workbench.designs import (DESIGNS, DesignInput, clip, delta, flip, group_centred, length_budget, reasoning_pattern,
+                               register_design)
+from workbench.engine.scorer import score_continuations
+from workbench.engine.thought import SamplingConfig
 from workbench.errors import WorkbenchError
 from workbench.models import teacher_of
 from workbench.rewards import reward_map
-from workbench.scoring import score_continuations
-from workbench.thoughts import SamplingConfig
 
 floats = st.floats(-50, 50, allow_nan=False)
 
@@ -167,7 +158,7 @@ def test_rpt_guess_after_the_thought_is_the_models_next_token(gemma_fp32, math_d
     plain forward; the reward is 1 exactly where that guess is the true next token's text."""
     import torch
 
-    from workbench.thoughts import sample_after_thoughts
+    from workbench.engine.sampler import sample_after_thoughts
 
     ids = tokenize(gemma_fp32.tokenizer, math_doc.text, 90)
     config = SamplingConfig(G=2, thought_tokens=5, temperature=0.0)
@@ -186,11 +177,12 @@ def test_rpt_guess_after_the_thought_is_the_models_next_token(gemma_fp32, math_d
 
 
 @pytest.mark.model
+@pytest.mark.slow  # fast tier: a sibling test covers the same code; this one in the full suite
 def test_pretrainzero_and_rlpt_on_the_real_model(gemma_fp32, math_doc):
     """Greedy fills: exact-match rewards agree with a direct comparison; RLPT's similarity is 1 for a perfect
     next segment and lies in [-1, 1]."""
     from workbench.designs import sentence_embedder
-    from workbench.thoughts import sample_after_thoughts
+    from workbench.engine.sampler import sample_after_thoughts
 
     ids = tokenize(gemma_fp32.tokenizer, math_doc.text, 90)
     config = SamplingConfig(G=2, thought_tokens=4, temperature=0.0)
@@ -226,6 +218,7 @@ def test_generative_designs_share_one_generation_exactly(gemma, math_doc):
 
 
 @pytest.mark.model
+@pytest.mark.slow  # fast tier: a sibling test covers the same code; this one in the full suite
 def test_intuitor_equals_plain_self_certainty(gemma_fp32, math_doc):
     import torch
 
@@ -246,6 +239,7 @@ def test_intuitor_equals_plain_self_certainty(gemma_fp32, math_doc):
 
 
 @pytest.mark.model
+@pytest.mark.slow  # fast tier: a sibling test covers the same code; this one in the full suite
 def test_rlpt_generative_judge_reads_yes_no_probabilities(gemma, smollm_fp32, math_doc):
     import torch
 

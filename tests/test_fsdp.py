@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from workbench.trainer import TIMING_KEYS, merge_process_rows, read_metrics
+from workbench.training.trainer import TIMING_KEYS, merge_process_rows, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow,

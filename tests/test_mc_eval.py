@@ -80,7 +80,7 @@ def _plain_logprob(handle, item: MCItem, choice: str) -> float:
 
 
 @pytest.mark.model
-@pytest.mark.parametrize("fixture", ["gemma_fp32", "smollm_fp32"])
+@pytest.mark.parametrize("fixture", [pytest.param("gemma_fp32", marks=pytest.mark.slow), "smollm_fp32"])  # gemma: full suite
 def test_choice_logprobs_match_a_plain_forward(request, fixture):
     handle = request.getfixturevalue(fixture)
     items = load_mc_task()
@@ -98,6 +98,7 @@ def test_choice_logprobs_match_a_plain_forward(request, fixture):
 
 
 @pytest.mark.model
+@pytest.mark.slow  # fast tier: a sibling test covers the same code; this one in the full suite
 def test_accuracy_matches_lm_eval(smollm_fp32, monkeypatch):
     if importlib.util.find_spec("lm_eval") is None:
         pytest.skip("lm-eval is not installed (pip install lm-eval)")

@@ -109,7 +109,7 @@ def test_notebook_runs_headlessly(tmp_path, kept_runs, stem):
         assert "<th>family</th>" in page and "The next word is" in page  # the editor's static stand-in, headless
         families = metrics["probe_families"]
         assert set(families) == {"empty", "leak", "echo", "wrong_hint", "neutral", "sampled"}
-        assert families["empty"]["mean_content_gain"] == 0.0 and 0 < metrics["editor_seconds"] < 60
+        assert families["empty"]["content_gain_mean"] == 0.0 and 0 < metrics["editor_seconds"] < 60
         assert "What this notebook measured" in page
         assert "A thinking-ready model" in page and "answers of 6 held-out" in page  # base vs warm start at the answers
     if stem == "03_reward_designs":

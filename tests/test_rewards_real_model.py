@@ -8,11 +8,12 @@ import torch
 
 from tests.reference import entropy_next, logp_next
 from workbench.data import tokenize
+from workbench.engine.sampler import ThoughtSampler
+from workbench.engine.scorer import no_think_logp_at, no_think_scores
+from workbench.engine.thought import SamplingConfig, ThoughtTemplate
+from workbench.errors import WorkbenchError
 from workbench.models import teacher_of
 from workbench.rewards import reward_map
-from workbench.errors import WorkbenchError
-from workbench.scoring import no_think_logp_at, no_think_scores
-from workbench.thoughts import SamplingConfig, ThoughtSampler, ThoughtTemplate
 
 pytestmark = pytest.mark.model
 
@@ -44,6 +45,7 @@ def test_gemma_rewards_equal_plain_transformers_fp32(gemma_fp32, math_doc):
     _check_against_reference(gemma_fp32, ids, rm, tol=2e-3)
 
 
+@pytest.mark.slow  # fast tier: a sibling test covers the same code; this one in the full suite
 def test_smollm_rewards_equal_plain_transformers_fp32(smollm_fp32, math_doc):
     # SmolLM2 is a Llama model: no sliding-window layers, the 4D-mask path instead of the per-layer-type dict
     ids = tokenize(smollm_fp32.tokenizer, math_doc.text, 120)

@@ -7,15 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workbench.rl_math import (
-    clipped_surrogate,
-    ema_update_,
-    guarded_advantages,
-    kl_k3,
-    normalise_loss,
-    relative_drift,
-    rloo_advantages,
-)
+from workbench.training.rl_math import (clipped_surrogate, ema_update_, guarded_advantages, kl_k3, normalise_loss,
+                                        relative_drift, rloo_advantages)
 
 
 def test_rloo_advantage_by_hand():

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workbench.sampling import BLOCK, CHUNK, LMHead, sample_tokens
+from workbench.engine.token_sampling import BLOCK, CHUNK, LMHead, sample_tokens
 
 
 @pytest.mark.parametrize("vocab", [7, 3 * BLOCK, 3 * BLOCK + 17])

@@ -81,14 +81,14 @@ def test_bad_answer_fields_are_one_line_errors(tmp_path):
 
 
 @pytest.mark.model
-@pytest.mark.parametrize("model", ["gemma3-270m", "smollm2-135m"])
+@pytest.mark.parametrize("model", [pytest.param("gemma3-270m", marks=pytest.mark.slow), "smollm2-135m"])  # gemma: full suite
 def test_splicing_builds_the_sequence_rlp_scores(model):
     """Every answer is one token in both tokenizers, and the warm start's ids are ids[:t] + open + thought + close +
     ids[t:] at each thought's answer token t: the sequence RLP scores when it samples that thought there."""
     from transformers import AutoTokenizer
 
+    from workbench.engine.thought import ThoughtTemplate
     from workbench.models import bundled_model_dir
-    from workbench.thoughts import ThoughtTemplate
 
     tok = AutoTokenizer.from_pretrained(str(bundled_model_dir(model)))
     template = ThoughtTemplate()

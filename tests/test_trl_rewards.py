@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from workbench.data import find_document, tokenize
+from workbench.engine.thought import ThoughtTemplate
 from workbench.models import teacher_of
-from workbench.thoughts import ThoughtTemplate
 from workbench.trl_rewards import cut_thought, grpo_dataset, trl_reward_function
 
 pytestmark = pytest.mark.model
@@ -25,15 +25,16 @@ def test_cut_thought_at_eos_and_markers(gemma):
     assert tok.decode(cut_thought(words + dot_the, tok.encode(". ", add_special_tokens=False), ". ", {1}, tok)) == " so x = 3"
 
 
+@pytest.mark.slow  # fast tier: a sibling test covers the same code; this one in the full suite
 def test_adapter_stops_at_every_end_of_turn_id_and_scales_for_rloo(gemma_fp32):
     """Gemma's <end_of_turn> (106) is not its EOS (1): a completion that writes it ends there, as in the sampler
     (thoughts.stop_token_ids). Tokens after it would otherwise change the scored thought and its reward."""
-    from workbench.thoughts import stop_token_ids
+    from workbench.engine.thought import stop_token_ids
 
     tok = gemma_fp32.tokenizer
     end_of_turn = tok.convert_tokens_to_ids("<end_of_turn>")
     assert end_of_turn != tok.eos_token_id and end_of_turn in stop_token_ids(gemma_fp32)
-    doc = find_document("math-01")
+    doc = find_document("corpus:train#math-01")
     ids = tokenize(tok, doc.text, 60)
     words = tok.encode(" so x = 3", add_special_tokens=False)
     noise = tok.encode(" banana banana banana", add_special_tokens=False)
@@ -49,10 +50,10 @@ def test_adapter_stops_at_every_end_of_turn_id_and_scales_for_rloo(gemma_fp32):
 
 def test_rlp_adapter_matches_the_reward_map(gemma_fp32):
     """The adapter's rlp reward of a given thought equals the workbench's own information gain."""
+    from workbench.engine.thought import SamplingConfig
     from workbench.rewards import reward_map
-    from workbench.thoughts import SamplingConfig
 
-    doc = find_document("math-01")
+    doc = find_document("corpus:train#math-01")
     ids = tokenize(gemma_fp32.tokenizer, doc.text, 90)
     teacher = teacher_of(gemma_fp32)
     rm = reward_map(gemma_fp32, teacher, ids, "every:30", SamplingConfig(G=2, thought_tokens=5, seed=1))
@@ -78,7 +79,7 @@ def test_one_grpo_trainer_step_on_cpu_with_the_rlp_reward(gemma_fp32, tmp_path):
     policy = load_model("gemma3-270m", dtype="float32")  # its own copy: training changes the weights
     policy.model.requires_grad_(True)  # load_model returns a frozen model for scoring
     teacher = teacher_of(policy, copy_weights=True)
-    dataset = grpo_dataset(policy.tokenizer, [find_document("math-01")], "every:60")
+    dataset = grpo_dataset(policy.tokenizer, [find_document("corpus:train#math-01")], "every:60")
     calls = []
     rlp = trl_reward_function("rlp", policy, teacher)
 

@@ -5,11 +5,11 @@ import re
 import numpy as np
 import pytest
 
+from workbench.engine.scorer import NoThinkScores
+from workbench.engine.thought import SamplingConfig, Thought, ThoughtTemplate
 from workbench.errors import WorkbenchError
 from workbench.models import load_model, teacher_of
 from workbench.rewards import RewardMap
-from workbench.scoring import NoThinkScores
-from workbench.thoughts import SamplingConfig, Thought, ThoughtTemplate
 from workbench.viz import diverging_color, thoughts_table, token_heatmap
 
 
@@ -47,7 +47,7 @@ def test_content_gain_layer_subtracts_the_empty_thought_and_headroom_needs_probe
     titles = re.findall(r'title="([^"]*)"', page)
     assert "empty thought +0.500 nats (format cost); mean content gain +0.000" in titles[0]
     assert "mean content gain (reward - empty-thought reward)" in page
-    assert rm.summary()["mean_content_gain"] == pytest.approx(np.mean([1.0, -1.0, 0.5]))
+    assert rm.summary()["content_gain_mean"] == pytest.approx(np.mean([1.0, -1.0, 0.5]))
     with pytest.raises(ValueError, match="probes"):
         token_heatmap(rm, layer="headroom")
     with pytest.raises(ValueError, match="layer"):
@@ -55,7 +55,7 @@ def test_content_gain_layer_subtracts_the_empty_thought_and_headroom_needs_probe
     # another design's rewards are not an information gain: no content gain beside them
     other = token_heatmap(rm, rewards=np.array([1.0, 0.0, 1.0]), unit="share correct")
     assert "content gain" not in " ".join(re.findall(r'title="([^"]*)"', other))
-    assert rm.per_position(np.array([1.0, 0.0, 1.0]))["mean_content_gain"].isna().all()
+    assert rm.per_position(np.array([1.0, 0.0, 1.0]))["content_gain_mean"].isna().all()
     with pytest.raises(ValueError, match="information gain only"):
         token_heatmap(rm, layer="content_gain", rewards=np.array([1.0, 0.0, 1.0]))
 
@@ -152,6 +152,15 @@ def test_bundled_model_is_cached_and_teacher_is_a_labelled_handle(gemma):
     assert not copy.shares_weights_with(gemma)
     assert torch.equal(next(copy.model.parameters()), next(gemma.model.parameters()))
     assert (gemma.source.endswith("gemma3-270m-1.0.0"))
+    # cached: the GGUF was converted once into a safetensors directory, and loading again reads it, writes nothing
+    from pathlib import Path
+
+    source = Path(gemma.source)
+    assert list(source.glob("*.safetensors")), f"no safetensors in the cache directory {source}"
+    stamps = {p.name: p.stat().st_mtime_ns for p in source.iterdir()}
+    again = load_model("gemma3-270m", dtype="float32")
+    assert again.source == gemma.source
+    assert {p.name: p.stat().st_mtime_ns for p in source.iterdir()} == stamps
 
 
 def test_missing_model_package_says_what_to_install(monkeypatch):

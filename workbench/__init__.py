@@ -1,19 +1,46 @@
 """RLP workbench: sample thoughts on ordinary text and see, token by token, what they are worth.
 
-The names most notebooks need are re-exported here; each lives in a small module of its own.
+The names most notebooks need are re-exported here; each lives in a small module of its own. The engine (sampling and
+scoring) is `workbench.engine`, training runs are `workbench.training`; the training names below load on first use
+(`wb.train`, `wb.load_config`, `wb.read_metrics`, ...), so no module of the package imports the package back.
 """
+
+from importlib import import_module
+from typing import Any
 
 from workbench.data import (Document, find_document, load_corpus, load_documents, load_thinking_corpus, parse_positions,
                             select_positions, tokenize, tokenize_document)
+from workbench.engine.sampler import ThoughtSampler
+from workbench.engine.scorer import NoThinkScores, no_think_scores
+from workbench.engine.thought import SamplingConfig, Thought, ThoughtTemplate
 from workbench.errors import WorkbenchError
 from workbench.models import BUNDLED, DEFAULT_MODEL, ModelHandle, load_model, teacher_of
 from workbench.probes import ProbeMap, headroom, probe_map, register_probe
 from workbench.rewards import RewardMap, TeacherPass, info_gain, reward_map, run_teacher_pass, score_thoughts
-from workbench.runs import save_metrics
-from workbench.scoring import NoThinkScores, no_think_scores
-from workbench.thoughts import SamplingConfig, Thought, ThoughtSampler, ThoughtTemplate
+from workbench.run_dirs import save_metrics
 
 __version__ = "0.1.0"
+
+# name -> module, imported when the name is first used (PEP 562)
+_LAZY = {
+    "make_sampler": "workbench.engine.backends",
+    "load_config": "workbench.training.configs",
+    "train": "workbench.training.launch",
+    "start_background": "workbench.training.launch",
+    "read_metrics": "workbench.training.trainer",
+    "load_trained": "workbench.training.trainer",
+    "thinking_ready_model": "workbench.training.warm_start",
+    "resolve_model_name": "workbench.training.warm_start",
+    "run_arena": "workbench.arena",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")
 
 __all__ = [
     "BUNDLED",
@@ -48,4 +75,5 @@ __all__ = [
     "tokenize",
     "tokenize_document",
     "load_thinking_corpus",
+    *_LAZY,
 ]

@@ -4,7 +4,7 @@
     workbench arena configs/arena.yaml --designs rlp,nover --set max_steps 3
 
 The file is an RLP training config plus `arena_designs: [rlp, quiet_star, ...]`. The first design trains
-`max_steps` steps; its training FLOPs (every forward, `workbench/flops.py`) become the budget of every other design,
+`max_steps` steps; its training FLOPs (every forward, `workbench/training/flops.py`) become the budget of every other design,
 which stops at the first step that reaches it (so designs with costlier extra passes take fewer steps; each run's
 FLOPs are in the table). Everything else is shared: seed, data, sampler, RLOO advantages, loss, guards, checkpoints
 and the one evaluation (`workbench/evaluation.py`), which is checked to be identical across the runs before the table
@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from workbench.errors import WorkbenchError
-from workbench.runs import new_run_dir, write_json
-from workbench.train_config import config_from_dict, read_config_file
+from workbench.run_dirs import new_run_dir, write_json
+from workbench.training.configs import config_from_dict, read_config_file
 
 ARENA_KEY = "arena_designs"
-TABLE_METRICS = ("eval_reward_mean", "eval_content_gain", "eval_logp_with_thought", "eval_loss", "eval_accuracy",
+TABLE_METRICS = ("eval_reward_mean", "eval_content_gain_mean", "eval_logp_with_thought", "eval_loss", "eval_accuracy",
                  "eval_thought_tokens")
 
 
@@ -44,8 +44,8 @@ def load_arena(path: str | Path, overrides: dict[str, Any] | None = None, design
 def run_arena(config, designs: list[str], root: str | Path | None = None, log: Callable[[str], None] = print) -> dict:
     """Train every design from the same start; returns (and writes to <root>/arena.json) the comparison."""
     from workbench.evaluation import require_same_settings, settings_of_run
-    from workbench.launch import train
-    from workbench.trainer import read_metrics
+    from workbench.training.launch import train
+    from workbench.training.trainer import read_metrics
 
     root = Path(root) if root else new_run_dir(config.run_name or "arena")
     root.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     score = sub.add_parser("score", help="sample thoughts on a document (or score given ones) and write every reward as JSON")
-    score.add_argument("path", help="a .txt file (one document), a .jsonl file (a 'text' field per line), or corpus:eval, thinking:eval, ...")
+    score.add_argument("path", help="a .txt file (one document), a .jsonl file (a 'text' field per line), corpus:eval, thinking:eval, ... or one document of them: SPEC#ID (thinking:eval#eval-0001)")
     score.add_argument("--doc", default=None, help="which document of a .jsonl file: id or 0-based index (default: first)")
     score.add_argument("--model", default="gemma3-270m", help="bundled short name, hub id, local directory, a training run's directory, or warm:BASE (the thinking-ready model)")
     score.add_argument("--positions", default=None, help="all | every:K | random:N | top-entropy:N | marked | at:T1,T2,... (default every:8)")
@@ -141,8 +141,8 @@ def _log(msg: str) -> None:
 
 def _checked_inputs(args: argparse.Namespace):
     """Everything that can be checked without a model, checked first: (sampling config, positions, document)."""
-    from workbench.data import load_documents_spec, parse_positions, pick_document
-    from workbench.thoughts import SamplingConfig
+    from workbench.data import find_document, load_documents_spec, parse_positions, pick_document
+    from workbench.engine.thought import SamplingConfig
 
     config = SamplingConfig(
         G=args.G,
@@ -152,7 +152,10 @@ def _checked_inputs(args: argparse.Namespace):
         seed=args.seed,
     ).validate()
     spec = parse_positions(args.positions or ("every:16" if getattr(args, "probes", False) else "every:8"))
-    document = pick_document(load_documents_spec(args.path), args.doc)
+    if args.doc is None and "#" in args.path and not Path(args.path).exists():
+        document = find_document(args.path)  # SPEC#ID, the spelling notebooks use
+    else:
+        document = pick_document(load_documents_spec(args.path), args.doc)
     if spec.kind == "marked" and not document.answers:
         raise WorkbenchError(f"--positions marked: document {document.id!r} has no marked answers (a JSONL \"answers\" "
                              "field, e.g. thinking:eval)")
@@ -172,8 +175,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from workbench.models import load_model, teacher_of
-    from workbench.thinking_ready import resolve_model_name
     from workbench.rewards import reward_map
+    from workbench.training.warm_start import resolve_model_name
 
     torch.manual_seed(args.seed)
     start = time.perf_counter()
@@ -198,8 +201,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     out = result.save_json(args.json_out)
     s = result.summary()
     _log(
-        f"{s['thoughts']} thoughts at {s['positions']} positions: mean reward {s['mean_reward']:+.3f} nats, "
-        f"{s['share_positive']:.0%} positive, mean length {s['mean_thought_tokens']:.1f} tokens; "
+        f"{s['thoughts']} thoughts at {s['positions']} positions: mean reward {s['reward_mean']:+.3f} nats, "
+        f"{s['share_positive']:.0%} positive, mean length {s['thought_tokens_mean']:.1f} tokens; "
         f"{result.generated_tokens / (result.timing['sample_s'] + result.timing['score_s']):.0f} thought tokens/s"
     )
     print(out)
@@ -230,8 +233,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     families = _probe_families(args)
 
     from workbench.models import load_model, teacher_of
-    from workbench.thinking_ready import resolve_model_name
-    from workbench.runs import write_json
+    from workbench.run_dirs import write_json
+    from workbench.training.warm_start import resolve_model_name
 
     policy = load_model(resolve_model_name(args.model, _log), dtype=args.dtype, progress=_log)
     _log(policy.dtype_choice.describe())
@@ -279,7 +282,7 @@ def _probe_families(args: argparse.Namespace) -> dict | None:
 def _compare_probes(policy, teacher, ids, spec, config, designs, families, json_out) -> int:
     from workbench.compare import design_sanity
     from workbench.probes import probe_map
-    from workbench.runs import write_json
+    from workbench.run_dirs import write_json
 
     probes = probe_map(policy, teacher, ids, spec, families, config=config)
     _log(f"{len(probes.reward_map.positions)} positions x {len(probes.families)} probe families")
@@ -292,7 +295,7 @@ def _compare_probes(policy, teacher, ids, spec, config, designs, families, json_
     summary = probes.summary()
     _log("probe family     mean reward  positive  content gain")
     for name, row in summary.iterrows():
-        _log(f"{name:<15} {row['mean_reward']:+10.3f} {row['share_positive']:9.0%} {row['mean_content_gain']:+12.3f}")
+        _log(f"{name:<15} {row['reward_mean']:+10.3f} {row['share_positive']:9.0%} {row['content_gain_mean']:+12.3f}")
     _log("design sanity (share of positions): leak>echo>neutral  leak>wrong_hint  empty>informative  degenerate")
     for name, row in table.iterrows():
         _log(f"{name:>18}: {row['leak>echo>neutral']:17.0%} {row['leak>wrong_hint']:16.0%} "
@@ -302,13 +305,13 @@ def _compare_probes(policy, teacher, ids, spec, config, designs, families, json_
 
 
 def _overrides(pairs: Sequence[Sequence[str]]) -> dict:
-    from workbench.runner import parse_value
+    from workbench.notebook_runner import parse_value
 
     return {name: parse_value(value) for name, value in pairs}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from workbench.runner import run_notebook
+    from workbench.notebook_runner import run_notebook
 
     run_dir = run_notebook(args.notebook, _overrides(args.param), runs_root=args.runs, log=_log)
     print(run_dir.resolve())  # the last line printed is the run directory
@@ -316,7 +319,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from workbench.runner import run_report
+    from workbench.notebook_runner import run_report
 
     index = run_report(_overrides(args.param), runs_root=args.runs, log=_log)
     _log("report written; open it in a browser:")
@@ -325,7 +328,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from workbench.train_config import config_classes, load_config, override_value
+    from workbench.training.configs import config_classes, load_config, override_value
 
     if args.help_config:
         for name, default, help_text in config_classes()[args.help_config].field_help():
@@ -337,7 +340,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.output_dir:
         overrides["output_dir"] = args.output_dir
     config = load_config(args.config, overrides)
-    from workbench.launch import trainer_for
+    from workbench.training.launch import trainer_for
 
     trainer = trainer_for(config, resume=args.resume, log=_log)
     trainer.train()
@@ -347,7 +350,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_arena(args: argparse.Namespace) -> int:
     from workbench.arena import arena_table, load_arena, run_arena
-    from workbench.train_config import override_value
+    from workbench.training.configs import override_value
 
     overrides = {name: override_value(name, value) for name, value in args.set}
     designs = [d.strip() for d in args.designs.split(",")] if args.designs else None

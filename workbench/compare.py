@@ -23,12 +23,12 @@ import torch
 
 from workbench.data import parse_positions
 from workbench.designs import DESIGNS, DesignInput, DesignOutput
+from workbench.engine.thought import SamplingConfig, ThoughtTemplate
 from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
 from workbench.probes import ProbeMap, family_order_shares
 from workbench.rewards import RewardMap, reward_map
-from workbench.rl_math import degenerate_groups
-from workbench.thoughts import SamplingConfig, ThoughtTemplate
+from workbench.training.rl_math import degenerate_groups
 
 
 def parse_designs(spec: str | list[str]) -> list[str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -226,28 +227,44 @@ def pick_document(docs: Sequence[Document], which: str | int | None = None) -> D
     raise WorkbenchError(f"no document {which!r}; ids here: {', '.join(d.id for d in docs[:12])}")
 
 
-def find_document(spec: str) -> Document:
-    """Resolve a notebook's `document` parameter: a corpus id ('math-01'), 'eval:science-11', a thinking-corpus id
-    ('thinking:eval-0003'), or a file[#id]."""
-    if spec.startswith("thinking:"):
-        name = spec.split(":", 1)[1]
-        split = name.split("-")[0]
-        if split not in SPLITS:
-            raise WorkbenchError(f"no document {spec!r}: thinking-corpus ids look like thinking:eval-0003 or thinking:train-0042")
-        return pick_document(load_thinking_corpus(split), name)
-    split, _, name = spec.rpartition(":") if spec.split(":")[0] in SPLITS else ("", "", spec)
-    if split:
-        return pick_document(load_corpus(split), name)
-    path, _, which = spec.partition("#")
-    if Path(path).expanduser().exists():
-        return pick_document(load_documents(path), which or None)
-    for candidate_split in SPLITS:
-        docs = load_corpus(candidate_split)
-        if any(spec in (d.id, d.title) for d in docs):
-            return pick_document(docs, spec)
-    raise WorkbenchError(
-        f"no document {spec!r}: give a corpus id such as 'math-01' or 'eval:prose-11', or a .txt/.jsonl path"
-    )
+def document_ref(spec: str, doc_id: str) -> str:
+    """The one spelling of a document: the spec of the documents it is in, '#', its id (corpus:eval#math-11,
+    thinking:eval#eval-0003, notes.jsonl#doc-2) - `find_document` reads it back."""
+    return f"{spec}#{doc_id}"
+
+
+def _old_document_ref(ref: str) -> str | None:
+    """Today's spelling of a document reference written the old ways (eval:math-11, train:math-01,
+    thinking:eval-0003, a bare corpus id math-01), or None."""
+    head, colon, rest = ref.partition(":")
+    if colon and head in SPLITS and rest:
+        return document_ref(f"corpus:{head}", rest)
+    if colon and head == "thinking" and rest.split("-")[0] in SPLITS:
+        return document_ref(f"thinking:{rest.split('-')[0]}", rest)
+    if not colon and not Path(ref).expanduser().exists():
+        for split in SPLITS:
+            if any(ref in (d.id, d.title) for d in load_corpus(split)):
+                return document_ref(f"corpus:{split}", ref)
+    return None
+
+
+def find_document(ref: str) -> Document:
+    """A document from its reference SPEC#ID: the documents of SPEC (a config's data spec - corpus:train,
+    corpus:eval, thinking:train, thinking:eval - or a .txt/.jsonl path) and, after '#', an id, title or 0-based index
+    among them (`corpus:eval#math-11`, `thinking:eval#eval-0003`, `notes.jsonl#2`; a file alone: its first document).
+    The old spellings (`eval:math-11`, `thinking:eval-0003`, a bare `math-01`) still work, with a warning."""
+    spec, hash_, which = ref.partition("#")
+    if hash_:
+        return pick_document(load_documents_spec(spec), which)
+    new = _old_document_ref(ref)
+    if new is not None:
+        warnings.warn(f"document {ref!r}: write {new!r} (SPEC#ID, the spelling of data specs in configs)", FutureWarning,
+                      stacklevel=2)
+        return find_document(new)
+    if Path(ref).expanduser().exists():
+        return pick_document(load_documents(ref))
+    raise WorkbenchError(f"no document {ref!r}: write SPEC#ID, e.g. corpus:train#math-01, corpus:eval#prose-11, "
+                         f"thinking:eval#eval-0001, or a .txt/.jsonl path (path#id for one of its documents)")
 
 
 def stream_hf_dataset(

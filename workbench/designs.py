@@ -21,10 +21,10 @@ from typing import Callable
 
 import numpy as np
 
+from workbench.engine.scorer import ContinuationScores, no_think_scores, score_continuations
+from workbench.engine.thought import ForwardCount
 from workbench.models import ModelHandle
 from workbench.rewards import RewardMap
-from workbench.scoring import ContinuationScores, no_think_scores, score_continuations
-from workbench.thoughts import ForwardCount
 
 
 @dataclass
@@ -78,7 +78,7 @@ class DesignInput:
         for m, (generated, tokens, seconds, _) in self._after.items():
             if m >= n_tokens:
                 return [g[:n_tokens] for g in generated], tokens, seconds
-        from workbench.thoughts import sample_after_thoughts
+        from workbench.engine.sampler import sample_after_thoughts
 
         m = max(n_tokens, self.prefetch_after)
         rm = self.reward_map

@@ -15,10 +15,10 @@ Metrics (one spelling, used by trainers, notebooks and reports):
                                 sampled thoughts over its *own* no-think prediction (each model is its own teacher,
                                 so base, RLP and NTP are measured alike; RLP's EMA teacher is a training device)
     eval_logp_with_thought      log p(x_t | x_<t, c), comparable across models as it is
-    eval_content_gain           log p(x_t | x_<t, c) - log p(x_t | x_<t, <think></think>): what the words added
+    eval_content_gain_mean      log p(x_t | x_<t, c) - log p(x_t | x_<t, <think></think>): what the words added
     eval_empty_thought_reward   the empty thought's reward: the format cost of the markers
     eval_share_positive         share of sampled thoughts with a positive reward
-    eval_thought_tokens, eval_share_empty, eval_share_closed_by_marker: how the model thinks
+    eval_thought_tokens_mean, eval_share_empty, eval_share_closed_by_marker: how the model thinks
 
 At `marked` positions (answer tokens of the thinking corpus, `data/thinking`) also the end task:
 
@@ -37,10 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from workbench.engine.scorer import no_think_scores
+from workbench.engine.thought import SamplingConfig, ThoughtTemplate
 from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
-from workbench.scoring import no_think_scores
-from workbench.thoughts import SamplingConfig, ThoughtTemplate
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def settings_of_run(run_dir) -> EvalSettings:
     run_json = Path(run_dir) / "run.json"
     if run_json.exists() and "evaluation" in (record := json.loads(run_json.read_text())):
         return EvalSettings(**record["evaluation"])
-    from workbench.train_config import load_config
+    from workbench.training.configs import load_config
 
     return eval_settings(load_config(Path(run_dir) / "config.yaml"))
 
@@ -116,7 +116,8 @@ def evaluate(policy: ModelHandle, documents: list[list[int]], settings: EvalSett
     """The held-out metrics of `policy` on tokenised `documents` (already cut to settings.max_doc_tokens). `maps`: a
     list that receives each document's RewardMap (with thoughts), e.g. for the reward-map film."""
     from workbench.data import parse_positions
-    from workbench.rewards import reward_map, run_teacher_pass, thought_length_stats
+    from workbench.metrics import reward_stats, thoughts_stats
+    from workbench.rewards import reward_map, run_teacher_pass
     from workbench.thinking_corpus import thought_style
 
     if not documents:
@@ -163,16 +164,15 @@ def evaluate(policy: ModelHandle, documents: list[list[int]], settings: EvalSett
         bar.close()
     out = {"eval_loss": nll / count, "eval_perplexity": float(np.exp(nll / count)), "eval_accuracy": correct / count}
     if thoughts:
-        lengths = np.array([th.length for th in thoughts])
-        stats = thought_length_stats(thoughts)
+        stats = {**reward_stats(rewards), **thoughts_stats(thoughts)}
         out.update({
-            "eval_reward_mean": float(np.mean(rewards)),
+            "eval_reward_mean": stats["reward_mean"],
             "eval_logp_with_thought": float(np.mean(with_thought)),
-            "eval_content_gain": float(np.mean(content)),
+            "eval_content_gain_mean": float(np.mean(content)),
             "eval_empty_thought_reward": float(np.mean(empty)),
-            "eval_share_positive": float(np.mean(np.asarray(rewards) > 0)),
-            "eval_thought_tokens": float(lengths.mean()),
-            "eval_share_empty": float((lengths == 0).mean()),
+            "eval_share_positive": stats["share_positive"],
+            "eval_thought_tokens_mean": stats["thought_tokens_mean"],
+            "eval_share_empty": stats["share_empty"],
             "eval_share_closed_by_marker": stats["share_closed_by_marker"],
         })
     if right_thinking:
@@ -202,8 +202,8 @@ def film_frame(rm, step: int) -> dict[str, Any]:
         "model": rm.model,
         "tokens": list(rm.tokens),
         "positions": [
-            {"position": int(r.position), "mean_reward": float(r.mean_reward),
-             "mean_content_gain": None if np.isnan(r.mean_content_gain) else float(r.mean_content_gain),
+            {"position": int(r.position), "reward_mean": float(r.reward_mean),
+             "content_gain_mean": None if np.isnan(r.content_gain_mean) else float(r.content_gain_mean),
              "best_thought": str(r.best_thought)}
             for r in per.itertuples()
         ],
@@ -215,5 +215,10 @@ def read_film(run_dir) -> list[dict[str, Any]]:
     import json
     from pathlib import Path
 
+    from workbench.metrics import renamed
+
     folder = Path(run_dir) / "film"
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("step-*.json"))] if folder.is_dir() else []
+    frames = [json.loads(p.read_text()) for p in sorted(folder.glob("step-*.json"))] if folder.is_dir() else []
+    for frame in frames:  # a film written under the old metric names reads the same
+        frame["positions"] = [renamed(p) for p in frame["positions"]]
+    return frames

@@ -21,9 +21,9 @@ from typing import Sequence
 import torch
 
 from workbench.data import _read_text, data_dir, jsonl_objects
+from workbench.engine.scorer import head_stats, split_by_lengths
 from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
-from workbench.scoring import head_stats, split_by_lengths
 
 MC_TASK_FILE = "science_math_mc.jsonl"
 LM_EVAL_TASK = "rlp_workbench_mc"

@@ -367,7 +367,7 @@ def load_run_model(run_dir: str | Path, dtype: str | torch.dtype | None = "auto"
     import yaml
     from safetensors.torch import load_file
 
-    from workbench.checkpoints import latest_checkpoint
+    from workbench.training.checkpoints import latest_checkpoint
 
     run_dir = Path(run_dir).expanduser()
     ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)

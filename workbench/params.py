@@ -81,7 +81,7 @@ def _bool(value: Any) -> bool:
 
 
 def _config_file(value: Any) -> str:
-    from workbench.train_config import load_config, resolve_config_path
+    from workbench.training.configs import load_config, resolve_config_path
 
     if not resolve_config_path(_str(value)).is_file():
         raise WorkbenchError(f"config file {value!r} not found (paths are relative to the repository root)")

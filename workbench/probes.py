@@ -24,11 +24,11 @@ import numpy as np
 import pandas as pd
 
 from workbench.data import PositionSpec, parse_positions, select_positions
+from workbench.engine.scorer import NoThinkScores
+from workbench.engine.thought import SamplingConfig, ThoughtTemplate
 from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
 from workbench.rewards import RewardMap, TeacherPass, ensure_teacher_pass, score_thoughts
-from workbench.scoring import NoThinkScores
-from workbench.thoughts import SamplingConfig, ThoughtTemplate
 
 NEXT_WORD = "The next word is"  # leak and wrong_hint differ only in the token after it
 NEUTRAL = "I will keep reading the text."
@@ -162,11 +162,11 @@ class ProbeMap:
         df = self.frame()
         grouped = df.groupby("family", sort=False)
         out = grouped.agg(
-            mean_reward=("reward", "mean"),
+            reward_mean=("reward", "mean"),
             share_positive=("reward", lambda r: float((r > 0).mean())),
-            mean_content_gain=("content_gain", "mean"),
+            content_gain_mean=("content_gain", "mean"),
             share_content_gain_positive=("content_gain", lambda g: float((g > 0).mean())),
-            mean_thought_tokens=("thought_tokens", "mean"),
+            thought_tokens_mean=("thought_tokens", "mean"),
         )
         return out.loc[self.families]
 
@@ -245,7 +245,7 @@ def headroom(sampled: RewardMap, probes: ProbeMap) -> pd.DataFrame:
     out = pd.DataFrame(
         {
             "target": s.loc[both, "target"],
-            "best_sampled": s.loc[both, "max_reward"],
+            "best_sampled": s.loc[both, "reward_max"],
             "best_probe": best.loc[both, "reward"],
             "best_family": best.loc[both, "family"],
             "empty_thought_reward": best.loc[both, "empty_thought_reward"],

@@ -28,11 +28,14 @@ import numpy as np
 import pandas as pd
 
 from workbench.data import PositionSpec, parse_positions, select_positions
+from workbench.engine.backends import make_sampler
+from workbench.engine.sampler import ThoughtSampler
+from workbench.engine.scorer import NoThinkScores, no_think_scores
+from workbench.engine.thought import SamplingConfig, Thought, ThoughtTemplate
 from workbench.errors import WorkbenchError
+from workbench.metrics import Metrics, reward_stats, thoughts_stats
 from workbench.models import ModelHandle
-from workbench.runs import write_json
-from workbench.scoring import NoThinkScores, no_think_scores
-from workbench.thoughts import SamplingConfig, Thought, ThoughtSampler, ThoughtTemplate
+from workbench.run_dirs import write_json
 
 
 def info_gain(logp_with_thought: float | np.ndarray, logp_no_think: float | np.ndarray) -> float | np.ndarray:
@@ -114,14 +117,14 @@ class RewardMap:
         out = grouped.agg(
             target=("target", "first"),
             thoughts=("reward", "size"),
-            mean_reward=("reward", "mean"),
-            max_reward=("reward", "max"),
-            min_reward=("reward", "min"),
+            reward_mean=("reward", "mean"),
+            reward_max=("reward", "max"),
+            reward_min=("reward", "min"),
             logp_no_think=("logp_no_think", "first"),
             entropy_no_think=("entropy_no_think", "first"),
-            mean_thought_tokens=("thought_tokens", "mean"),
+            thought_tokens_mean=("thought_tokens", "mean"),
             empty_thought_reward=("empty_thought_reward", "first"),
-            mean_content_gain=("content_gain", "mean"),
+            content_gain_mean=("content_gain", "mean"),
             max_content_gain=("content_gain", "max"),
         )
         out["best_thought"] = grouped.apply(lambda g: g.loc[g["reward"].idxmax(), "thought"], include_groups=False)
@@ -182,45 +185,24 @@ class RewardMap:
         """The reward an empty thought would get at each position (what "not thinking" scores)."""
         return {t: float(info_gain(lp, self.no_think.logp[t])) for t, lp in self.empty_logp.items()}
 
-    def summary(self) -> dict[str, float]:
-        r = self.rewards
-        lengths = np.array([th.length for th in self.thoughts])
-        closed = np.array([th.closed_by != "budget" for th in self.thoughts])
+    def summary(self) -> Metrics:
+        """The map's statistics in the workbench's one vocabulary (`workbench.metrics`)."""
         empty = list(self.empty_rewards.values())
-        gains = self.content_gains
-        return {
-            **thought_length_stats(self.thoughts),
+        stats = reward_stats(self.rewards, self.content_gains if empty else None)
+        if not empty:  # no empty-thought reference: no content gain
+            stats.update(content_gain_mean=float("nan"), share_content_gain_positive=float("nan"))
+        return Metrics({
+            **stats,
             "empty_thought_reward": float(np.mean(empty)) if empty else float("nan"),
             "positions": len(self.positions),
             "thoughts": len(self.thoughts),
-            "mean_reward": float(r.mean()) if r.size else float("nan"),
-            "share_positive": float((r > 0).mean()) if r.size else float("nan"),
-            "mean_content_gain": float(np.nanmean(gains)) if empty and gains.size else float("nan"),
-            "share_content_gain_positive": float((gains > 0).mean()) if empty and gains.size else float("nan"),
-            "mean_thought_tokens": float(lengths.mean()) if lengths.size else float("nan"),
-            "share_closed": float(closed.mean()) if closed.size else float("nan"),
-            "share_empty": float((lengths == 0).mean()) if lengths.size else float("nan"),
-        }
+            **(thoughts_stats(self.thoughts) or {k: float("nan") for k in ("thought_tokens_mean", "share_closed",
+                                                                           "share_empty")}),
+        })
 
     def save_json(self, path: str | Path) -> Path:
         """Write the JSON atomically (a crash never leaves half a file)."""
         return write_json(path, self.to_json())
-
-
-def thought_length_stats(thoughts: list[Thought]) -> dict[str, float]:
-    """The collapse diagnostics: thought length distribution and how thoughts ended."""
-    if not thoughts:
-        return {}
-    lengths = np.array([th.length for th in thoughts])
-    ended = np.array([th.closed_by for th in thoughts])
-    return {
-        "thought_tokens_p10": float(np.percentile(lengths, 10)),
-        "thought_tokens_p50": float(np.percentile(lengths, 50)),
-        "thought_tokens_p90": float(np.percentile(lengths, 90)),
-        "share_closed_by_marker": float((ended == "marker").mean()),
-        "share_closed_by_eos": float((ended == "eos").mean()),
-        "share_budget": float((ended == "budget").mean()),
-    }
 
 
 @dataclass
@@ -264,7 +246,7 @@ def empty_thought_logp(
 ) -> np.ndarray:
     """log p_policy(x_t | x_<t, open close) at each position: the score of not thinking at all (the empty thought,
     given to the sampler's decode loop: just the two markers, on the same shared prefix). `count` (a
-    `thoughts.ForwardCount`) gets what the pass ran."""
+    `engine.thought.ForwardCount`) gets what the pass ran."""
     sampler = ThoughtSampler(policy, template, SamplingConfig(G=1, thought_tokens=0))
     out = np.array([th.logp_with_thought for th in sampler.score(document_ids, [(t, []) for t in positions], prefix)])
     if count is not None:
@@ -297,7 +279,7 @@ def reward_map(
     """
     spec = parse_positions(positions) if isinstance(positions, str) else positions
     config = config.validate()
-    sampler = ThoughtSampler(policy, template, config, max_rows=max_rows, backend=backend)
+    sampler = make_sampler(policy, template, config, max_rows=max_rows, backend=backend)
     shared = teacher.shares_weights_with(policy)
 
     done = ensure_teacher_pass(teacher_pass, teacher, document_ids)
@@ -327,13 +309,13 @@ def reward_map(
     if empty_reference and chosen:
         empty = dict(zip(chosen, empty_thought_logp(policy, document_ids, chosen, template, prefix).tolist()))
 
-    return _record(policy, teacher, template, config, str(spec), document_ids, no_think, chosen, thoughts,
+    return record_rewards(policy, teacher, template, config, str(spec), document_ids, no_think, chosen, thoughts,
                    {"score_s": score_s, "sample_s": sample_s}, empty, "sampled")
 
 
-def _record(policy: ModelHandle, teacher: ModelHandle, template: ThoughtTemplate, config: SamplingConfig, spec: str,
-            document_ids: list[int], no_think: NoThinkScores, positions: list[int], thoughts: list[Thought],
-            timing: dict[str, float], empty: dict[int, float], source: str) -> RewardMap:
+def record_rewards(policy: ModelHandle, teacher: ModelHandle, template: ThoughtTemplate, config: SamplingConfig,
+                   spec: str, document_ids: list[int], no_think: NoThinkScores, positions: list[int],
+                   thoughts: list[Thought], timing: dict[str, float], empty: dict[int, float], source: str) -> RewardMap:
     """The RewardMap of scored thoughts, with the labels, dtype, hardware and token texts filled in one way."""
     tok = policy.tokenizer
     return RewardMap(
@@ -437,7 +419,7 @@ def score_thoughts(
     empty: dict[int, float] = {}
     if empty_reference:
         empty = dict(zip(chosen, empty_thought_logp(policy, document_ids, chosen, template, prefix).tolist()))
-    return _record(policy, teacher, template, config, "at:" + ",".join(str(t) for t in chosen), document_ids,
+    return record_rewards(policy, teacher, template, config, "at:" + ",".join(str(t) for t in chosen), document_ids,
                    done.no_think, chosen, scored,
                    {"score_s": 0.0 if done is teacher_pass else done.seconds, "sample_s": seconds}, empty, "given")
 

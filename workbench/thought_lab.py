@@ -19,11 +19,11 @@ from typing import Sequence
 
 import pandas as pd
 
+from workbench.engine.thought import Thought, ThoughtTemplate
 from workbench.models import ModelHandle
 from workbench.probes import ProbeMap
-from workbench.runs import headless  # noqa: F401  (re-exported: notebooks ask the lab whether anyone can type)
 from workbench.rewards import TeacherPass, empty_thought_logp, ensure_teacher_pass, info_gain, score_thoughts
-from workbench.thoughts import Thought, ThoughtTemplate
+from workbench.run_dirs import headless
 
 @dataclass
 class LabResult:

@@ -10,7 +10,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench.trainer import read_metrics
+from workbench.training.trainer import read_metrics
 
 # (metric, title, reference metric drawn dashed in the same panel)
 RLP_PANELS: list[tuple[str, str, str | None]] = [
@@ -152,11 +152,11 @@ class LiveChart:
         self._thread.start()
 
 
-def reward_map_film(frames: list[dict[str, Any]], value: str = "mean_reward", width: int = 16,
+def reward_map_film(frames: list[dict[str, Any]], value: str = "reward_mean", width: int = 16,
                     title: str = "held-out reward map over training") -> go.Figure:
     """The reward map of one held-out document at every evaluation step (`evaluation.read_film(run_dir)`), as a plotly
     slider: the document's tokens laid out in rows of `width`, each scored token coloured by the mean `value`
-    (mean_reward or mean_content_gain) of the thoughts sampled before it at that step; blue helps, red hurts.
+    (reward_mean or content_gain_mean) of the thoughts sampled before it at that step; blue helps, red hurts.
     Works offline in an exported HTML report (the frames are in the figure)."""
     if not frames:
         raise ValueError("no film frames: the run wrote none (it needs eval_data and eval_G > 0)")

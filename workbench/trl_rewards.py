@@ -46,11 +46,11 @@ import numpy as np
 
 from workbench.data import Document, select_positions, tokenize
 from workbench.designs import DESIGNS, DesignInput
+from workbench.engine.scorer import no_think_scores, score_continuations
+from workbench.engine.thought import SamplingConfig, Thought, ThoughtTemplate, first_end_of_thought, stop_token_ids
 from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
 from workbench.rewards import RewardMap
-from workbench.scoring import no_think_scores, score_continuations
-from workbench.thoughts import SamplingConfig, Thought, ThoughtTemplate, stop_token_ids, thought_before_marker
 
 
 def grpo_dataset(tokenizer, documents: list[Document], positions: str = "every:16", seed: int = 0, template=ThoughtTemplate()):
@@ -69,20 +69,9 @@ def grpo_dataset(tokenizer, documents: list[Document], positions: str = "every:1
 
 
 def cut_thought(ids: list[int], close_ids: list[int], close_text: str, eos: set[int], tokenizer) -> list[int]:
-    """The thought tokens of a completion: up to the first EOS or closing marker (canonical or spelled
-    with other tokens), by the same rule as the workbench's sampler."""
-    out: list[int] = []
-    for token in ids:
-        if token in eos:
-            break
-        out.append(token)
-        if out[-len(close_ids) :] == close_ids:
-            return out[: -len(close_ids)]
-        if close_text[-1] in tokenizer.decode([token]):
-            kept = thought_before_marker(out, close_text, tokenizer)
-            if kept is not None:
-                return kept
-    return out
+    """The thought tokens of a completion: up to where `end_of_thought` (the sampler's rule) first ends it."""
+    end = first_end_of_thought(list(ids), close_ids, close_text, eos, tokenizer)
+    return list(ids) if end is None else end.thought
 
 
 def trl_reward_function(

@@ -124,7 +124,7 @@ def token_heatmap(
         room = headroom(rm, probes).set_index("position")
     elif layer == "headroom":
         raise ValueError("the headroom layer needs the probes scored at the map's positions (probes=...)")
-    column = {"reward": "mean_reward", "content_gain": "mean_content_gain"}.get(layer)
+    column = {"reward": "reward_mean", "content_gain": "content_gain_mean"}.get(layer)
     values = per[column] if column else room["headroom"]
     values = values.dropna()
     if max_abs is None:
@@ -138,12 +138,12 @@ def token_heatmap(
             v = float(values.loc[t])
             lines = [
                 f"t={t} target {token!r}",
-                f"mean reward {row['mean_reward']:+.3f} {unit} over {int(row['thoughts'])} thoughts "
-                f"(best {row['max_reward']:+.3f}, worst {row['min_reward']:+.3f})",
+                f"mean reward {row['reward_mean']:+.3f} {unit} over {int(row['thoughts'])} thoughts "
+                f"(best {row['reward_max']:+.3f}, worst {row['reward_min']:+.3f})",
             ]
             if rewards is None and math.isfinite(row["empty_thought_reward"]):
                 lines.append(f"empty thought {row['empty_thought_reward']:+.3f} nats (format cost); "
-                             f"mean content gain {row['mean_content_gain']:+.3f}")
+                             f"mean content gain {row['content_gain_mean']:+.3f}")
             if room is not None and t in room.index:
                 r = room.loc[t]
                 lines.append(f"best probe ({r['best_family']}) {r['best_probe']:+.3f}; headroom {r['headroom']:+.3f}")
@@ -248,14 +248,14 @@ def reward_along_document(rm: RewardMap) -> go.Figure:
     fig.add_trace(
         go.Scatter(
             x=per["position"],
-            y=per["mean_reward"],
+            y=per["reward_mean"],
             mode="lines+markers",
             name="mean reward",
             error_y=dict(
                 type="data",
                 symmetric=False,
-                array=per["max_reward"] - per["mean_reward"],
-                arrayminus=per["mean_reward"] - per["min_reward"],
+                array=per["reward_max"] - per["reward_mean"],
+                arrayminus=per["reward_mean"] - per["reward_min"],
             ),
             text=per["target"],
         )
@@ -288,12 +288,12 @@ def probe_families_chart(probes: ProbeMap, sampled: RewardMap | None = None) -> 
     """Per probe family (and the sampled thoughts): mean reward and mean content gain, side by side."""
     summary = probes.summary()
     names = list(summary.index)
-    reward, gain = list(summary["mean_reward"]), list(summary["mean_content_gain"])
+    reward, gain = list(summary["reward_mean"]), list(summary["content_gain_mean"])
     if sampled is not None:
         s = sampled.summary()
         names.append("sampled")
-        reward.append(s["mean_reward"])
-        gain.append(s["mean_content_gain"])
+        reward.append(s["reward_mean"])
+        gain.append(s["content_gain_mean"])
     fig = go.Figure(
         [
             go.Bar(x=names, y=reward, name="mean reward (format cost included)"),
@@ -312,9 +312,9 @@ def format_cost_along_document(rm: RewardMap, probes: ProbeMap | None = None) ->
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=per["position"], y=per["empty_thought_reward"], mode="lines+markers",
                              name="empty thought (format cost)", text=per["target"]))
-    fig.add_trace(go.Scatter(x=per["position"], y=per["mean_reward"], mode="lines", name="sampled, mean",
+    fig.add_trace(go.Scatter(x=per["position"], y=per["reward_mean"], mode="lines", name="sampled, mean",
                              text=per["target"]))
-    fig.add_trace(go.Scatter(x=per["position"], y=per["max_reward"], mode="lines", name="sampled, best",
+    fig.add_trace(go.Scatter(x=per["position"], y=per["reward_max"], mode="lines", name="sampled, best",
                              text=per["target"]))
     if probes is not None:
         table = probes.table()
@@ -373,7 +373,7 @@ def explorer(rm: RewardMap):
 
     per = rm.per_position()
     options = [
-        (f"t={int(r.position)} {r.target!r} mean {r.mean_reward:+.2f}", int(r.position)) for r in per.itertuples()
+        (f"t={int(r.position)} {r.target!r} mean {r.reward_mean:+.2f}", int(r.position)) for r in per.itertuples()
     ]
     pick = widgets.Dropdown(options=options, description="position")
     out = widgets.HTML(value=thoughts_table(rm, options[0][1]) if options else "")

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from workbench.engine.prefix_cache import layer_kinds, masks_by_layer_type
 from workbench.errors import WorkbenchError
-from workbench.thoughts import layer_kinds, masks_by_layer_type
 
 PACKABLE_ATTENTION = ("sdpa", "eager")
 

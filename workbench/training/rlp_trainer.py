@@ -4,7 +4,7 @@ One step:
 1. draw contexts: `docs_per_step` documents x `positions_per_doc` positions t (seeded by seed and step);
 2. the EMA teacher scores every x_t without a thought (one forward pass per document);
 3. the policy samples G thoughts per context and scores x_t after each (the reward engine of
-   `workbench.thoughts`, on a bf16 inference copy of the current weights);
+   `workbench.engine.sampler`, on a bf16 inference copy of the current weights);
 4. r = log p_theta(x_t | x_<t, c) - log p_phi(x_t | x_<t), detached; A = G/(G-1) (r - mean r);
 5. clipped surrogate on the thought tokens, each thought averaged over its length, then over the batch;
 6. optimizer step, then phi <- tau phi + (1 - tau) theta; the inference copies get the new weights.
@@ -23,16 +23,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from workbench.engine.backends import make_sampler
+from workbench.engine.prefix_cache import encode_prefix
+from workbench.engine.scorer import no_think_logp_at, no_think_scores
+from workbench.engine.thought import ForwardCount, SamplingConfig, Thought, ThoughtTemplate
 from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
-from workbench.policy_logps import TrainRow, can_pack, fed_tokens, packed_token_logps, token_logps
-from workbench.rewards import _record, empty_thought_logp, thought_length_stats
-from workbench.rl_math import (clipped_surrogate, degenerate_groups, ema_update_, guarded_advantages, kl_k3,
-                               normalise_loss, relative_drift)
-from workbench.rlp_config import RLPConfig
-from workbench.scoring import no_think_logp_at, no_think_scores
-from workbench.thoughts import ForwardCount, SamplingConfig, Thought, ThoughtSampler, ThoughtTemplate, encode_prefix
-from workbench.trainer import Trainer
+from workbench.metrics import thoughts_stats
+from workbench.rewards import empty_thought_logp, record_rewards
+from workbench.training.policy_logps import TrainRow, can_pack, fed_tokens, packed_token_logps, token_logps
+from workbench.training.rl_math import (clipped_surrogate, degenerate_groups, ema_update_, guarded_advantages, kl_k3,
+                                        normalise_loss, relative_drift)
+from workbench.training.rlp_config import RLPConfig
+from workbench.training.trainer import Trainer
 
 
 def train_row(thought: Thought, open_ids: list[int], advantage: float, train_stop_tokens: bool, doc: int = -1) -> TrainRow | None:
@@ -73,6 +76,7 @@ class Context:
 
 class RLPTrainer(Trainer):
     config: RLPConfig
+    config_class = RLPConfig  # launch.trainer_for picks the trainer by its config's class
 
     @property
     def optimizer_steps_per_step(self) -> int:  # type: ignore[override]
@@ -104,8 +108,8 @@ class RLPTrainer(Trainer):
         self._vllm = None  # the vLLM engine, with sampler_backend "vllm"
         self._probe_start: np.ndarray | None = None  # the engine's probe log-probs before the first update
         if self.config.sampler_backend == "vllm":
+            from workbench.engine.vllm_backend import VLLMEngine
             from workbench.models import bundled_model_dir, BUNDLED
-            from workbench.vllm_backend import VLLMEngine
 
             model = self.config.model
             source = bundled_model_dir(model) if model in BUNDLED else model
@@ -193,7 +197,7 @@ class RLPTrainer(Trainer):
         cfg = self.config
         policy, teacher = self.rollout, self.teacher
         on_vllm = {"backend": "vllm", "engine": self._vllm} if self._vllm is not None else {}
-        sampler = ThoughtSampler(policy, self._template, self.sampling(seed), **on_vllm)
+        sampler = make_sampler(policy, self._template, self.sampling(seed), **on_vllm)
         by_design = cfg.reward_design != "rlp"
         thoughts: list[list[Thought]] = []  # per (doc, position): G thoughts
         teacher_logp, empty_logp, design_rewards = [], [], []
@@ -231,7 +235,7 @@ class RLPTrainer(Trainer):
 
         cfg = self.config
         policy, teacher = self.rollout, self.teacher
-        rm = _record(policy, teacher, self._template, self.sampling(seed), "train", ids, no_think, list(positions), sampled,
+        rm = record_rewards(policy, teacher, self._template, self.sampling(seed), "train", ids, no_think, list(positions), sampled,
                      {}, dict(zip(positions, np.asarray(empty).tolist())), "sampled")
         reference = None
         if self._reference is not None:
@@ -295,9 +299,7 @@ class RLPTrainer(Trainer):
             "advantage_std": float(adv.std()),
             "degenerate_group_share": float(degenerate_groups(rewards).double().mean()),
             **stats,
-            "thought_tokens_mean": float(lengths.mean()),
-            **thought_length_stats(all_thoughts),
-            "share_empty": float((lengths == 0).mean()),
+            **thoughts_stats(all_thoughts),
             "teacher_drift": relative_drift(self.ema, [t for _, t in self.named_policy_params()]),
             "contexts": len(groups),
             "thoughts": n_thoughts,

@@ -2,7 +2,7 @@
 
 For the paper's compute-matched comparison (its Table 4) the run stops once it has used as much as a given RLP run
 (`match_run: runs/rlp-...`), measured as `match` says: `flops`, every forward of every process counted the same way
-(`workbench.flops.ComputeMeter`), or `tokens`, the paper's appendix budget T_flop = rollout tokens + input tokens of
+(`workbench.training.flops.ComputeMeter`), or `tokens`, the paper's appendix budget T_flop = rollout tokens + input tokens of
 the RLP run against this run's training tokens. The paper's CPT optimiser settings are `configs/ntp_cpt_paper.yaml`.
 """
 
@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.ntp_config import NTPConfig
-from workbench.trainer import Trainer
+from workbench.training.ntp_config import NTPConfig
+from workbench.training.trainer import Trainer
 
 
 def budget_of_run(run_dir: str | Path, quantity: str) -> float:
@@ -30,7 +30,7 @@ def budget_of_run(run_dir: str | Path, quantity: str) -> float:
     summary = run_dir / "summary.json"
     if summary.exists() and key[0] in (data := json.loads(summary.read_text())):
         return float(data[key[0]])
-    from workbench.trainer import read_metrics
+    from workbench.training.trainer import read_metrics
 
     rows = read_metrics(run_dir)
     if not rows or key[1] not in rows[-1]:
@@ -48,6 +48,7 @@ def trained_targets(ids: list[int]) -> list[int]:
 
 class NTPTrainer(Trainer):
     config: NTPConfig
+    config_class = NTPConfig  # launch.trainer_for picks the trainer by its config's class
 
     def setup(self) -> None:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0

@@ -10,14 +10,15 @@ samples a thought there. The run directory is a model: `load_model(RUN_DIR)` loa
 from __future__ import annotations
 
 from workbench.data import MIN_DOC_TOKENS, Document, interleave_thoughts
+from workbench.engine.thought import ThoughtTemplate
 from workbench.errors import WorkbenchError
-from workbench.ntp_trainer import NTPTrainer
-from workbench.thoughts import ThoughtTemplate
-from workbench.warmstart_config import WarmStartConfig
+from workbench.training.ntp_trainer import NTPTrainer
+from workbench.training.warmstart_config import WarmStartConfig
 
 
 class WarmStartTrainer(NTPTrainer):
     config: WarmStartConfig
+    config_class = WarmStartConfig  # launch.trainer_for picks the trainer by its config's class
 
     def freeze(self, model) -> None:
         if not self.config.train_embeddings:

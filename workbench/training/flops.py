@@ -73,7 +73,7 @@ class ComputeMeter:
         self.flops[kind] += self.counter.train(int(tokens), int(head_rows))
 
     def add_count(self, kind: str, count) -> None:
-        """A `thoughts.ForwardCount` (read and reset) as inference passes of `kind`."""
+        """A `engine.thought.ForwardCount` (read and reset) as inference passes of `kind`."""
         tokens, rows = count.take()
         self.forward(kind, tokens, rows)
 

@@ -15,21 +15,25 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import WorkbenchError
-from workbench.train_config import TrainConfig, load_config
-from workbench.trainer import Trainer, read_metrics
+from workbench.training.config import TrainConfig
+from workbench.training.configs import config_from_dict, load_config
+from workbench.training.ntp_trainer import NTPTrainer
+from workbench.training.rlp_trainer import RLPTrainer
+from workbench.training.trainer import Trainer, read_metrics
+from workbench.training.warm_start import resolve_model_name
+from workbench.training.warmstart_trainer import WarmStartTrainer
 
-
-def trainer_classes() -> dict[str, type[Trainer]]:
-    from workbench.ntp_trainer import NTPTrainer
-    from workbench.rlp_trainer import RLPTrainer
-    from workbench.warmstart_trainer import WarmStartTrainer
-
-    return {"rlp": RLPTrainer, "ntp": NTPTrainer, "warmstart": WarmStartTrainer}
+TRAINERS: tuple[type[Trainer], ...] = (RLPTrainer, NTPTrainer, WarmStartTrainer)  # the kinds' names: configs.CONFIGS
 
 
 def trainer_for(config: TrainConfig, resume: bool | str = False, **kwargs: Any) -> Trainer:
-    """The trainer a config names (config.trainer: rlp, ntp or warmstart)."""
-    return trainer_classes()[config.trainer](config, resume=resume, **kwargs)
+    """The trainer of a config (by its class: RLPConfig -> RLPTrainer, ...). A `warm:BASE` model is trained first
+    when it is not cached yet (saying how long it will take)."""
+    by_config = {trainer.config_class: trainer for trainer in TRAINERS}
+    if type(config) not in by_config:
+        raise WorkbenchError(f"no trainer for {type(config).__name__}")
+    resolve_model_name(config.model, kwargs.get("log") or (lambda msg: print(msg, file=sys.stderr, flush=True)))
+    return by_config[type(config)](config, resume=resume, **kwargs)
 
 
 def train(config: TrainConfig | str | Path, resume: bool | str = False, **overrides: Any) -> dict[str, Any]:
@@ -37,8 +41,6 @@ def train(config: TrainConfig | str | Path, resume: bool | str = False, **overri
     if not isinstance(config, TrainConfig):
         config = load_config(config, overrides or None)
     elif overrides:
-        from workbench.train_config import config_from_dict
-
         config = config_from_dict({**config.to_dict(), **overrides})
     trainer = trainer_for(config, resume=resume)
     try:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from workbench.runs import write_json
+from workbench.run_dirs import write_json
 
 _NAME = re.compile(r"^step-(\d{6,})$")
 

@@ -27,17 +27,20 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from workbench.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from workbench.data import MIN_DOC_TOKENS, Document, load_documents_spec, tokenize_documents
 from workbench.errors import WorkbenchError
 from workbench.evaluation import EvalSettings, eval_settings, evaluate, evaluation_documents, film_frame
-from workbench.flops import ComputeMeter, flop_counter
 from workbench.hardware import auto_mixed_precision, choose_dtype
+from workbench.metrics import renamed
 from workbench.models import ModelHandle, check_loaded, load_model
-from workbench.runs import new_run_dir, runs_root, versions, write_json
-from workbench.sharding import (full_named_tensors, full_optimizer_state, full_state_dict, is_sharded,
-                                load_full_optimizer_state, load_full_state_dict, plain_copy)
-from workbench.train_config import TrainConfig, load_config
+from workbench.run_dirs import new_run_dir, runs_root, versions, write_json
+from workbench.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from workbench.training.config import TrainConfig
+from workbench.training.configs import load_config
+from workbench.training.flops import ComputeMeter, flop_counter
+from workbench.training.sharding import (full_named_tensors, full_optimizer_state, full_state_dict, is_sharded,
+                                         load_full_optimizer_state, load_full_state_dict, plain_copy)
+from workbench.training.warm_start_cache import cached_model_path
 
 TIMING_KEYS = frozenset(
     {"step_time_s", "time_sample_s", "time_loss_s", "time_eval_s", "thought_tokens_per_s", "train_tokens_per_s",
@@ -134,9 +137,8 @@ class Trainer:
         self.eval_settings: EvalSettings = eval_settings(config)  # the one evaluation: from shared fields only
 
         # -- model (fp32 master weights), optimizer, schedule
-        from workbench.thinking_ready import resolve_model_name
-
-        self.model_path = resolve_model_name(config.model, self._print)  # warm:BASE -> the cached warm start
+        # warm:BASE -> the cached warm start (launch.trainer_for trains it first when it is missing)
+        self.model_path = cached_model_path(config.model)
         handle = load_model(self.model_path, dtype="float32", device=str(self.accelerator.device),
                             trust_remote_code=config.trust_remote_code)
         self.tokenizer = handle.tokenizer
@@ -156,7 +158,7 @@ class Trainer:
             # into the (dense, tied) LM-head gradient in place, instead of a zero-filled 671 MB tensor per backward
             model.get_input_embeddings().sparse = True
         self.flops_of = flop_counter(model)
-        self.compute = ComputeMeter(self.flops_of)  # every forward of a step, by kind (workbench/flops.py)
+        self.compute = ComputeMeter(self.flops_of)  # every forward of a step, by kind (workbench/training/flops.py)
         self.train_ids = self.training_ids(self.train_docs)
         # the held-out documents exactly as the one evaluation reads them (notebook 05 and the arena read them so too)
         self.eval_ids = evaluation_documents(self.tokenizer, self.eval_settings) if config.eval_data else []
@@ -549,14 +551,15 @@ def _load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], where:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Rows of <run_dir>/metrics.jsonl (a half-written last line from a killed run is skipped)."""
+    """Rows of <run_dir>/metrics.jsonl (a half-written last line from a killed run is skipped), in today's metric
+    names (`metrics.renamed`: a run written under the old spellings reads the same)."""
     path = Path(run_dir) / "metrics.jsonl"
     rows = []
     if not path.exists():
         return rows
     for line in path.read_text().splitlines():
         try:
-            rows.append(json.loads(line))
+            rows.append(renamed(json.loads(line)))
         except json.JSONDecodeError:
             continue
     return rows

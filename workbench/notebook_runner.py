@@ -18,7 +18,7 @@ from typing import Any
 
 from workbench.errors import WorkbenchError
 from workbench.params import validate
-from workbench.runs import HEADLESS_ENV, new_run_dir, versions, write_json
+from workbench.run_dirs import HEADLESS_ENV, new_run_dir, versions, write_json
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 CURATED = ("01_sampling_thoughts", "02_information_gain", "03_reward_designs", "04_training", "05_evaluation")

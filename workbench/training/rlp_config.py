@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workbench.errors import WorkbenchError
-from workbench.train_config import TrainConfig, _check_int, help_field
+from workbench.training.config import TrainConfig, check_int, help_field
 
 
 @dataclass
@@ -111,7 +111,7 @@ class RLPConfig(TrainConfig):
             raise WorkbenchError(f"design_options must be a mapping, got {self.design_options!r}")
         for name, minimum in (("docs_per_step", 1), ("positions_per_doc", 1), ("min_position", 1), ("G", 2),
                               ("thought_tokens", 1), ("ppo_epochs", 1), ("min_thought_tokens", 0)):
-            _check_int(self, name, minimum)
+            check_int(self, name, minimum)
         if self.train_positions not in ("uniform", "marked"):
             raise WorkbenchError(f"train_positions must be 'uniform' or 'marked', got {self.train_positions!r}")
         if self.min_thought_tokens > self.thought_tokens:
@@ -129,7 +129,7 @@ class RLPConfig(TrainConfig):
         if self.sampler_backend not in ("transformers", "vllm"):
             raise WorkbenchError(f"sampler_backend must be 'transformers' or 'vllm', got {self.sampler_backend!r}")
         if self.sampler_backend == "vllm":
-            from workbench.vllm_backend import vllm_unavailable
+            from workbench.engine.vllm_backend import vllm_unavailable
 
             if reason := vllm_unavailable():
                 raise WorkbenchError(f"sampler_backend 'vllm': {reason}")

@@ -12,10 +12,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from workbench.engine.prefix_cache import encode_prefix
+from workbench.engine.token_sampling import LMHead
 from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
-from workbench.sampling import LMHead
-from workbench.thoughts import encode_prefix
 
 
 @dataclass
@@ -119,17 +119,12 @@ def score_continuations(
     chunk of rows, on top of the document's shared prefix cache, and read the log-probs of x_t .. x_{t+n-1}.
 
     Rows are right-padded: padding comes after every real token, so no real token attends to it. `count` (a
-    `thoughts.ForwardCount`) gets the tokens fed (padding included: it is computed) and the LM-head rows.
+    `engine.thought.ForwardCount`) gets the tokens fed (padding included: it is computed) and the LM-head rows.
     """
     import time
 
-    from workbench.thoughts import (
-        SharedPrefixCache,
-        _SharedPrefixMode,
-        ensure_prefix,
-        row_slot_positions,
-        shared_prefix_forward,
-    )
+    from workbench.engine.prefix_cache import (SharedPrefixCache, SharedPrefixMode, ensure_prefix, row_slot_positions,
+                                               shared_prefix_forward)
 
     start = time.perf_counter()
     model, tok = policy.model, policy.tokenizer
@@ -160,7 +155,7 @@ def score_continuations(
         t_rows = torch.tensor([th.position for th in chunk], device=device)
         cache = SharedPrefixCache(prefix, span, len(chunk), width)
         slot_pos = row_slot_positions(t_rows, span + width)
-        with _SharedPrefixMode(model, cache), torch.inference_mode():
+        with SharedPrefixMode(model, cache), torch.inference_mode():
             hidden = shared_prefix_forward(model, cache, inp, slot_pos, t_rows.clone(), span)
             # the LM head once over every position read in the chunk (per row it re-read the 262k x d head each time)
             rows_i = [r for r, idx in enumerate(reads) for _ in idx]

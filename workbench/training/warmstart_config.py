@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workbench.errors import WorkbenchError
-from workbench.ntp_config import NTPConfig
-from workbench.train_config import _check_int, help_field
+from workbench.training.config import check_int, help_field
+from workbench.training.ntp_config import NTPConfig
 
 THOUGHT_STYLES = ("scratch", "restate")
 
@@ -36,7 +36,7 @@ class WarmStartConfig(NTPConfig):
 
     def validate(self) -> "WarmStartConfig":
         super().validate()
-        _check_int(self, "docs_per_step", 1)
+        check_int(self, "docs_per_step", 1)
         if self.loss_on not in ("thoughts", "all"):
             raise WorkbenchError(f"loss_on must be 'thoughts' or 'all', got {self.loss_on!r}")
         unknown = [s for s in self.thought_styles if s not in THOUGHT_STYLES]

@@ -1,6 +1,6 @@
-"""The vLLM thought-sampling backend: `ThoughtSampler(policy, ..., backend="vllm")`.
+"""The vLLM thought-sampling backend: `make_sampler(policy, ..., backend="vllm")`.
 
-Same interface and semantics as the transformers backend (`workbench.thoughts`):
+Same interface and semantics as the transformers backend (`engine.sampler`):
 
 - the prompt of a position t is the ids `document_ids[:t] + open_marker` (token ids, never re-tokenised text);
 - a thought ends at the closing marker (also when the model spells it with other tokens: the thought keeps
@@ -13,7 +13,7 @@ Same interface and semantics as the transformers backend (`workbench.thoughts`):
   bf16 ties).
 
 The with-thought score log p(x_t | scored_ids) is computed, by default, by the transformers scorer on
-the policy handle (`scoring.score_continuations`: one teacher-forced pass per chunk of rows over the
+the policy handle (`engine.scorer.score_continuations`: one teacher-forced pass per chunk of rows over the
 document's shared prefix cache). `scorer="vllm"` asks vLLM instead (one decode step per thought
 with `logprob_token_ids=[x_t]`, reading the prefix cache); benchmarks/README.md records why transformers is the default.
 
@@ -30,9 +30,10 @@ from typing import Callable, Iterable
 
 import torch
 
+from workbench.engine.sampler import ThoughtSampler
+from workbench.engine.thought import SamplingConfig, Thought, ThoughtTemplate, end_of_thought
 from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
-from workbench.thoughts import SamplingConfig, Thought, ThoughtSampler, ThoughtTemplate, thought_before_marker
 
 EOS_BIAS = -100.0  # e^-100: EOS is never sampled (vLLM's logit_bias is additive, so -inf is not accepted)
 
@@ -149,7 +150,7 @@ def engine_for(policy: ModelHandle, **engine_kwargs) -> VLLMEngine:
 
 
 class VLLMThoughtSampler(ThoughtSampler):
-    """`ThoughtSampler(..., backend="vllm")`: thoughts from a vLLM engine, scored by the transformers
+    """`make_sampler(..., backend="vllm")`: thoughts from a vLLM engine, scored by the transformers
     scorer on the same policy handle (or by vLLM with scorer="vllm")."""
 
     backend = "vllm"
@@ -160,7 +161,6 @@ class VLLMThoughtSampler(ThoughtSampler):
         template: ThoughtTemplate = ThoughtTemplate(),
         config: SamplingConfig = SamplingConfig(),
         max_rows: int = 256,
-        backend: str = "vllm",
         engine: VLLMEngine | None = None,
         scorer: str = "transformers",
     ) -> None:
@@ -225,19 +225,17 @@ class VLLMThoughtSampler(ThoughtSampler):
     def _thought_from(self, doc: list[int], t: int, g: int, ids: list[int], finish: str, stop) -> Thought:
         closed_by, eos_id, hidden, stop_ids = "budget", None, 0, []
         thought = list(ids)
-        if finish == "stop" and thought and thought[-1] in self.eos_ids and (stop is None or stop == thought[-1]):
-            eos_id = thought.pop()
-            closed_by = "eos"
-            stop_ids = [eos_id]
-        elif finish == "stop":
-            # the token that completed the marker's text is in `ids`; keep the tokens before the marker
-            kept = thought_before_marker(thought, self.template.close, self.policy.tokenizer)
-            if kept is not None:
-                tail = thought[len(kept):]
-                hidden = 0 if tail == self.close_ids else len(tail)
-                stop_ids = tail  # the tokens the policy sampled to write the marker, however it spelled it
-                thought = kept
+        if finish == "stop":
+            # vLLM stopped at the token that ended the thought (EOS, or the one that completed the marker's text; it
+            # already kept min_tokens): the same rule as the transformers sampler
+            end = end_of_thought(thought, self.close_ids, self.template.close, self.eos_ids,
+                                 self.policy.tokenizer) if thought else None
             closed_by = "marker"
+            if end is not None and (end.closed_by != "eos" or stop is None or stop == thought[-1]):
+                closed_by, stop_ids = end.closed_by, end.stop  # the tokens the policy sampled to end it
+                eos_id = thought[-1] if end.closed_by == "eos" else None
+                hidden = 0 if end.closed_by == "eos" or end.stop == self.close_ids else len(end.stop)
+                thought = end.thought
         scored = list(doc[:t]) + self.open_ids + thought + self.close_ids
         return Thought(position=t, index=g, ids=thought, text=self.policy.tokenizer.decode(thought),
                        closed_by=closed_by, scored_ids=scored, logp_with_thought=float("nan"),
@@ -247,7 +245,7 @@ class VLLMThoughtSampler(ThoughtSampler):
         if self.scorer == "vllm":
             logps = self.engine.last_token_logps([th.scored_ids + [doc[th.position]] for th in thoughts])
         else:
-            from workbench.scoring import score_continuations
+            from workbench.engine.scorer import score_continuations
 
             scores = score_continuations(self.policy, doc, thoughts, self.template, n_next=1, prefix=prefix,
                                          max_rows=self.max_rows, count=self.compute)

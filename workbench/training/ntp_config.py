@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workbench.errors import WorkbenchError
-from workbench.train_config import TrainConfig, _check_int, help_field
+from workbench.training.config import TrainConfig, check_int, help_field
 
 
 @dataclass
@@ -20,7 +20,7 @@ class NTPConfig(TrainConfig):
     )
     match: str = help_field(
         "flops",
-        "What match_run matches: 'flops' (every forward of every process, estimated FLOPs; workbench/flops.py) or "
+        "What match_run matches: 'flops' (every forward of every process, estimated FLOPs; workbench/training/flops.py) or "
         "'tokens' (the paper's appendix: T_flop = rollout tokens + input tokens of the RLP run, against this run's "
         "training tokens; the paper does not say whether its l_seq is the context or the completion length, so each "
         "rollout's whole sequence - context, markers and thought - is counted).",
@@ -29,7 +29,7 @@ class NTPConfig(TrainConfig):
 
     def validate(self) -> "NTPConfig":
         super().validate()
-        _check_int(self, "docs_per_step", 1)
+        check_int(self, "docs_per_step", 1)
         if self.match_flops_of:
             if self.match_run and self.match_run != self.match_flops_of:
                 raise WorkbenchError("set match_run (match_flops_of is its old spelling), not both")
