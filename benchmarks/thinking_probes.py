@@ -60,7 +60,8 @@ def main() -> None:
     for name in args.models:
         start = time.perf_counter()
         policy = load_model(resolve_model_name(name))
-        probes, maps = answer_probes(policy, docs)
+        # slip: the corpus's scratchpad with one mistake - what a wrong scratchpad costs at the answer
+        probes, maps = answer_probes(policy, docs, corpus_styles=("scratch", "restate", "slip"))
         best = best_family_shares(maps)
         ordinary = EvalSettings(data="corpus:eval", docs=0, positions="every:48", G=0)
         plain = evaluate(policy, evaluation_documents(policy.tokenizer, ordinary), ordinary)
@@ -71,12 +72,17 @@ def main() -> None:
         print(f"ordinary held-out loss {plain['eval_loss']:.3f} nats/token")
         print(own.groupby("family")[["right", "reward", "content_gain"]].mean().round(2).to_string())
         print(own.groupby("style")[["right", "reward", "content_gain"]].agg(["mean", "size"]).round(2).to_string())
+        by_outcome = own.groupby(["style", "right"])[["reward", "content_gain"]].agg(["mean", "size"])
+        print(by_outcome.round(2).to_string())
         results["models"][name] = {
             "dtype": str(policy.dtype), "probes": probes.to_dict(), "best_family": best.to_dict(),
             "ordinary_loss": plain["eval_loss"],
             "own_by_family": own.groupby("family")[["right", "reward", "content_gain"]].mean().to_dict(),
             "own_by_style": own.groupby("style")[["right", "reward", "content_gain"]].mean().to_dict(),
             "own_share_scratch": float((own["style"] == "scratch").mean()),
+            "own_by_style_and_outcome": {f"{style}/{'right' if right else 'wrong'}": {"reward": float(g["reward"].mean()),
+                                         "content_gain": float(g["content_gain"].mean()), "n": int(len(g))}
+                                         for (style, right), g in own.groupby(["style", "right"])},
         }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1, default=float))

@@ -186,3 +186,31 @@ def test_compare_probes_writes_the_sanity_table(tmp_path):
     assert data["probes"]["families"] == ["empty", "leak", "echo", "wrong_hint", "neutral", "hint"]
     assert len(data["designs"]["rlp"]["rewards"]) == 12
     assert "design sanity" in proc.stderr and "leak>wrong_hint" in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["01_sampling_thoughts", "02_information_gain", "03_reward_designs", "04_training",
+                                  "05_evaluation"])
+def test_run_help_lists_every_parameter_from_the_notebook(name, capsys):
+    from workbench.cli import main
+    from workbench.notebook_runner import find_notebook, notebook_parameters, parameter_help
+    from workbench.params import validate
+
+    params = parameter_help(find_notebook(name))
+    assert [p.name for p in params] == list(notebook_parameters(find_notebook(name)))
+    undocumented = [p.name for p in params if not p.help]
+    assert not undocumented, f"{name}: parameters without an end-of-line comment: {undocumented}"
+    assert validate({p.name: p.default for p in params})  # the defaults pass the same checks as -p values
+    assert main(["run", name[:2], "--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"workbench run {name}: parameters")
+    for p in params:
+        (line,) = [l for l in lines if l.split()[:1] == [p.name]]
+        assert line.split()[1] == type(p.default).__name__ and repr(p.default) in line and line.endswith(p.help)
+
+
+def test_run_without_a_notebook_prints_usage(capsys):
+    from workbench.cli import main
+
+    assert main(["run"]) == 2
+    assert "usage: workbench run" in capsys.readouterr().out
+    assert main(["run", "--help"]) == 0

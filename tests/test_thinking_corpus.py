@@ -9,7 +9,7 @@ import pytest
 from workbench.data import (DocumentIds, data_dir, interleave_thoughts, load_documents, load_thinking_corpus,
                             parse_positions, select_positions, tokenize_document)
 from workbench.errors import WorkbenchError
-from workbench.thinking_corpus import (FAMILIES, SPLIT_SEEDS, SPLIT_SIZES, CorpusSpec, generate, thought_style,
+from workbench.thinking_corpus import (DAYS, FAMILIES, NAMES, SPLIT_SEEDS, SPLIT_SIZES, CorpusSpec, generate, thought_style,
                                        write_corpus)
 
 
@@ -42,17 +42,23 @@ def test_thoughts_parse_and_sit_before_their_answers():
         no_thought_docs += not doc.thoughts
         for at, text, style in doc.thoughts:
             assert at in starts and text and "</think>" not in text and "<think>" not in text
-            assert thought_style(text) == style  # the evaluation reads a sampled thought's style back this way
+            # the evaluation reads a sampled thought's style back this way (a slip is a scratchpad in style)
+            assert thought_style(text) == {"slip": "scratch"}.get(style, style)
             styles[style] = styles.get(style, 0) + 1
         for (a, b), options in zip(doc.answers, doc.answer_thoughts):
             options = dict(options)
             answer = doc.text[a:b].strip()
-            assert answer in options["scratch"], (answer, options["scratch"])  # a scratchpad states its result
+            assert options["scratch"].endswith(answer), (answer, options["scratch"])  # a scratchpad states its result
+            # a slip is the scratchpad with one mistake: the same start, another one-token result at its end
+            slip_result = options["slip"].split()[-1]
+            assert slip_result != answer and options["slip"].split()[:2] == options["scratch"].split()[:2]
+            assert len(slip_result) == len(answer) or slip_result in DAYS + NAMES, (answer, options["slip"])
             assert thought_style(options["restate"]) == "restate"
     for raw in (json.loads(line) for line in open(data_dir() / "thinking" / "train.jsonl")):
         families.update(raw["families"])
     assert families == set(FAMILIES)
     assert 0.2 < styles["restate"] / sum(styles.values()) < 0.4
+    assert 0.15 < styles["slip"] / (styles["slip"] + styles["scratch"]) < 0.35
     assert 0.05 < no_thought_docs / len(docs) < 0.3  # some documents keep ordinary text with no thought
 
 
@@ -112,4 +118,25 @@ def test_splicing_builds_the_sequence_rlp_scores(model):
         assert len(spliced.trained) == inserted + len(plain.marked)
         assert set(spliced.marked) <= set(spliced.trained)
         only_scratch = interleave_thoughts(tok, doc, open_ids, close_ids, styles=["scratch"])
-        assert only_scratch.trained is None and len(only_scratch) <= len(spliced)
+        with_restatements = interleave_thoughts(tok, doc, open_ids, close_ids, styles=["scratch", "restate"])
+        assert only_scratch.trained is None and len(only_scratch) <= len(with_restatements)
+        # without slips in the recipe, the answer's correct scratchpad stands in for a slip (the corpus before slips)
+        scratch_of = {a: dict(options)["scratch"] for (a, _), options in zip(doc.answers, doc.answer_thoughts)}
+        no_slips = interleave_thoughts(tok, doc, open_ids, close_ids, styles=["scratch", "restate"])
+        expected, last = [], 0
+        for at, text, style in doc.thoughts:
+            t = by_char[at]
+            text = scratch_of[at] if style == "slip" else text
+            expected += plain[last:t] + open_ids + tok.encode(text, add_special_tokens=False) + close_ids
+            last = t
+        assert list(no_slips) == expected + plain[last:]
+        # a read-only slip is spliced in, but none of its text tokens is a target; the answer after it is
+        read_only = interleave_thoughts(tok, doc, open_ids, close_ids, read_only=["slip"])
+        assert list(read_only) == list(spliced)
+        slips = [x for _, x, style in doc.thoughts if style == "slip"]
+        slip_tokens = sum(len(tok.encode(x, add_special_tokens=False)) for x in slips)
+        if slips:
+            assert len(read_only.trained) == len(read_only) - 1 - slip_tokens
+            assert set(read_only.marked) <= set(read_only.trained)
+        else:
+            assert read_only.trained is None

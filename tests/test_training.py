@@ -436,6 +436,11 @@ def test_resume_after_sigkill_gives_the_same_metrics(tmp_path):
     a, b = reproducible(straight), reproducible(killed)
     assert [r["step"] for r in a] == [0, 1, 2, 3]
     assert a == b
+    # the thoughts dumped after the checkpoint were dropped on resume and sampled again, identically
+    from workbench.training.tracking import read_rollouts
+
+    assert [r["step"] for r in read_rollouts(straight)] == [1] * 4 + [2] * 4 + [3] * 4
+    assert read_rollouts(killed) == read_rollouts(straight)
     assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["step-000002", "step-000003"]
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["total_flops"] == json.loads((straight / "summary.json").read_text())["total_flops"]

@@ -84,8 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--max-tokens", type=_positive_int, default=None, help="truncate the document to this many tokens")
     compare.add_argument("--json", required=True, dest="json_out", help="where to write the results")
 
-    run = sub.add_parser("run", help="execute a notebook headlessly into runs/<notebook>-<timestamp>/")
-    run.add_argument("notebook", help="a notebook path, stem or number (e.g. 02)")
+    run = sub.add_parser("run", help="execute a notebook headlessly into runs/<notebook>-<timestamp>/", add_help=False)
+    run.add_argument("notebook", nargs="?", help="a notebook path, stem or number (e.g. 02)")
+    run.add_argument("-h", "--help", action="store_true",
+                     help="with a notebook: list its parameters (default, type, help); without: this message")
+    run.set_defaults(print_run_help=run.print_help)
     run.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     run.add_argument("--runs", default=None, help="root folder for run directories (default: runs/)")
 
@@ -108,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     arena.add_argument("--output-dir", default=None, help="the arena directory (default: runs/<run_name>-<time>)")
     arena.add_argument("--set", nargs=2, action="append", default=[], metavar=("FIELD", "VALUE"),
                        help="override a field of the shared config, e.g. --set max_steps 3")
+
+    export = sub.add_parser("export", help="write a run's trained model as a plain transformers directory with a model card")
+    export.add_argument("run_dir", help="a training run's directory (what workbench train printed)")
+    export.add_argument("out_dir", help="where to write the model (missing or empty; see --overwrite)")
+    export.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is not empty")
+    export.add_argument("--push-to-hub", default=None, metavar="REPO",
+                        help="also upload OUT_DIR to this Hugging Face model repository (ORG/NAME; needs a token and network)")
     return parser
 
 
@@ -311,8 +321,14 @@ def _overrides(pairs: Sequence[Sequence[str]]) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from workbench.notebook_runner import run_notebook
+    from workbench.notebook_runner import find_notebook, format_parameter_help, run_notebook
 
+    if args.notebook is None:
+        args.print_run_help()
+        return 0 if args.help else 2
+    if args.help:
+        print(format_parameter_help(find_notebook(args.notebook)))
+        return 0
     run_dir = run_notebook(args.notebook, _overrides(args.param), runs_root=args.runs, log=_log)
     print(run_dir.resolve())  # the last line printed is the run directory
     return 0
@@ -361,11 +377,19 @@ def cmd_arena(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from workbench.export import export_run
+
+    out = export_run(args.run_dir, args.out_dir, push_to_hub=args.push_to_hub, overwrite=args.overwrite, log=_log)
+    print(out.resolve())  # the last line printed is the exported directory
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"score": cmd_score, "compare": cmd_compare, "run": cmd_run, "report": cmd_report, "train": cmd_train,
-                    "arena": cmd_arena}
+                    "arena": cmd_arena, "export": cmd_export}
         return commands[args.command](args)
     except WorkbenchError as exc:
         print(f"workbench {args.command}: error: {exc}", file=sys.stderr)

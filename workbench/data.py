@@ -361,25 +361,36 @@ def tokenize_documents(tokenizer, docs: Sequence[Document], max_tokens: int | No
 
 def interleave_thoughts(tokenizer, doc: Document, open_ids: Sequence[int], close_ids: Sequence[int],
                         max_tokens: int | None = None, styles: Sequence[str] | None = None,
-                        train_all: bool = True) -> DocumentIds:
+                        train_all: bool = True, read_only: Sequence[str] = ()) -> DocumentIds:
     """The document's ids with its thoughts spliced in: ids[:t] + open + thought + close + ids[t:] at each thought's
     token t - the very sequence RLP scores when it samples that thought at t (thought text tokenised as given thoughts
     are, `encode(text)` without specials). `styles` keeps only thoughts of those styles. Marked positions move with
     their tokens; the result is cut to `max_tokens`. `train_all=False` sets `trained` to the spliced tokens (opening
     marker, thought, closing marker) and every marked answer: what a loss needs to teach writing and reading
-    thoughts, without the LM head on every question token."""
+    thoughts, without the LM head on every question token. Thoughts of a `read_only` style are spliced in but their
+    text is never a target (the model reads them without learning to write them); the tokens after them are."""
     base = tokenize(tokenizer, doc.text)
     kept = [th for th in doc.thoughts if styles is None or th[2] in styles]
+    if styles is not None and "slip" not in styles and "scratch" in styles:
+        # a recipe without slips reads the answer's correct scratchpad where the corpus wrote a slip (the corpus before
+        # slips had a scratchpad there: the same sequences, bit for bit)
+        scratch_at = {a: dict(options).get("scratch") for (a, _), options in zip(doc.answers, doc.answer_thoughts)}
+        kept = sorted(kept + [(at, scratch_at[at], "scratch") for at, _, style in doc.thoughts
+                              if style == "slip" and scratch_at.get(at)])
     at = token_index_at(tokenizer, doc.text, [c for c, _, _ in kept])
     marked = token_index_at(tokenizer, doc.text, [a for a, _ in doc.answers]) if doc.answers else []
     out: list[int] = []
     shift: list[tuple[int, int]] = []  # (token index in base, tokens inserted before it)
     spliced: list[int] = []  # indices in `out` of the inserted tokens
+    unread: set[int] = set()  # indices in `out` of read-only thought text: never a target
     last = 0
-    for t, (_, text, _) in zip(at, kept):
+    for t, (_, text, style) in zip(at, kept):
         out.extend(base[last:t])
-        inserted = [*open_ids, *tokenizer.encode(text, add_special_tokens=False), *close_ids]
+        body = tokenizer.encode(text, add_special_tokens=False)
+        inserted = [*open_ids, *body, *close_ids]
         spliced.extend(range(len(out), len(out) + len(inserted)))
+        if style in read_only:
+            unread.update(range(len(out) + len(open_ids), len(out) + len(open_ids) + len(body)))
         out.extend(inserted)
         shift.append((t, len(inserted)))
         last = t
@@ -388,6 +399,8 @@ def interleave_thoughts(tokenizer, doc: Document, open_ids: Sequence[int], close
     if max_tokens is not None:
         out = out[:max_tokens]
     trained = None if train_all else sorted(set(spliced) | set(moved))
+    if unread:
+        trained = [t for t in (range(1, len(out)) if trained is None else trained) if t not in unread and t < len(out)]
     return DocumentIds(out, moved, doc.id, trained)
 
 

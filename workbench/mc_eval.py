@@ -1,14 +1,13 @@
-"""A small offline multiple-choice evaluation, scored the way lm-evaluation-harness scores one.
+"""A small offline multiple-choice evaluation, scored by lm-evaluation-harness itself.
 
-Each choice is scored by the summed log-probability of the continuation " " + choice after the prompt
-"Question: {question}\nAnswer:". `acc` picks the choice with the highest summed log-prob; `acc_norm` divides
-it by the choice's length in characters first (lm-eval's `acc_norm`; for the ASCII choices we ship that is
-also the byte length). The token ids follow lm-eval's rule for causal models: encode context + continuation
-and the context alone (both with the tokenizer's own special tokens, so Gemma's <bos> comes first), and take
-the continuation as the tail of the whole encoding after the context's length.
-
-`lm_eval_run` runs lm-evaluation-harness itself (an optional dependency: pip install lm-eval) on the same
-model handle, with our task registered as `rlp_workbench_mc` and any hub task passed through by name.
+The task (data/mc/science_math_mc.jsonl, or any .jsonl file in its format) is registered with lm-eval as the local
+task `rlp_workbench_mc` (data/mc/rlp_workbench_mc.yaml, no hub): each choice is scored by the summed log-probability
+of the continuation " " + choice after the prompt "Question: {question}\nAnswer:"; `acc` picks the choice with the
+highest summed log-prob, `acc_norm` divides it by the choice's length in characters first. lm-eval is the one
+scorer: `mc_scores(handle)` runs it and turns its output into {"acc", "acc_norm", "n", "by_topic", "per_item"};
+`lm_eval_run(handle, tasks)` is the plain run, for our task and any hub task (e.g. arc_easy) by name.
+lm-eval is an optional dependency (the `eval` extra: pip install lm-eval); `lm_eval_missing()` says how to install
+it where it is absent. `load_mc_task` reads and checks a task file, with errors that name the bad line.
 """
 
 from __future__ import annotations
@@ -16,12 +15,10 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
 from workbench.data import _read_text, data_dir, jsonl_objects
-from workbench.engine.scorer import head_stats, split_by_lengths
 from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
 
@@ -30,6 +27,7 @@ LM_EVAL_TASK = "rlp_workbench_mc"
 LM_EVAL_YAML = "rlp_workbench_mc.yaml"
 PROMPT = "Question: {question}\nAnswer:"
 TARGET_DELIMITER = " "
+INSTALL_HINT = "pip install lm-eval (or bash scripts/install.sh, which installs the workbench's `eval` extra)"
 
 
 @dataclass(frozen=True)
@@ -96,123 +94,6 @@ def load_mc_task(path: str | Path | None = None) -> list[MCItem]:
     return items
 
 
-# --------------------------------------------------------------------------- scoring
-
-
-def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Context and continuation ids, split as lm-eval splits them for causal models.
-
-    Trailing spaces of the context move to the continuation; the whole string and the context are encoded
-    with the tokenizer's defaults (Gemma's tokenizer adds <bos> to both); the continuation is the tail of
-    the whole encoding after the context's length.
-    """
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
-        context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-    whole = list(tokenizer(context + continuation).input_ids)
-    context_ids = list(tokenizer(context).input_ids)
-    continuation_ids = whole[len(context_ids) :]
-    if not context_ids or not continuation_ids:
-        raise WorkbenchError(f"cannot score {continuation!r} after {context!r}: it encodes to no tokens")
-    return context_ids, continuation_ids
-
-
-def _batch_logprobs(
-    model: torch.nn.Module, rows: Sequence[tuple[list[int], list[int]]], pad_id: int
-) -> list[list[float]]:
-    """Per-token log-probs of each row's continuation, from one right-padded forward pass.
-
-    Right padding needs no attention mask: a causal model never lets a real position see the padding after
-    it. Only the positions that predict continuation tokens go through the LM head (Gemma's vocabulary has
-    262k entries): the body's hidden states at exactly those (row, position) pairs, gathered, then the head once.
-    Log-probs are computed in float32.
-    """
-    inputs = [ctx + cont for ctx, cont in rows]
-    length = max(len(ids) for ids in inputs) - 1
-    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    for i, ids in enumerate(inputs):
-        input_ids[i, : len(ids) - 1] = torch.tensor(ids[:-1])
-    device = next(model.parameters()).device
-    # position p predicts token p + 1: row i needs positions len(ctx) - 1 ... len(ctx) + len(cont) - 2
-    row_i = [i for i, (ctx, cont) in enumerate(rows) for _ in cont]
-    pos_i = [len(ctx) - 1 + j for ctx, cont in rows for j in range(len(cont))]
-    targets = torch.tensor([t for _, cont in rows for t in cont], device=device)
-    if getattr(model, "base_model", None) is not model and model.get_output_embeddings() is not None:
-        hidden = model.base_model(input_ids=input_ids.to(device)).last_hidden_state
-        target_z, lse, _ = head_stats(model, hidden[row_i, pos_i], targets)
-        flat = (target_z - lse).tolist()
-    else:  # a model without a separate body: its logits at every position
-        z = model(input_ids=input_ids.to(device)).logits[row_i, pos_i].float()
-        flat = (z.gather(-1, targets[:, None])[:, 0] - z.logsumexp(-1)).tolist()
-    return split_by_lengths(flat, [len(cont) for _, cont in rows])
-
-
-def _argmax(values: Sequence[float]) -> int:
-    return max(range(len(values)), key=lambda i: (values[i], -i))  # the first maximum, as numpy's argmax
-
-
-@torch.inference_mode()
-def mc_accuracy(handle: ModelHandle, items: Sequence[MCItem], batch_size: int = 16) -> dict:
-    """Accuracy of `handle` on multiple-choice items, lm-eval style (zero-shot, summed log-probs).
-
-    `batch_size` counts sequences (one per choice) per forward pass; rows are sorted by length so a batch
-    needs little padding. Returns {"acc", "acc_norm", "n", "by_topic", "per_item"}; each per-item entry has
-    the choices' summed log-probs (`logprobs`), their token counts, `pred`, `pred_norm` and whether each is right.
-    """
-    if not items:
-        raise WorkbenchError("mc_accuracy needs at least one item")
-    if batch_size < 1:
-        raise WorkbenchError(f"batch_size must be at least 1, got {batch_size}")
-    tokenizer = handle.tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    rows = []  # (item index, choice index, context ids, continuation ids)
-    for i, item in enumerate(items):
-        for j, choice in enumerate(item.choices):
-            rows.append((i, j, *encode_pair(tokenizer, item.context, TARGET_DELIMITER + choice)))
-    rows.sort(key=lambda r: (len(r[2]) + len(r[3]), len(r[2])))
-    token_logps: dict[tuple[int, int], list[float]] = {}
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start : start + batch_size]
-        scores = _batch_logprobs(handle.model, [(r[2], r[3]) for r in batch], pad_id)
-        for (i, j, _, _), logps in zip(batch, scores):
-            token_logps[(i, j)] = logps
-
-    per_item = []
-    for i, item in enumerate(items):
-        logprobs = [sum(token_logps[(i, j)]) for j in range(len(item.choices))]
-        normed = [lp / len(choice) for lp, choice in zip(logprobs, item.choices)]
-        pred, pred_norm = _argmax(logprobs), _argmax(normed)
-        per_item.append(
-            {
-                "id": item.id,
-                "topic": item.topic,
-                "answer": item.answer,
-                "pred": pred,
-                "pred_norm": pred_norm,
-                "correct": pred == item.answer,
-                "correct_norm": pred_norm == item.answer,
-                "logprobs": logprobs,
-                "n_tokens": [len(token_logps[(i, j)]) for j in range(len(item.choices))],
-            }
-        )
-    by_topic: dict[str, dict[str, float]] = {}
-    for topic in sorted({row["topic"] for row in per_item}):
-        rows_t = [row for row in per_item if row["topic"] == topic]
-        by_topic[topic] = {
-            "acc": sum(r["correct"] for r in rows_t) / len(rows_t),
-            "acc_norm": sum(r["correct_norm"] for r in rows_t) / len(rows_t),
-            "n": len(rows_t),
-        }
-    return {
-        "model": handle.label,
-        "acc": sum(r["correct"] for r in per_item) / len(per_item),
-        "acc_norm": sum(r["correct_norm"] for r in per_item) / len(per_item),
-        "n": len(per_item),
-        "by_topic": by_topic,
-        "per_item": per_item,
-    }
-
-
 # --------------------------------------------------------------------------- lm-evaluation-harness
 
 
@@ -246,6 +127,17 @@ def _looks_like_path(spec: str) -> bool:
     return any(ch in spec for ch in "/*?") or spec.endswith((".yaml", ".yml"))
 
 
+def lm_eval_missing() -> str | None:
+    """None where lm-evaluation-harness imports; else one line saying how to install it."""
+    try:
+        import lm_eval  # noqa: F401
+        from lm_eval.models.huggingface import HFLM  # noqa: F401
+    except ImportError as exc:
+        reason = (str(exc) or type(exc).__name__).splitlines()[0]
+        return f"lm-evaluation-harness is not installed ({reason}): {INSTALL_HINT}"
+    return None
+
+
 def lm_eval_run(
     handle: ModelHandle,
     tasks: list[str],
@@ -254,29 +146,30 @@ def lm_eval_run(
     batch_size: int = 16,
     num_fewshot: int | None = None,
     log_samples: bool = False,
+    task_file: str | Path | None = None,
 ) -> dict:
     """Run lm-evaluation-harness on `handle` (no copy of the model) and return its results dictionary.
 
-    `tasks` may name `rlp_workbench_mc` (our task, registered when `include_local`) and any lm-eval task
-    such as "arc_easy" (those fetch their data from the Hugging Face hub). The log-softmax runs in float32.
+    `tasks` may name `rlp_workbench_mc` (our task, registered when `include_local`; its data is `task_file`, by
+    default the shipped `mc_task_path()`) and any lm-eval task such as "arc_easy" (those fetch their data from the
+    Hugging Face hub). The log-softmax runs in float32; the process's random seeds are left alone.
     `results["results"][task]` holds "acc,none" and "acc_norm,none"; `log_samples` adds `results["samples"]`
-    (per document, `resps`: each choice's [log-prob, is-greedy]).
+    (per document, `resps`: each choice's [[log-prob, is-greedy]]); `mc_summary` turns it into a plain dict.
     """
-    try:
-        import lm_eval
-        from lm_eval.models.huggingface import HFLM
-        from lm_eval.tasks import TaskManager
-    except ImportError as exc:
-        raise WorkbenchError(
-            "lm_eval_run needs lm-evaluation-harness: pip install lm-eval (into the workbench's .venv)"
-        ) from exc
+    missing = lm_eval_missing()
+    if missing:
+        raise WorkbenchError(f"lm_eval_run needs {missing}")
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
     if not tasks:
         raise WorkbenchError("lm_eval_run needs at least one task name, e.g. ['rlp_workbench_mc']")
     if LM_EVAL_TASK in tasks and not include_local:
         raise WorkbenchError(f"task {LM_EVAL_TASK!r} is only registered with include_local=True")
     with tempfile.TemporaryDirectory(prefix="workbench-lm-eval-") as folder:
         if include_local:
-            write_lm_eval_task(folder)
+            write_lm_eval_task(folder, task_file)
         # indexing lm-eval's ~15k built-in task YAMLs takes seconds: skip it when only our task is asked for
         task_manager = TaskManager(
             include_path=folder if include_local else None,
@@ -304,6 +197,9 @@ def lm_eval_run(
                 task_manager=task_manager,
                 log_samples=log_samples,
                 bootstrap_iters=0,
+                random_seed=None,  # lm-eval would otherwise reseed python, numpy and torch for the whole process
+                numpy_random_seed=None,
+                torch_random_seed=None,
             )
         except ConnectionError as exc:  # what datasets raises for an unreachable hub or HF_*_OFFLINE=1
             raise WorkbenchError(
@@ -313,3 +209,75 @@ def lm_eval_run(
     if results is None:
         raise WorkbenchError("lm-eval returned no results")
     return results
+
+
+def _argmax(values: list[float]) -> int:
+    return max(range(len(values)), key=lambda i: (values[i], -i))  # the first maximum, as lm-eval's np.argmax
+
+
+def mc_summary(results: dict, items: list[MCItem], label: str = "") -> dict:
+    """lm-eval's output for `rlp_workbench_mc` (run with log_samples=True) as a plain dict.
+
+    {"model", "acc", "acc_norm", "n", "by_topic", "per_item"}: `acc` and `acc_norm` are lm-eval's own; each
+    per-item row has the item's id and topic, the choices' summed log-probs as lm-eval computed them (`logprobs`),
+    `pred` and `pred_norm` (the argmax of the log-probs, and of the log-probs over the choices' lengths), and
+    whether each is right (lm-eval's per-sample acc and acc_norm). `items` are the task's items in file order
+    (`load_mc_task`), matched to lm-eval's documents by index.
+    """
+    try:
+        metrics = results["results"][LM_EVAL_TASK]
+        samples = sorted(results["samples"][LM_EVAL_TASK], key=lambda s: s["doc_id"])
+    except KeyError as exc:
+        raise WorkbenchError(
+            f"lm-eval's results hold no {exc} for {LM_EVAL_TASK!r}: run lm_eval_run(..., log_samples=True)"
+        ) from exc
+    per_item = []
+    for sample in samples:
+        item = items[sample["doc_id"]] if sample["doc_id"] < len(items) else None
+        if item is None or item.question != sample["doc"]["question"]:
+            raise WorkbenchError(f"lm-eval's document {sample['doc_id']} is not the task file's item at that index")
+        logprobs = [float(resp[0][0]) for resp in sample["resps"]]
+        normed = [lp / len(choice) for lp, choice in zip(logprobs, item.choices)]
+        per_item.append(
+            {
+                "id": item.id,
+                "topic": item.topic,
+                "answer": item.answer,
+                "pred": _argmax(logprobs),
+                "pred_norm": _argmax(normed),
+                "correct": bool(sample["acc"]),
+                "correct_norm": bool(sample["acc_norm"]),
+                "logprobs": logprobs,
+            }
+        )
+    by_topic: dict[str, dict[str, float]] = {}
+    for topic in sorted({row["topic"] for row in per_item}):
+        rows = [row for row in per_item if row["topic"] == topic]
+        by_topic[topic] = {
+            "acc": sum(r["correct"] for r in rows) / len(rows),
+            "acc_norm": sum(r["correct_norm"] for r in rows) / len(rows),
+            "n": len(rows),
+        }
+    return {
+        "model": label,
+        "acc": float(metrics["acc,none"]),
+        "acc_norm": float(metrics["acc_norm,none"]),
+        "n": len(per_item),
+        "by_topic": by_topic,
+        "per_item": per_item,
+    }
+
+
+def mc_scores(
+    handle: ModelHandle, task_file: str | Path | None = None, limit: int | None = None, batch_size: int = 16
+) -> dict:
+    """`handle` on the multiple-choice task through lm-evaluation-harness (zero-shot, offline): `mc_summary`'s dict.
+
+    `task_file` (default: the shipped 40 items) is checked by `load_mc_task` first, so a bad line is named
+    before lm-eval runs; `limit` scores only the first items. Needs lm-eval (`lm_eval_missing()` says how).
+    """
+    items = load_mc_task(task_file)
+    results = lm_eval_run(
+        handle, [LM_EVAL_TASK], limit=limit, batch_size=batch_size, log_samples=True, task_file=task_file
+    )
+    return mc_summary(results, items, label=handle.label)

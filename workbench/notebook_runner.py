@@ -10,9 +10,12 @@
 from __future__ import annotations
 
 import ast
+import io
 import os
 import sys
 import time
+import tokenize
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,19 +43,56 @@ def find_notebook(name: str) -> Path:
     return matches[0]
 
 
-def notebook_parameters(path: Path) -> dict[str, Any]:
-    """The defaults of the cell tagged `parameters` (literal assignments only)."""
+def _parameters_source(path: Path) -> str:
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            defaults: dict[str, Any] = {}
-            for node in ast.parse(cell.source).body:
-                if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-                    defaults[node.targets[0].id] = ast.literal_eval(node.value)
-            return defaults
+            return cell.source
     raise WorkbenchError(f"{path.name} has no cell tagged 'parameters'")
+
+
+@dataclass(frozen=True)
+class ParameterHelp:
+    """One notebook parameter as its `parameters` cell states it: `name = default  # help`."""
+
+    name: str
+    default: Any
+    type: str
+    help: str
+
+
+def parameter_help(path: Path) -> list[ParameterHelp]:
+    """Every parameter of a notebook, read from the notebook itself: the literal it is set to and the comment at the
+    end of its line (the one-line help `workbench run NOTEBOOK --help` prints)."""
+    source = _parameters_source(path)
+    comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    out = []
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            default = ast.literal_eval(node.value)
+            out.append(ParameterHelp(node.targets[0].id, default, type(default).__name__,
+                                     comments.get(node.end_lineno, "")))
+    return out
+
+
+def notebook_parameters(path: Path) -> dict[str, Any]:
+    """The defaults of the cell tagged `parameters` (literal assignments only)."""
+    return {p.name: p.default for p in parameter_help(path)}
+
+
+def format_parameter_help(path: Path) -> str:
+    """`workbench run NOTEBOOK --help`: each parameter with its default, type and help, as the notebook states them."""
+    params = parameter_help(path)
+    width = max(len(p.name) for p in params)
+    shown = [(p, repr(p.default)) for p in params]
+    value_width = min(24, max(len(v) for _, v in shown))
+    lines = [f"workbench run {path.stem}: parameters (set with -p NAME VALUE; values are Python literals)", ""]
+    for p, value in shown:
+        lines.append(f"  {p.name:<{width}}  {p.type:<5}  {value:<{value_width}}  {p.help}".rstrip())
+    return "\n".join(lines)
 
 
 def parse_value(text: str) -> Any:
@@ -168,8 +208,12 @@ def run_report(overrides: dict[str, Any] | None = None, runs_root: str | Path | 
 
 
 def write_index(report_dir: Path, runs: list[tuple[str, Path]]) -> Path:
+    """index.html, and beside it figures/: every plotly chart of each executed notebook as PNG and SVG
+    (`<notebook>-<NN>-<title>.png`, NN = the chart's place in the notebook), linked under its notebook."""
     import html
     import json
+
+    from workbench.figure_files import write_notebook_figures
 
     items = []
     for stem, run_dir in runs:
@@ -181,9 +225,22 @@ def write_index(report_dir: Path, runs: list[tuple[str, Path]]) -> Path:
             if isinstance(v, (int, float, str))
         )
         rel = run_dir.relative_to(report_dir)
+        try:  # figure files are an extra: a failure here must not cost the report its index
+            figures = write_notebook_figures(run_dir / f"{stem}.ipynb", report_dir / "figures")
+        except Exception as e:  # noqa: BLE001
+            print(f"figures of {stem} not written: {type(e).__name__}: {e}", file=sys.stderr)
+            figures = []
+        links = "".join(
+            f"<li>{html.escape(title)}: "
+            + " ".join(f'<a href="figures/{html.escape(p.name)}">{p.suffix[1:].upper()}</a>' for p in paths)
+            + "</li>"
+            for title, paths in figures
+        )
         items.append(
             f'<li><a href="{html.escape(str(rel / (stem + ".html")))}">{html.escape(stem)}</a>'
-            f"<br><small>{html.escape(shown)}</small></li>"
+            f"<br><small>{html.escape(shown)}</small>"
+            + (f"<details><summary>figures ({len(figures)})</summary><ul>{links}</ul></details>" if figures else "")
+            + "</li>"
         )
     page = (
         "<!doctype html><meta charset='utf-8'><title>RLP workbench report</title>"

@@ -42,7 +42,7 @@ THINGS = ["apples", "pens", "stamps", "marbles", "cards", "books", "shells", "co
 COLOURS = ["red", "blue", "green", "yellow", "white", "black", "orange", "purple"]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 ANSWER_LEADS = ["Answer:", "Answer:", "Answer:", "The answer is"]
-STYLES = ("scratch", "restate")
+STYLES = ("scratch", "restate", "slip")
 RESTATE_LEAD = "The question"  # every restatement starts so, and no scratchpad does: `thought_style` reads it back
 INTROS = [
     "Practice sheet {n}. Work out each problem, then write the answer.",
@@ -63,6 +63,7 @@ class Problem:
     answer: str  # the answer's text, one token in the bundled tokenizers (a digit, a weekday, a name)
     scratch: str  # a correct scratchpad that ends with the result
     restate: str  # a restatement of the question that computes nothing
+    slip: str  # the scratchpad with one slip (a step skipped or repeated, a ball missed): it ends with a wrong result
 
 
 def _steps(start: int, count: int, step: int = 1) -> str:
@@ -76,6 +77,18 @@ def _steps(start: int, count: int, step: int = 1) -> str:
     return ", ".join(f"{start + step * k} is {k}" for k in range(1, count + 1))
 
 
+def _slipped_steps(start: int, count: int, step: int, off: int) -> str:
+    """`_steps` with one slip in its last step: the value moves by `off` too far (a skipped or repeated value), so the
+    walk ends at start + step * count + off - the kind of mistake the warm-started model makes when it loses count."""
+    walk = [f"{start + step * k} is {k}" for k in range(1, count)]
+    return ", ".join(walk + [f"{start + step * count + off} is {count}"])
+
+
+def _off_by_one(answer: int, low: int = 0, high: int = 9) -> int:
+    """-1 or +1, whichever keeps answer + off a one-token answer in [low, high] (down first)."""
+    return -1 if answer - 1 >= low else 1
+
+
 def _arithmetic_chain(rng: random.Random) -> Problem:
     name, thing = rng.choice(NAMES), rng.choice(THINGS)
     answer = rng.randrange(10)
@@ -83,12 +96,15 @@ def _arithmetic_chain(rng: random.Random) -> Problem:
     given = rng.randint(1, 2)
     start = answer + lost + given
     first = start - given
+    off = _off_by_one(answer)
     q = (f"{name} has {start} {thing}. {name} gives {given} to a friend and then loses {lost}. "
          f"How many {thing} does {name} have now?")
     return Problem("arithmetic", q, str(answer),
                    f"{start} take away {given}: {_steps(start, given, -1)}. {first} take away {lost}: "
                    f"{_steps(first, lost, -1)}. So {answer}",
-                   f"The question asks how many {thing} {name} has after giving some away and losing some.")
+                   f"The question asks how many {thing} {name} has after giving some away and losing some.",
+                   f"{start} take away {given}: {_steps(start, given, -1)}. {first} take away {lost}: "
+                   f"{_slipped_steps(first, lost, -1, off)}. So {answer + off}")
 
 
 def _groups(rng: random.Random) -> Problem:
@@ -101,8 +117,14 @@ def _groups(rng: random.Random) -> Problem:
          f"How many {thing} are there in all?")
     boxes = ", ".join(f"{b * k} in {k}" for k in range(1, a + 1))  # running total after box k: stop at box a
     more = f" {a * b} plus {extra}: {_steps(a * b, extra)}." if extra else ""
+    off = _off_by_one(answer, low=1)
+    if extra:  # the slip: one step of the loose ones too many or too few
+        slip = f"{a} boxes of {b}: {boxes}. {a * b} plus {extra}: {_slipped_steps(a * b, extra, 1, off)}. So {answer + off}"
+    else:  # the slip: the last box's running total off by one
+        slipped = ", ".join([f"{b * k} in {k}" for k in range(1, a)] + [f"{b * a + off} in {a}"])
+        slip = f"{a} boxes of {b}: {slipped}. So {answer + off}"
     return Problem("groups", q, str(answer), f"{a} boxes of {b}: {boxes}.{more} So {answer}",
-                   f"The question asks for all the {thing}, in the boxes and on the table.")
+                   f"The question asks for all the {thing}, in the boxes and on the table.", slip)
 
 
 # (small unit, big unit, small units in one big one): factors whose multiples a small model knows by heart
@@ -117,8 +139,11 @@ def _conversion(rng: random.Random) -> Problem:
     answer = rng.randint(1, 6 if factor <= 10 else 4)
     q = f"How many {big} are {answer * factor} {small}?"
     multiples = ", ".join(f"{factor * k} is {k}" for k in range(1, answer + 1))  # stop at the amount asked about
+    off = _off_by_one(answer, low=1)  # the slip: stop one multiple early (or late)
+    slipped = ", ".join(f"{factor * k} is {k}" for k in range(1, answer + off + 1))
     return Problem("conversion", q, str(answer), f"{answer * factor} {small} in {big} of {factor}: {multiples}. So {answer}",
-                   f"The question asks to turn {small} into {big}.")
+                   f"The question asks to turn {small} into {big}.",
+                   f"{answer * factor} {small} in {big} of {factor}: {slipped}. So {answer + off}")
 
 
 def _counting(rng: random.Random) -> Problem:
@@ -132,8 +157,15 @@ def _counting(rng: random.Random) -> Problem:
     for item in items:  # the list copied ball by ball, each with the running count (written every time: no memory)
         seen += item == target
         walk.append(f"{item} {seen}")
+    # the slip: the first ball of the colour not counted, or (with none of it) the first ball counted as if it were
+    miss = items.index(target) if answer else 0
+    seen, slipped = 0, []
+    for i, item in enumerate(items):
+        seen += (item == target) != (i == miss)
+        slipped.append(f"{item} {seen}")
     return Problem("counting", q, str(answer), f"{target} balls: {', '.join(walk)}. So {answer}",
-                   f"The question asks how many of the balls are {target}.")
+                   f"The question asks how many of the balls are {target}.",
+                   f"{target} balls: {', '.join(slipped)}. So {seen}")
 
 
 def _difference(rng: random.Random) -> Problem:
@@ -143,8 +175,10 @@ def _difference(rng: random.Random) -> Problem:
     older = younger + answer
     q = f"{a_name} is {older} years old and {b_name} is {younger}. How many years older is {a_name} than {b_name}?"
     walk = _steps(younger, answer)  # stop when the value reaches the older age
+    off = _off_by_one(answer, low=1)  # the slip: stop one step early (or late)
     return Problem("difference", q, str(answer), f"from {younger} up to {older}: {walk}. So {answer}",
-                   f"The question compares the ages of {a_name} and {b_name}.")
+                   f"The question compares the ages of {a_name} and {b_name}.",
+                   f"from {younger} up to {older}: {_steps(younger, answer + off)}. So {answer + off}")
 
 
 def _comparison(rng: random.Random) -> Problem:
@@ -156,8 +190,10 @@ def _comparison(rng: random.Random) -> Problem:
     winner = a_name if x > y else b_name
     q = f"{a_name} has {x} {thing} and {b_name} has {y} {thing}. Who has more {thing}?"
     bigger = max(x, y)
+    loser = b_name if winner == a_name else a_name  # the slip: the smaller number taken for the bigger
     return Problem("comparison", q, " " + winner, f"{a_name} {x}, {b_name} {y}. {bigger} is more. So {winner}",
-                   f"The question compares how many {thing} {a_name} and {b_name} have.")
+                   f"The question compares how many {thing} {a_name} and {b_name} have.",
+                   f"{a_name} {x}, {b_name} {y}. {min(x, y)} is more. So {loser}")
 
 
 def _dates(rng: random.Random) -> Problem:
@@ -166,8 +202,11 @@ def _dates(rng: random.Random) -> Problem:
     day = DAYS[(today + ahead) % 7]
     q = f"Today is {DAYS[today]}. What day of the week will it be in {ahead} days?"
     walk = ", ".join(f"{DAYS[(today + k) % 7]} is {k}" for k in range(1, ahead + 1))
+    # the slip: the last day skipped, so the walk ends one day too late
+    slipped = ", ".join([f"{DAYS[(today + k) % 7]} is {k}" for k in range(1, ahead)] + [f"{DAYS[(today + ahead + 1) % 7]} is {ahead}"])
     return Problem("dates", q, " " + day, f"{DAYS[today]} plus {ahead}: {walk}. So {day}",
-                   f"The question asks for the day {ahead} days after {DAYS[today]}.")
+                   f"The question asks for the day {ahead} days after {DAYS[today]}.",
+                   f"{DAYS[today]} plus {ahead}: {slipped}. So {DAYS[(today + ahead + 1) % 7]}")
 
 
 def _lookup(rng: random.Random) -> Problem:
@@ -177,8 +216,10 @@ def _lookup(rng: random.Random) -> Problem:
     thing = rng.choice(THINGS)
     facts = " ".join(f"The {c} box holds {n} {thing}." for c, n in zip(colours, counts))
     q = f"{facts} Nobody opens the boxes today. How many {thing} are in the {colours[which]} box?"
+    wrong = next((n for n in counts if n != counts[which]), counts[which] + _off_by_one(counts[which]))
     return Problem("lookup", q, str(counts[which]), f"the {colours[which]} box holds {counts[which]}",
-                   f"The question asks about the {colours[which]} box.")
+                   f"The question asks about the {colours[which]} box.",
+                   f"the {colours[which]} box holds {wrong}")  # the slip: another box's count read
 
 
 def _variables(rng: random.Random) -> Problem:
@@ -187,15 +228,19 @@ def _variables(rng: random.Random) -> Problem:
     b = answer + c_minus
     a_plus = rng.randint(1, min(2, b))
     a = b - a_plus
+    off = _off_by_one(answer)
     q = f"In the program below, what does print show?\n    a = {a}\n    b = a + {a_plus}\n    c = b - {c_minus}\n    print(c)"
     return Problem("variables", q, str(answer),
                    f"b = {a} plus {a_plus}: {_steps(a, a_plus)}. c = {b} take away {c_minus}: {_steps(b, c_minus, -1)}. "
                    f"So {answer}",
-                   "The question asks what the program prints.")
+                   "The question asks what the program prints.",
+                   f"b = {a} plus {a_plus}: {_steps(a, a_plus)}. c = {b} take away {c_minus}: "
+                   f"{_slipped_steps(b, c_minus, -1, off)}. So {answer + off}")
 
 
 def thought_style(text: str) -> str:
-    """'restate' or 'scratch': the style of a thought, written by the corpus or sampled from a warm-started model."""
+    """'restate' or 'scratch': the style of a thought, written by the corpus or sampled from a warm-started model (a
+    slip is a scratchpad in style: only its result tells it apart)."""
     return "restate" if text.strip().startswith(RESTATE_LEAD) else "scratch"
 
 
@@ -221,6 +266,9 @@ class CorpusSpec:
     share_no_thought_docs: float = 0.15  # documents with no thought at all
     share_no_thought: float = 0.15  # answers without a thought inside documents that have thoughts
     share_restate: float = 0.30  # of the thoughts: restatements that compute nothing (the rest are scratchpads)
+    # of the scratchpads: ones with a slip (drawn from a generator of their own, so the rest of the corpus is the same
+    # with or without them); the warm start trains the answer after a slip but not the slip itself
+    share_slip: float = 0.25
 
 
 def split_of(question: str) -> str:
@@ -244,6 +292,7 @@ def make_document(rng: random.Random, doc_id: str, spec: CorpusSpec, split: str 
     with_thoughts = rng.random() >= spec.share_no_thought_docs
     text = rng.choice(INTROS).format(n=rng.randint(1, 99))
     answers, thoughts, families, options = [], [], [], []
+    slips = random.Random(f"slip:{doc_id}")
     for k in range(1, n + 1):
         problem = _problem_of_split(rng, split)
         lead = rng.choice(ANSWER_LEADS)
@@ -254,10 +303,12 @@ def make_document(rng: random.Random, doc_id: str, spec: CorpusSpec, split: str 
         start = len(text)
         text += problem.answer + "."
         answers.append([start, start + len(problem.answer)])
-        options.append({"scratch": problem.scratch, "restate": problem.restate})
+        options.append({"scratch": problem.scratch, "restate": problem.restate, "slip": problem.slip})
         families.append(problem.family)
         if with_thoughts and rng.random() >= spec.share_no_thought:
             style = "restate" if rng.random() < spec.share_restate else "scratch"
+            if style == "scratch" and slips.random() < spec.share_slip:
+                style = "slip"
             thoughts.append({"at": start, "text": getattr(problem, style), "style": style})
     outro = rng.choice(OUTROS)
     if outro:

@@ -35,7 +35,7 @@ def corpus_thought_probe(doc: Document, ids: DocumentIds, style: str):
 
 
 def answer_probes(policy: ModelHandle, documents: Sequence[Document], teacher: ModelHandle | None = None,
-                  families: Sequence[str] = ("empty", "leak", "neutral"), corpus_styles: Sequence[str] = ("scratch", "restate"),
+                  families: Sequence[str] = ("empty", "leak", "neutral"), corpus_styles: Sequence[str] = ("scratch", "restate", "slip"),
                   template: ThoughtTemplate = ThoughtTemplate(), max_tokens: int | None = 512,
                   progress: bool = False) -> tuple[pd.DataFrame, list[ProbeMap]]:
     """Probe thoughts at every marked answer of `documents`: the registered `families` and the corpus's own thoughts

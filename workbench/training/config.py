@@ -87,6 +87,14 @@ class TrainConfig:
     )
     threads: int = help_field(0, "torch CPU threads (0 = torch's default). Results are bitwise reproducible at a fixed count.")
     progress: bool = help_field(True, "Show a progress bar.")
+    report_to: str | list[str] = help_field(
+        "none", "Experiment trackers that get every step's metrics and a table of sampled thoughts, by accelerate's "
+        "names: none, tensorboard, trackio, wandb, mlflow, ... or all (every one installed). File-based trackers write "
+        "into <run>/tracking/. tensorboard is in the `track` extra: tensorboard --logdir <run>/tracking.")
+    rollouts_max_mb: float = help_field(
+        20.0, "Cap of <run>/rollouts.jsonl, the dump of every sampled thought (position, context tail, text, ids, "
+        "reward, content gain, advantage, length, how it closed); 0 writes none.")
+    rollout_table_rows: int = help_field(16, "Sampled thoughts per step in the trackers' table (rollouts.jsonl has all).")
 
     # -- validation ------------------------------------------------------------------------------
 
@@ -95,7 +103,7 @@ class TrainConfig:
         for name in positive:
             check_int(self, name, 1)
         for name in ("max_steps", "warmup_steps", "eval_docs", "eval_G", "threads", "seed", "eval_thought_tokens",
-                     "eval_min_thought_tokens", "eval_seed"):
+                     "eval_min_thought_tokens", "eval_seed", "rollout_table_rows"):
             check_int(self, name, 0)
         if self.eval_min_thought_tokens > self.eval_thought_tokens:
             raise WorkbenchError("eval_min_thought_tokens must not exceed eval_thought_tokens")
@@ -117,9 +125,13 @@ class TrainConfig:
             raise WorkbenchError(f"rollout_dtype must be auto, bfloat16, float32 or float16, got {self.rollout_dtype!r}")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise WorkbenchError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
+        if isinstance(self.rollouts_max_mb, bool) or not isinstance(self.rollouts_max_mb, (int, float)) or self.rollouts_max_mb < 0:
+            raise WorkbenchError(f"rollouts_max_mb must be a number >= 0, got {self.rollouts_max_mb!r}")
         from workbench.data import parse_positions
+        from workbench.training.tracking import tracker_names
 
         parse_positions(self.eval_positions)
+        tracker_names(self.report_to)  # an unknown tracker is an error before the model loads
         return self
 
     # -- (de)serialisation -----------------------------------------------------------------------
@@ -132,12 +144,16 @@ class TrainConfig:
 
     def fingerprint(self) -> str:
         """A hash of the fields that change the numbers (not where the run is written)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in ("output_dir", "progress", "run_name")}
+        d = {k: v for k, v in self.to_dict().items() if k not in NOT_IN_FINGERPRINT}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
     def field_help(cls) -> list[tuple[str, Any, str]]:
         return [(f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory(), f.metadata.get("help", "")) for f in fields(cls)]
+
+
+# fields that change where and how a run is shown, not its numbers (a resumed run may change them; caches ignore them)
+NOT_IN_FINGERPRINT = ("output_dir", "progress", "run_name", "report_to", "rollouts_max_mb", "rollout_table_rows")
 
 
 def check_int(cfg: TrainConfig, name: str, minimum: int) -> None:

@@ -113,6 +113,8 @@ def _coerce(name: str, value: Any, f: dataclasses.Field, source: str) -> Any:
         if not isinstance(value, int) or isinstance(value, bool):
             raise WorkbenchError(f"{source}: {name} must be an integer, got {value!r}")
         return value
+    if isinstance(default, str) and isinstance(value, list) and "list" in str(f.type):
+        return value  # a field typed `str | list[str]` (report_to)
     if isinstance(default, str) and not isinstance(value, str):
         raise WorkbenchError(f"{source}: {name} must be a string, got {value!r}")
     return value

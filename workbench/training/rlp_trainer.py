@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from workbench.data import document_ref
 from workbench.engine.backends import make_sampler
 from workbench.engine.prefix_cache import encode_prefix
 from workbench.engine.scorer import no_think_logp_at, no_think_scores
@@ -36,6 +37,9 @@ from workbench.training.rl_math import (clipped_surrogate, degenerate_groups, em
                                         normalise_loss, relative_drift)
 from workbench.training.rlp_config import RLPConfig
 from workbench.training.trainer import Trainer
+
+
+ROLLOUT_CONTEXT_TOKENS = 24  # tokens of context before each thought kept in rollouts.jsonl
 
 
 def train_row(thought: Thought, open_ids: list[int], advantage: float, train_stop_tokens: bool, doc: int = -1) -> TrainRow | None:
@@ -264,7 +268,8 @@ class RLPTrainer(Trainer):
         empty = torch.tensor([[th.length == 0 for th in g] for g in groups])
         adv = guarded_advantages(rewards, empty, cfg.empty_thought_penalty, cfg.empty_advantage_cap)
         self.last_batch = {"contexts": contexts, "thoughts": groups, "teacher_logp": roll["teacher_logp"],
-                           "rewards": rewards, "info_gain": info_gain, "advantages": adv}
+                           "empty_logp": roll["empty_logp"], "rewards": rewards, "info_gain": info_gain,
+                           "advantages": adv}
 
         docs = [ctx.doc for ctx in contexts for _ in ctx.positions]  # one per group, as rollouts orders them
         rows = [
@@ -321,6 +326,31 @@ class RLPTrainer(Trainer):
                 "the empty-thought collapse; see the guards in RLPConfig (loss_normalisation, min_thought_tokens, ...)"
             )
         return row
+
+    def rollout_records(self, step: int) -> list[dict[str, Any]]:
+        """Every thought of the last step, for rollouts.jsonl and the trackers' table: where it was sampled (document,
+        position, the context's last tokens, the true next token), what it says, what it earned and how it ended."""
+        batch = self.last_batch
+        if not batch:
+            return []
+        tok = self.tokenizer
+        docs = [ctx.doc for ctx in batch["contexts"] for _ in ctx.positions]  # one per group, as rollouts orders them
+        records = []
+        for g, (group, doc) in enumerate(zip(batch["thoughts"], docs)):
+            ids = self.train_ids[doc]
+            for th, reward, gain, adv in zip(group, batch["rewards"][g].tolist(), batch["info_gain"][g].tolist(),
+                                             batch["advantages"][g].tolist()):
+                t = th.position
+                records.append({
+                    "step": step, "doc": document_ref(self.config.train_data, getattr(ids, "doc_id", str(doc))), "position": t,
+                    "context_tail": tok.decode(ids[max(0, t - ROLLOUT_CONTEXT_TOKENS):t]),
+                    "target": tok.decode([ids[t]]), "index": th.index, "thought": th.text, "thought_ids": list(th.ids),
+                    "reward": reward, "info_gain": gain,
+                    # over the empty thought: what the thought's words add beyond the markers
+                    "content_gain": float(th.logp_with_thought - batch["empty_logp"][g]),
+                    "advantage": adv, "length": th.length, "closed_by": th.closed_by,
+                })
+        return records
 
     def update(self, rows: list[TrainRow], contexts: list[Context], denominator: float) -> dict[str, float]:
         """ppo_epochs optimizer steps on one batch of thoughts; the EMA teacher follows every step."""

@@ -7,6 +7,8 @@ A subclass writes one `train_step(step) -> metrics`; everything else lives here:
       run.json           seed, versions, command, start time, config fingerprint
       metrics.jsonl      one JSON object per step (step 0: the eval before training)
       train.log          warnings and milestones
+      rollouts.jsonl     every sampled thought of every step, capped by rollouts_max_mb (RLP)
+      tracking/          the trackers' files when report_to names a file-based one (tensorboard, trackio)
       checkpoints/step-NNNNNN/   policy.safetensors, teacher.safetensors, optimizer.pt, ...
       summary.json       written at the end
       STOP               create this file to stop after the current step (the notebook's stop button)
@@ -35,11 +37,12 @@ from workbench.metrics import renamed
 from workbench.models import ModelHandle, check_loaded, load_model
 from workbench.run_dirs import new_run_dir, runs_root, versions, write_json
 from workbench.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
-from workbench.training.config import TrainConfig
+from workbench.training.config import NOT_IN_FINGERPRINT, TrainConfig
 from workbench.training.configs import load_config
 from workbench.training.flops import ComputeMeter, flop_counter
 from workbench.training.sharding import (full_named_tensors, full_optimizer_state, full_state_dict, is_sharded,
                                          load_full_optimizer_state, load_full_state_dict, plain_copy)
+from workbench.training.tracking import RolloutLog, Trackers, tracker_names
 from workbench.training.warm_start_cache import cached_model_path
 
 TIMING_KEYS = frozenset(
@@ -193,10 +196,14 @@ class Trainer:
         self.flops = 0.0  # training FLOPs so far, every process
         self.budget_tokens = 0  # tokens counted toward the paper's token budget so far (see budget_tokens_step)
         self.setup()
+        self.rollout_log = RolloutLog(self.run_dir / "rollouts.jsonl", config.rollouts_max_mb if self.is_main else 0,
+                                      note=self.note)
         if resume and (ckpt := latest_checkpoint(self.run_dir)) is not None:
             self._restore(ckpt)
         elif self.is_main:
             self._start_files()
+        self.trackers = Trackers(tracker_names(config.report_to) if self.is_main else [], config.run_name, self.run_dir,
+                                 config.to_dict(), note=self.note)
         self.refresh_rollout()
         self.release_gathered()
         if is_sharded(self.policy):
@@ -208,6 +215,10 @@ class Trainer:
 
     def setup(self) -> None:
         """Build trainer-specific state (e.g. the EMA teacher) after the model is prepared."""
+
+    def rollout_records(self, step: int) -> list[dict[str, Any]]:
+        """The thoughts the step sampled, one dict each, for rollouts.jsonl and the trackers (RLP has them)."""
+        return []
 
     def train_step(self, step: int) -> dict[str, Any]:
         raise NotImplementedError
@@ -294,8 +305,14 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------------
 
     def train(self) -> dict[str, Any]:
-        cfg = self.config
         start_time = time.perf_counter()
+        try:
+            return self._train_loop(start_time)
+        finally:
+            self.trackers.finish()  # flushes TensorBoard's event file even when a step raised
+
+    def _train_loop(self, start_time: float) -> dict[str, Any]:
+        cfg = self.config
         if self.step == 0:
             row = {"step": 0, "flops": 0.0, "budget_tokens": 0, **self.evaluate()}
             self.log_row(row)
@@ -334,6 +351,10 @@ class Trainer:
                 row.update(self.evaluate())
             row.update(peak_memory_mb())
             self.log_row(row)
+            if self.is_main:
+                records = self.rollout_records(step)
+                self.rollout_log.append(records)
+                self.trackers.log_thoughts(records[: cfg.rollout_table_rows], step)
             if step % cfg.checkpoint_every == 0 or last:
                 self.save()
             if bar is not None:
@@ -397,7 +418,7 @@ class Trainer:
                 raise WorkbenchError(f"--resume: {run_dir} is not a run directory (no config.yaml)")
             saved = load_config(run_dir / "config.yaml")
             if saved.fingerprint() != cfg.fingerprint():
-                changed = sorted(k for k, v in cfg.to_dict().items() if saved.to_dict().get(k) != v and k not in ("output_dir", "progress"))
+                changed = sorted(k for k, v in cfg.to_dict().items() if saved.to_dict().get(k) != v and k not in NOT_IN_FINGERPRINT)
                 raise WorkbenchError(
                     f"--resume: the config differs from the run's own config.yaml in {', '.join(changed)}; "
                     "resume with the same config (or start a new run)"
@@ -434,6 +455,8 @@ class Trainer:
         with open(self.run_dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(row) + "\n")
             fh.flush()
+        if hasattr(self, "trackers"):  # step 0's evaluation is logged before the trackers start
+            self.trackers.log(row, row["step"])
 
     def note(self, message: str) -> None:
         if not self.is_main:
@@ -499,6 +522,7 @@ class Trainer:
             # rows written after the checkpoint belong to steps that will run again
             kept = [row for row in read_metrics(self.run_dir) if row["step"] <= self.step]
             (self.run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in kept))
+            self.rollout_log.truncate_after(self.step)
             self.note(f"resumed from {ckpt.name} (step {self.step})")
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ from workbench.errors import WorkbenchError
 from workbench.training.config import check_int, help_field
 from workbench.training.ntp_config import NTPConfig
 
-THOUGHT_STYLES = ("scratch", "restate")
+THOUGHT_STYLES = ("scratch", "restate", "slip")
 
 
 @dataclass
@@ -21,8 +21,13 @@ class WarmStartConfig(NTPConfig):
     eval_data: str = help_field("thinking:eval", "Held-out documents for the eval metrics ('' to skip).")
     eval_positions: str = help_field("marked", "Positions of the held-out reward map: the marked answers by default.")
     thought_styles: list[str] = help_field(
-        list(THOUGHT_STYLES), "Which thought styles of the corpus are spliced in (scratch: a correct scratchpad; "
-        "restate: a restatement that computes nothing). [] trains on the plain text: the no-thought control.")
+        ["scratch", "restate"], "Which thought styles of the corpus are spliced in (scratch: a correct scratchpad; "
+        "restate: a restatement that computes nothing; slip: a scratchpad with one mistake - without 'slip', the "
+        "answer's correct scratchpad stands in for it). [] trains on the plain text: the no-thought control.")
+    read_only_styles: list[str] = help_field(
+        [], "Thought styles the model reads but does not learn to write: the loss skips their thought tokens and "
+        "still trains the answer after them. With slips read-only the model learns that a scratchpad's result is "
+        "sometimes wrong (so a wrong scratchpad of its own costs fewer nats) without learning to make mistakes.")
     loss_on: str = help_field(
         "all", "Which tokens the next-token loss trains: 'all' (every token of the documents) or 'thoughts' (the spliced "
         "markers and thoughts, and every marked answer: what writing and reading a thought needs; the LM head runs on "
@@ -39,7 +44,8 @@ class WarmStartConfig(NTPConfig):
         check_int(self, "docs_per_step", 1)
         if self.loss_on not in ("thoughts", "all"):
             raise WorkbenchError(f"loss_on must be 'thoughts' or 'all', got {self.loss_on!r}")
-        unknown = [s for s in self.thought_styles if s not in THOUGHT_STYLES]
-        if unknown or not isinstance(self.thought_styles, list):
-            raise WorkbenchError(f"thought_styles must be a list drawn from {', '.join(THOUGHT_STYLES)}, got {self.thought_styles!r}")
+        for name in ("thought_styles", "read_only_styles"):
+            value = getattr(self, name)
+            if not isinstance(value, list) or any(s not in THOUGHT_STYLES for s in value):
+                raise WorkbenchError(f"{name} must be a list drawn from {', '.join(THOUGHT_STYLES)}, got {value!r}")
         return self

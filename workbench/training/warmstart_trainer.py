@@ -32,7 +32,7 @@ class WarmStartTrainer(NTPTrainer):
         template = ThoughtTemplate(cfg.think_open, cfg.think_close)
         open_ids, close_ids = template.open_ids(self.tokenizer), template.close_ids(self.tokenizer)
         ids = [interleave_thoughts(self.tokenizer, d, open_ids, close_ids, cfg.max_doc_tokens, cfg.thought_styles,
-                                   train_all=cfg.loss_on == "all")
+                                   train_all=cfg.loss_on == "all", read_only=cfg.read_only_styles)
                for d in docs]
         ids = [x for x in ids if len(x) >= MIN_DOC_TOKENS]
         if not ids:
