@@ -44,6 +44,21 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return path
 
 
+def read_jsonl_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The JSON objects of a file a run appends to line by line (metrics.jsonl, rollouts.jsonl); a half-written line
+    from a killed run is skipped; a missing file has none."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()

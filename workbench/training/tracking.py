@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from workbench.errors import WorkbenchError
+from workbench.run_dirs import read_jsonl_rows
 
 NO_TRACKING = ("none", "")
 # columns of the per-step table the trackers show (rollouts.jsonl keeps every field)
@@ -158,9 +159,8 @@ class RolloutLog:
         """On resume: drop the thoughts of steps after the checkpoint (they will be sampled again, identically)."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True)
-                if line.endswith("\n") and json.loads(line).get("step", 0) <= step]
-        self.path.write_text("".join(kept), encoding="utf-8")
+        kept = [row for row in read_jsonl_rows(self.path) if row.get("step", 0) <= step]
+        self.path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in kept), encoding="utf-8")
 
 
 def read_rollouts(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -168,8 +168,4 @@ def read_rollouts(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "rollouts.jsonl"
     if not path.exists():
         raise WorkbenchError(f"{run_dir} has no rollouts.jsonl (an RLP run writes one; rollouts_max_mb: 0 turns it off)")
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
-        if line.endswith("\n"):
-            out.append(json.loads(line))
-    return out
+    return read_jsonl_rows(path)

@@ -35,7 +35,7 @@ from workbench.evaluation import EvalSettings, eval_settings, evaluate, evaluati
 from workbench.hardware import auto_mixed_precision, choose_dtype
 from workbench.metrics import renamed
 from workbench.models import ModelHandle, check_loaded, load_model
-from workbench.run_dirs import new_run_dir, runs_root, versions, write_json
+from workbench.run_dirs import new_run_dir, read_jsonl_rows, runs_root, versions, write_json
 from workbench.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from workbench.training.config import NOT_IN_FINGERPRINT, TrainConfig
 from workbench.training.configs import load_config
@@ -577,16 +577,7 @@ def _load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], where:
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """Rows of <run_dir>/metrics.jsonl (a half-written last line from a killed run is skipped), in today's metric
     names (`metrics.renamed`: a run written under the old spellings reads the same)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    rows = []
-    if not path.exists():
-        return rows
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(renamed(json.loads(line)))
-        except json.JSONDecodeError:
-            continue
-    return rows
+    return [renamed(row) for row in read_jsonl_rows(Path(run_dir) / "metrics.jsonl")]
 
 
 def load_trained(run_dir: str | Path, role: str = "policy", dtype: str = "auto", checkpoint: str | Path | None = None) -> ModelHandle:
