@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tests.reference import logp_next
 from workbench.compare import compare_designs, group_stats, parse_designs
 from workbench.data import tokenize
-from workbench.designs import (DESIGNS, DesignInput, clip, delta, flip, group_centred, length_budget, reasoning_pattern,
+from workbench.designs import (DESIGNS, DesignInput, clip, delta, flip, floored, group_centred, length_budget, reasoning_pattern,
                                register_design)
 from workbench.engine.scorer import score_continuations
 from workbench.engine.thought import SamplingConfig
@@ -23,6 +23,7 @@ floats = st.floats(-50, 50, allow_nan=False)
 
 def test_hand_checked_modifiers():
     assert clip(np.array([3.0, 0.5, -1.0]), 1.0).tolist() == [0.0, -0.5, -2.0]
+    assert floored(np.array([3.0, -0.5, -5.6]), -1.0).tolist() == [3.0, -0.5, -1.0]
     assert delta(np.array([5.0, 3.0, 4.0])).tolist() == [2.0, -1.0, 4.0]
     assert group_centred(np.array([1.0, 3.0, 10.0, 10.0]), np.array([0, 0, 1, 1])).tolist() == [-1.0, 1.0, 0.0, 0.0]
     assert reasoning_pattern(["First, because x = 2, then...", "nothing"]).tolist() == [4.0, 0.0]
@@ -94,6 +95,8 @@ def test_continuations_and_designs_on_the_real_model(gemma_fp32, math_doc):
     inp = DesignInput(gemma_fp32, teacher, rm)
     rlp = DESIGNS["rlp"](inp).rewards
     np.testing.assert_allclose(rlp, rm.rewards)  # the foundation's reward, unchanged
+    floored_rlp = DESIGNS["rlp"](inp, floor=-1.0).rewards  # the variant: a thought costs at most 1 nat
+    np.testing.assert_allclose(floored_rlp, [max(r, -1.0) for r in rm.rewards])
     # one look-ahead token, group-centred, is RLP's reward centred per position (teacher = policy at step 0)
     np.testing.assert_allclose(DESIGNS["quiet_star"](inp, n_true=1).rewards, group_centred(rlp, inp.groups()), atol=2e-3)
     np.testing.assert_allclose(DESIGNS["vr_cli_live"](inp, segment=1, threshold=-np.inf).rewards, rlp, atol=2e-3)

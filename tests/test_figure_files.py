@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 import pytest
 from plotly.subplots import make_subplots
 
-from workbench import figure_files
+from workbench import figure_files, plotly_matplotlib
 from workbench.figure_files import PLOTLY_MIME, figure_route, notebook_figures, render_matplotlib, save_figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -120,7 +120,7 @@ def test_histogram_box_and_a_continuous_marker_colour_draw(tmp_path, caplog):
     marker = {"color": [1.0, 2.0, 3.0], "colorscale": "Viridis", "showscale": True}
     fig.add_trace(go.Scatter(x=[1, 2, 3], y=[3, 1, 2], mode="markers", showlegend=False, marker=marker), row=1, col=2)
     fig.update_layout(barmode="overlay", title="Distribution of rewards")
-    with caplog.at_level(logging.WARNING, logger="workbench.figure_files"):
+    with caplog.at_level(logging.WARNING, logger="workbench"):
         png, _ = save_figure(fig, tmp_path / "mixed")
     assert not caplog.records, caplog.text
     check_png(png)
@@ -132,7 +132,7 @@ def test_histogram_box_and_a_continuous_marker_colour_draw(tmp_path, caplog):
 def test_an_unsupported_trace_is_skipped_with_one_warning(tmp_path, caplog):
     fig = go.Figure([go.Pie(values=[1, 2], labels=["a", "b"]), go.Scatter(y=[1, 2, 3], name="kept")])
     fig.update_layout(title="Mixed")
-    with caplog.at_level(logging.WARNING, logger="workbench.figure_files"):
+    with caplog.at_level(logging.WARNING, logger="workbench"):
         paths = save_figure(fig, tmp_path / "mixed")
     assert all(p.stat().st_size > 0 for p in paths)
     warnings = [r.getMessage() for r in caplog.records]
@@ -144,7 +144,7 @@ def test_plotly_json_with_typed_arrays_round_trips():
     z = np.arange(12, dtype=float).reshape(3, 4)
     spec = json.loads(go.Figure(go.Heatmap(z=z)).to_json())
     assert isinstance(spec["data"][0]["z"], dict) and "bdata" in spec["data"][0]["z"]  # the case under test
-    assert np.array_equal(figure_files._arr(spec["data"][0]["z"]), z)
+    assert np.array_equal(plotly_matplotlib._arr(spec["data"][0]["z"]), z)
     mesh = render_matplotlib(spec).axes[0].collections[0]
     assert np.array_equal(np.asarray(mesh.get_array()).reshape(3, 4), z)
 
@@ -219,7 +219,7 @@ def test_the_report_writes_and_links_every_plotly_figure(tmp_path):
 @pytest.mark.skipif(not (figure_files.importlib.util.find_spec("kaleido") and figure_files.find_browser()),
                     reason="plotly's static export needs kaleido and a Chrome/Chromium binary")
 def test_the_kaleido_route_where_a_browser_is_available(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="workbench.figure_files"):
+    with caplog.at_level(logging.WARNING, logger="workbench"):
         png, svg = save_figure(bar_figure(), tmp_path / "kaleido", route="kaleido")
     assert not caplog.records, caplog.text  # no fallback to matplotlib
     check_png(png)

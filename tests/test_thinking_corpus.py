@@ -9,6 +9,7 @@ import pytest
 from workbench.data import (DocumentIds, data_dir, interleave_thoughts, load_documents, load_thinking_corpus,
                             parse_positions, select_positions, tokenize_document)
 from workbench.errors import WorkbenchError
+from workbench.training.warmstart_trainer import recipe_thoughts
 from workbench.thinking_corpus import (DAYS, FAMILIES, NAMES, SPLIT_SEEDS, SPLIT_SIZES, CorpusSpec, generate, thought_style,
                                        write_corpus)
 
@@ -122,7 +123,7 @@ def test_splicing_builds_the_sequence_rlp_scores(model):
         assert only_scratch.trained is None and len(only_scratch) <= len(with_restatements)
         # without slips in the recipe, the answer's correct scratchpad stands in for a slip (the corpus before slips)
         scratch_of = {a: dict(options)["scratch"] for (a, _), options in zip(doc.answers, doc.answer_thoughts)}
-        no_slips = interleave_thoughts(tok, doc, open_ids, close_ids, styles=["scratch", "restate"])
+        no_slips = interleave_thoughts(tok, doc, open_ids, close_ids, thoughts=recipe_thoughts(doc, ["scratch", "restate"]))
         expected, last = [], 0
         for at, text, style in doc.thoughts:
             t = by_char[at]

@@ -567,6 +567,8 @@ def test_paper_faithful_configs_sample_thoughts_of_at_least_one_token():
     from workbench.training.rlp_config import RLPConfig
 
     assert RLPConfig().min_thought_tokens == 1 and RLPConfig().deviations == []
+    assert RLPConfig(design_options={"floor": -1.0}).deviations == [
+        "reward_design rlp with options {'floor': -1.0}: a variant of RLP's information gain"]
     faithful = load_config(REPO / "configs" / "collapse_faithful.yaml")
     allowed = load_config(REPO / "configs" / "collapse_empty_allowed.yaml")
     guarded = load_config(REPO / "configs" / "collapse_guarded.yaml")

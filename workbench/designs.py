@@ -147,11 +147,17 @@ def register_design(name: str) -> Callable[[DesignFn], DesignFn]:
 
 
 @register_design("rlp")
-def rlp(inp: DesignInput) -> DesignOutput:
+def rlp(inp: DesignInput, floor: float | None = None) -> DesignOutput:
     """RLP (arXiv 2510.01265): information gain of the next token against the EMA teacher without a thought,
-    r = log p_theta(x_t | x_<t, c) - log p_phi(x_t | x_<t). Reuses the sampling pass: no extra forward."""
+    r = log p_theta(x_t | x_<t, c) - log p_phi(x_t | x_<t). Reuses the sampling pass: no extra forward.
+
+    `floor` (a variant, not in the paper): r = max(r, floor). A reader that trusts every scratchpad puts almost no
+    probability on the truth after a wrong one, so one wrong scratchpad can cost 5+ nats while a right one gains
+    ~3: with 60 % right scratchpads a content-free restatement earns more on average. A floor bounds what a
+    confident wrong thought costs, so the expected reward follows how often a thought is right."""
     rm = inp.reward_map
-    return DesignOutput(rm.rewards, 0, 0.0)
+    rewards = np.asarray(rm.rewards, dtype=float)
+    return DesignOutput(rewards if floor is None else floored(rewards, floor), 0, 0.0)
 
 
 @register_design("quiet_star")
@@ -251,6 +257,11 @@ def group_centred(rewards: np.ndarray, groups: np.ndarray) -> np.ndarray:
         sel = groups == g
         out[sel] -= out[sel].mean()
     return out
+
+
+def floored(rewards: np.ndarray, floor: float) -> np.ndarray:
+    """r~ = max(r, floor): what a single thought can cost is bounded; gains are kept as they are."""
+    return np.maximum(np.asarray(rewards, dtype=float), float(floor))
 
 
 def clip(rewards: np.ndarray, eta: float) -> np.ndarray:

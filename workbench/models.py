@@ -391,5 +391,13 @@ def load_run_model(run_dir: str | Path, dtype: str | torch.dtype | None = "auto"
     missing, unexpected = handle.model.load_state_dict(state, strict=False)
     check_loaded(handle.model, missing, unexpected, f"{weights} (on {base})")
     step = int(json.loads((ckpt / "state.json").read_text())["step"])
-    return ModelHandle(handle.model, handle.tokenizer, str(run_dir), source=str(ckpt), role=role, step=step,
+    return ModelHandle(handle.model, handle.tokenizer, run_label(run_dir, config), source=str(ckpt), role=role, step=step,
                        dtype_choice=handle.dtype_choice)
+
+
+def run_label(run_dir: Path, config: dict) -> str:
+    """The name a run's model goes by in tables and figure titles: `warm:BASE` for a cached warm start (the name users
+    pass; its cache path says nothing to a reader), else the run directory."""
+    if run_dir.resolve().parent == (cache_dir() / "warmstart").resolve() and config.get("model"):
+        return f"warm:{config['model']}"
+    return str(run_dir)

@@ -113,7 +113,9 @@ def _distribution_table(result: LabResult) -> str:
     rows = "".join(
         f"<tr>{cell(a)}{cell(b)}</tr>" for a, b in zip(result.without, result.with_thought)
     )
-    return (
+    from workbench.viz import padded
+
+    return padded(
         "<table style='font-size:12px;border-collapse:collapse'>"
         "<tr><th colspan=2>without a thought (teacher)</th><th colspan=2>with the thought (policy)</th></tr>"
         f"{rows}</table>"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -64,14 +65,44 @@ def diverging_color(value: float, max_abs: float) -> str:
     return f"rgb({int(r)},{int(g)},{int(b)})"
 
 
+def relative_luminance(rgb: tuple[float, float, float]) -> float:
+    """WCAG 2 relative luminance of an sRGB colour (0-255 channels)."""
+    def lin(c: float) -> float:
+        c = c / 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (lin(c) for c in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast_ratio(a: float, b: float) -> float:
+    """WCAG 2 contrast ratio of two relative luminances (1 to 21; 4.5 is the bar for small text)."""
+    return (max(a, b) + 0.05) / (min(a, b) + 0.05)
+
+
 def _text_color(value: float, max_abs: float) -> str:
-    return "white" if max_abs > 0 and math.isfinite(value) and abs(value) / max_abs > 0.6 else "black"
+    """Black or white, whichever reads better on the cell's colour (at least 4.58:1 on every colour of the scale)."""
+    background = diverging_color(value, max_abs)
+    if background == "transparent":
+        return "black"
+    lum = relative_luminance(tuple(float(c) for c in background[4:-1].split(",")))
+    return "white" if contrast_ratio(lum, 1.0) > contrast_ratio(lum, 0.0) else "black"
 
 
 def _reward_cell(value: float, max_abs: float, digits: int = 3) -> str:
     """A table cell holding a reward, coloured like the heat map."""
     return (f"<td style='background:{diverging_color(value, max_abs)};color:{_text_color(value, max_abs)}'>"
             f"{value:+.{digits}f}</td>")
+
+
+CELL_PADDING = "padding:2px 8px;"
+
+
+def padded(table_html: str) -> str:
+    """Every <td>/<th> with inline padding: JupyterLab gives table cells inside widgets none, so columns ran together
+    (seen in headless Chromium); inline styles survive every renderer and the exported HTML."""
+    with_style = re.sub(r"<(td|th)\b([^>]*?)style='", lambda m: f"<{m[1]}{m[2]}style='{CELL_PADDING}", table_html)
+    return re.sub(r"<(td|th)\b((?:(?!style=)[^>])*)>", lambda m: f"<{m[1]}{m[2]} style='{CELL_PADDING}'>", with_style)
 
 
 def _visible(token: str) -> str:
@@ -161,7 +192,8 @@ def token_heatmap(
         else:
             spans.append(f'<span style="color:#999">{_visible(token)}</span>')
     legend = "".join(
-        f'<span style="background:{diverging_color(v, max_abs)};padding:0 6px;font-size:11px">{v:+.1f}</span>'
+        f'<span style="background:{diverging_color(v, max_abs)};color:{_text_color(v, max_abs)};padding:0 6px;'
+        f'font-size:11px">{v:+.1f}</span>'
         for v in np.linspace(-max_abs, max_abs, 7)
     )
     header = f"<div style='font-weight:bold;margin-bottom:4px'>{html.escape(title)}</div>" if title else ""
@@ -195,9 +227,9 @@ def thoughts_table(rm: RewardMap, position: int) -> str:
         for r in df.itertuples()
     )
     return no_math(
-        head + "<table style='font-size:12px;border-collapse:collapse'>"
-        "<tr><th>reward</th><th>log p with thought</th><th>tokens</th><th>closed by</th><th>thought</th></tr>"
-        f"{rows}</table>"
+        head + padded("<table style='font-size:12px;border-collapse:collapse'>"
+                      "<tr><th>reward</th><th>log p with thought</th><th>tokens</th><th>closed by</th><th>thought</th></tr>"
+                      f"{rows}</table>")
     )
 
 
@@ -358,9 +390,9 @@ def probe_table(probes: ProbeMap, position: int, extra: pd.DataFrame | None = No
     return (
         f"<p style='font-family:sans-serif;margin-bottom:2px'><b>t = {t}</b>, target <code>{html.escape(repr(rm.tokens[t]))}</code>"
         f", no-think log p {rm.no_think.logp[t]:+.2f}; context ends <code>\u2026{html.escape(context[-80:])}</code></p>"
-        "<table style='font-size:12px;border-collapse:collapse;margin-bottom:10px'>"
-        "<tr><th>family</th><th>thought</th><th>reward</th><th>content gain</th></tr>"
-        f"{rows}</table>"
+        + padded("<table style='font-size:12px;border-collapse:collapse;margin-bottom:10px'>"
+                 "<tr><th>family</th><th>thought</th><th>reward</th><th>content gain</th></tr>"
+                 f"{rows}</table>")
     )
 
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from workbench.errors import WorkbenchError
 from workbench.training.config import TrainConfig
@@ -36,13 +36,16 @@ def trainer_for(config: TrainConfig, resume: bool | str = False, **kwargs: Any) 
     return by_config[type(config)](config, resume=resume, **kwargs)
 
 
-def train(config: TrainConfig | str | Path, resume: bool | str = False, **overrides: Any) -> dict[str, Any]:
-    """Run a config to the end in this process; returns the summary (also in <run_dir>/summary.json)."""
+def train(config: TrainConfig | str | Path, resume: bool | str = False, log: Callable[[str], None] | None = None,
+          **overrides: Any) -> dict[str, Any]:
+    """Run a config to the end in this process; returns the summary (also in <run_dir>/summary.json). The run's log
+    lines go to `log`, by default standard output: in a notebook they read as output, not as red stderr boxes
+    (`workbench train` writes them to stderr)."""
     if not isinstance(config, TrainConfig):
         config = load_config(config, overrides or None)
     elif overrides:
         config = config_from_dict({**config.to_dict(), **overrides})
-    trainer = trainer_for(config, resume=resume)
+    trainer = trainer_for(config, resume=resume, log=log or (lambda msg: print(msg, flush=True)))
     try:
         summary = trainer.train()
         summary["run_dir"] = str(trainer.run_dir)

@@ -93,6 +93,8 @@ class RLPConfig(TrainConfig):
             out.append("min_thought_tokens 0: the empty thought is allowed (the paper samples |c| >= 1)")
         if self.reward_design != "rlp":
             out.append(f"reward_design {self.reward_design}: not RLP's information gain")
+        elif self.design_options:
+            out.append(f"reward_design rlp with options {self.design_options}: a variant of RLP's information gain")
         if self.guarded:
             out.append("collapse guards on (not in the paper)")
         if self.beta > 0:

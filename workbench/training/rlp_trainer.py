@@ -202,7 +202,7 @@ class RLPTrainer(Trainer):
         policy, teacher = self.rollout, self.teacher
         on_vllm = {"backend": "vllm", "engine": self._vllm} if self._vllm is not None else {}
         sampler = make_sampler(policy, self._template, self.sampling(seed), **on_vllm)
-        by_design = cfg.reward_design != "rlp"
+        by_design = cfg.reward_design != "rlp" or bool(cfg.design_options)  # plain RLP: the sampling pass has it all
         thoughts: list[list[Thought]] = []  # per (doc, position): G thoughts
         teacher_logp, empty_logp, design_rewards = [], [], []
         count = ForwardCount()

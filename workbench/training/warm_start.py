@@ -41,7 +41,8 @@ def thinking_ready_model(base: str = "gemma3-270m", log=print, **overrides: Any)
     partial = target.with_name(target.name + f".tmp-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     start = time.perf_counter()
-    trainer = WarmStartTrainer(config_from_dict({**config.to_dict(), "output_dir": str(partial), "progress": True}))
+    trainer = WarmStartTrainer(config_from_dict({**config.to_dict(), "output_dir": str(partial), "progress": True}),
+                               log=log)  # a notebook's print: plain output, not red stderr boxes
     try:
         trainer.train()
     finally:
