@@ -1,15 +1,19 @@
-"""Runs people can track: report_to (accelerate's trackers, TensorBoard here) and the rollout dump rollouts.jsonl."""
+"""Runs people can track: report_to (accelerate's trackers: TensorBoard, and trackio where it is installed) and the
+rollout dump rollouts.jsonl."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import sqlite3
 
 import numpy as np
 import pytest
 
 from workbench.errors import WorkbenchError
 from workbench.training.configs import config_from_dict
-from workbench.training.tracking import RolloutLog, markdown_table, read_rollouts, tracker_names
+from workbench.training.tracking import TABLE_COLUMNS, RolloutLog, markdown_table, read_rollouts, tracker_names
 from workbench.training.trainer import read_metrics
 
 
@@ -96,6 +100,66 @@ def test_rlp_run_dumps_every_thought_and_reports_to_tensorboard(tiny_model_dir, 
     table = texts[-1].tensor_proto.string_val[0].decode()
     assert table.count("\n") == 2 + 3 - 1 and last[0]["context_tail"].replace("\n", "⏎")[:10] in table
     trainer.close()
+
+
+def _trackio_logs(db):
+    """What trackio wrote to a project's database (sqlite): {run name: {step: metrics}} (a step logged twice, its
+    scalars and then its thought table, merged) and {run name: config}."""
+    con = sqlite3.connect(db)
+    try:
+        metrics = con.execute("SELECT run_name, step, metrics FROM metrics ORDER BY id").fetchall()
+        configs = con.execute("SELECT run_name, config FROM configs").fetchall()
+    finally:
+        con.close()
+    runs = {}
+    for run_name, step, values in metrics:
+        runs.setdefault(run_name, {}).setdefault(step, {}).update(json.loads(values))
+    return runs, {run_name: json.loads(config) for run_name, config in configs}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("trackio") is None, reason="trackio is not installed (pip install trackio)")
+def test_rlp_run_reports_to_trackio(tiny_model_dir, tmp_path, monkeypatch):
+    from workbench.training.launch import trainer_for
+
+    monkeypatch.delenv("TRACKIO_DIR", raising=False)  # the run chooses: <run>/tracking/trackio
+    trainer = trainer_for(_rlp(tiny_model_dir, tmp_path, report_to="trackio", rollout_table_rows=3))
+    trainer.train()
+    run = trainer.run_dir
+    rows = {r["step"]: r for r in read_metrics(run)}
+    records = read_rollouts(run)
+    assert "TRACKIO_DIR" not in os.environ  # put back as it was when the run finished
+
+    # trackio's database lies in the run (project = the run's name) and holds metrics.jsonl's scalars at their steps
+    db = run / "tracking" / "trackio" / f"{trainer.config.run_name}.db"
+    assert db.is_file()
+    runs, configs = _trackio_logs(db)
+    assert len(runs) == 1
+    (steps,) = runs.values()
+    assert sorted(steps) == [0, 1, 2]
+    assert {s: steps[s]["reward_mean"] for s in (1, 2)} == pytest.approx(
+        {s: rows[s]["reward_mean"] for s in (1, 2)}, abs=1e-9)
+    assert steps[2]["flops"] == pytest.approx(rows[2]["flops"])
+    # and a table of each step's first 3 thoughts, with the table's columns
+    for s in (1, 2):
+        table = steps[s]["rollouts/thoughts"]
+        assert table["_type"] == "trackio.table"
+        first = [r for r in records if r["step"] == s][:3]
+        assert [list(row) for row in table["_value"]] == [list(TABLE_COLUMNS)] * 3
+        assert [row["thought"] for row in table["_value"]] == [r["thought"] for r in first]
+        assert [row["position"] for row in table["_value"]] == [r["position"] for r in first]
+        assert [row["reward"] for row in table["_value"]] == [round(r["reward"], 3) for r in first]
+    (config,) = configs.values()
+    assert config["trainer"] == "rlp" and config["G"] == 2 and config["report_to"] == "trackio"
+    trainer.close()
+
+    # a second run in the same process (a notebook) gets its own database: trackio reads TRACKIO_DIR once, on import
+    second = trainer_for(_rlp(tiny_model_dir, tmp_path, output_dir=str(tmp_path / "rlp2"), report_to="trackio",
+                              max_steps=1))
+    second.train()
+    second_runs, _ = _trackio_logs(second.run_dir / "tracking" / "trackio" / f"{second.config.run_name}.db")
+    assert [sorted(steps) for steps in second_runs.values()] == [[0, 1]]
+    assert _trackio_logs(db)[0] == runs  # the first run's database is as it was
+    second.close()
 
 
 def test_rollouts_off_and_resume_fields_are_not_in_the_fingerprint(tiny_model_dir, tmp_path):

@@ -4,7 +4,9 @@ Trackers come from accelerate's registry (`accelerate.tracking.LOGGER_TYPE_TO_CL
 mlflow, comet_ml, aim, clearml, dvclive, swanlab), so a researcher who knows `report_to` from TRL or transformers finds
 the same names here. Each step they receive the same scalars as `metrics.jsonl`, and a table of a few sampled thoughts
 (tensorboard: a markdown table in its Text tab; trackio / wandb: their table type). Trackers that keep files
-(tensorboard, trackio) keep them inside the run directory, under `tracking/`, so a run stays one folder.
+(tensorboard, trackio) keep them inside the run directory, under `tracking/`, so a run stays one folder: trackio's
+database is `tracking/trackio/<run_name>.db` (its project is the run's name), shown by
+`TRACKIO_DIR=<run>/tracking/trackio trackio show --project <run_name>`. A TRACKIO_DIR set before the run is kept.
 
 `rollouts.jsonl` holds every sampled thought of every step (one JSON object each), appended as the step ends so a
 crash loses at most the step it happened in, and capped in size (`rollouts_max_mb`): once the cap is reached the
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -53,6 +56,7 @@ class Trackers:
         self.names = list(names)
         self.trackers: list[Any] = []
         self.note = note
+        self._trackio_env: tuple[str | None] | None = None  # TRACKIO_DIR as it was before this run set it
         if not self.names:
             return
         from accelerate.tracking import LOGGER_TYPE_TO_CLASS
@@ -60,7 +64,8 @@ class Trackers:
         logging_dir = Path(run_dir) / "tracking"
         logging_dir.mkdir(parents=True, exist_ok=True)
         if "trackio" in self.names:
-            os.environ.setdefault("TRACKIO_DIR", str(logging_dir / "trackio"))  # trackio's local database: in the run
+            self._trackio_env = (os.environ.get("TRACKIO_DIR"),)
+            trackio_dir = _use_trackio_dir(logging_dir / "trackio")
         for name in self.names:
             cls = LOGGER_TYPE_TO_CLASS[name]
             try:
@@ -72,6 +77,8 @@ class Trackers:
                                      "(tensorboard is in the workbench's `track` extra)") from exc
             self.trackers.append(tracker)
         note(f"tracking with {', '.join(self.names)} in {logging_dir}")
+        if "trackio" in self.names:
+            note(f"trackio dashboard: TRACKIO_DIR={trackio_dir} trackio show --project {run_name}")
 
     def log(self, row: dict[str, Any], step: int) -> None:
         """The step's numbers, as metrics.jsonl has them (non-numbers and NaNs left out: trackers reject them)."""
@@ -99,6 +106,43 @@ class Trackers:
         for tracker in self.trackers:
             tracker.finish()
         self.trackers = []
+        if self._trackio_env is not None:  # the next run in this process (a notebook) chooses its own directory
+            (before,) = self._trackio_env
+            if before is None:
+                os.environ.pop("TRACKIO_DIR", None)
+            else:
+                os.environ["TRACKIO_DIR"] = before
+            self._trackio_env = None
+
+
+_TRACKIO_DIRS_SET: set[str] = set()  # the TRACKIO_DIR values this process set (any other one is the user's: kept)
+
+
+def _use_trackio_dir(run_trackio_dir: Path) -> Path:
+    """Point trackio's local database at the run (unless the user set TRACKIO_DIR); returns the directory used.
+
+    trackio reads TRACKIO_DIR once, when it is first imported (`trackio.utils.TRACKIO_DIR`, MEDIA_DIR and
+    ARTIFACTS_DIR, which its modules copy with `from trackio.utils import ...`). Setting the variable therefore moves
+    only the first run of a process; a second run in the same process (a notebook) would write into the first
+    run's database. So where trackio is already imported, its copies of these paths are moved as well."""
+    current = os.environ.get("TRACKIO_DIR")
+    if current and current not in _TRACKIO_DIRS_SET:
+        target = Path(current)  # the user's choice, e.g. one database for many runs
+    else:
+        target = Path(run_trackio_dir).absolute()
+        _TRACKIO_DIRS_SET.add(str(target))
+    os.environ["TRACKIO_DIR"] = str(target)
+    utils = sys.modules.get("trackio.utils")
+    if utils is not None and Path(utils.TRACKIO_DIR) != target:
+        moved = {name: (getattr(utils, name), target / sub)
+                 for name, sub in (("TRACKIO_DIR", ""), ("MEDIA_DIR", "media"), ("ARTIFACTS_DIR", "artifacts"))}
+        for module_name, module in list(sys.modules.items()):
+            if module is None or not (module_name == "trackio" or module_name.startswith("trackio.")):
+                continue
+            for name, (old, new) in moved.items():
+                if getattr(module, name, None) == old:
+                    setattr(module, name, new)
+    return target
 
 
 def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
