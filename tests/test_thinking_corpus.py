@@ -118,8 +118,9 @@ def test_splicing_builds_the_sequence_rlp_scores(model):
         inserted = sum(len(open_ids) + len(tok.encode(x, add_special_tokens=False)) + len(close_ids) for _, x, _ in doc.thoughts)
         assert len(spliced.trained) == inserted + len(plain.marked)
         assert set(spliced.marked) <= set(spliced.trained)
-        only_scratch = interleave_thoughts(tok, doc, open_ids, close_ids, styles=["scratch"])
-        with_restatements = interleave_thoughts(tok, doc, open_ids, close_ids, styles=["scratch", "restate"])
+        only_scratch = interleave_thoughts(tok, doc, open_ids, close_ids, thoughts=recipe_thoughts(doc, ["scratch"]))
+        with_restatements = interleave_thoughts(tok, doc, open_ids, close_ids,
+                                                thoughts=recipe_thoughts(doc, ["scratch", "restate"]))
         assert only_scratch.trained is None and len(only_scratch) <= len(with_restatements)
         # without slips in the recipe, the answer's correct scratchpad stands in for a slip (the corpus before slips)
         scratch_of = {a: dict(options)["scratch"] for (a, _), options in zip(doc.answers, doc.answer_thoughts)}

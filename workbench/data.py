@@ -360,19 +360,19 @@ def tokenize_documents(tokenizer, docs: Sequence[Document], max_tokens: int | No
 
 
 def interleave_thoughts(tokenizer, doc: Document, open_ids: Sequence[int], close_ids: Sequence[int],
-                        max_tokens: int | None = None, styles: Sequence[str] | None = None,
-                        train_all: bool = True, read_only: Sequence[str] = (),
+                        max_tokens: int | None = None, train_all: bool = True, read_only: Sequence[str] = (),
                         thoughts: Sequence[tuple[int, str, str]] | None = None) -> DocumentIds:
     """The document's ids with its thoughts spliced in: ids[:t] + open + thought + close + ids[t:] at each thought's
     token t - the very sequence RLP scores when it samples that thought at t (thought text tokenised as given thoughts
-    are, `encode(text)` without specials). `styles` keeps only thoughts of those styles. Marked positions move with
+    are, `encode(text)` without specials). Marked positions move with
     their tokens; the result is cut to `max_tokens`. `train_all=False` sets `trained` to the spliced tokens (opening
     marker, thought, closing marker) and every marked answer: what a loss needs to teach writing and reading
     thoughts, without the LM head on every question token. Thoughts of a `read_only` style are spliced in but their
     text is never a target (the model reads them without learning to write them); the tokens after them are.
-    `thoughts` (char offset, text, style) replaces the document's own (a recipe's choice, e.g. the warm start's)."""
+    `thoughts` (char offset, text, style) replaces the document's own: which ones to splice is the recipe's choice
+    (`warmstart_trainer.recipe_thoughts`)."""
     base = tokenize(tokenizer, doc.text)
-    kept = [th for th in (doc.thoughts if thoughts is None else thoughts) if styles is None or th[2] in styles]
+    kept = list(doc.thoughts if thoughts is None else thoughts)
     at = token_index_at(tokenizer, doc.text, [c for c, _, _ in kept])
     marked = token_index_at(tokenizer, doc.text, [a for a, _ in doc.answers]) if doc.answers else []
     out: list[int] = []

@@ -52,17 +52,20 @@ def show_html(markup: str) -> None:
 # --------------------------------------------------------------------------- colours
 
 
+def _diverging_rgb(value: float, max_abs: float) -> tuple[int, int, int] | None:
+    """The heat-map colour of `value` as (r, g, b); None where there is none (NaN, no scale)."""
+    if value is None or not math.isfinite(value) or max_abs <= 0:
+        return None
+    x = max(-1.0, min(1.0, value / max_abs))
+    end = (33, 102, 172) if x >= 0 else (178, 24, 43)  # white -> blue, white -> red
+    r, g, b = (255 + (c - 255) * abs(x) for c in end)
+    return int(r), int(g), int(b)
+
+
 def diverging_color(value: float, max_abs: float) -> str:
     """Red for negative, white at 0, blue for positive; `max_abs` maps to full saturation."""
-    if value is None or not math.isfinite(value) or max_abs <= 0:
-        return "transparent"
-    x = max(-1.0, min(1.0, value / max_abs))
-    if x >= 0:  # white -> blue (33, 102, 172)
-        r, g, b = (255 + (33 - 255) * x, 255 + (102 - 255) * x, 255 + (172 - 255) * x)
-    else:  # white -> red (178, 24, 43)
-        x = -x
-        r, g, b = (255 + (178 - 255) * x, 255 + (24 - 255) * x, 255 + (43 - 255) * x)
-    return f"rgb({int(r)},{int(g)},{int(b)})"
+    rgb = _diverging_rgb(value, max_abs)
+    return "transparent" if rgb is None else f"rgb({rgb[0]},{rgb[1]},{rgb[2]})"
 
 
 def relative_luminance(rgb: tuple[float, float, float]) -> float:
@@ -82,10 +85,10 @@ def contrast_ratio(a: float, b: float) -> float:
 
 def _text_color(value: float, max_abs: float) -> str:
     """Black or white, whichever reads better on the cell's colour (at least 4.58:1 on every colour of the scale)."""
-    background = diverging_color(value, max_abs)
-    if background == "transparent":
+    rgb = _diverging_rgb(value, max_abs)
+    if rgb is None:
         return "black"
-    lum = relative_luminance(tuple(float(c) for c in background[4:-1].split(",")))
+    lum = relative_luminance(rgb)
     return "white" if contrast_ratio(lum, 1.0) > contrast_ratio(lum, 0.0) else "black"
 
 
