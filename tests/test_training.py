@@ -569,6 +569,13 @@ def test_paper_faithful_configs_sample_thoughts_of_at_least_one_token():
     assert RLPConfig().min_thought_tokens == 1 and RLPConfig().deviations == []
     assert RLPConfig(design_options={"floor": -1.0}).deviations == [
         "reward_design rlp with options {'floor': -1.0}: a variant of RLP's information gain"]
+    from workbench.training.configs import config_from_dict
+
+    with pytest.raises(WorkbenchError, match="rlp has no option flor; its options: floor"):
+        config_from_dict({"trainer": "rlp", "design_options": {"flor": -1}})
+    with pytest.raises(WorkbenchError, match="floor of rlp must be a number, got 'x'"):
+        config_from_dict({"trainer": "rlp", "design_options": {"floor": "x"}})
+    assert config_from_dict({"trainer": "rlp", "reward_design": "nover", "design_options": {"segment": 8}}).design_options
     faithful = load_config(REPO / "configs" / "collapse_faithful.yaml")
     allowed = load_config(REPO / "configs" / "collapse_empty_allowed.yaml")
     guarded = load_config(REPO / "configs" / "collapse_guarded.yaml")

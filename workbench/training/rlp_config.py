@@ -111,6 +111,7 @@ class RLPConfig(TrainConfig):
             raise WorkbenchError(f"reward_design must be one of {', '.join(DESIGNS)}, got {self.reward_design!r}")
         if not isinstance(self.design_options, dict):
             raise WorkbenchError(f"design_options must be a mapping, got {self.design_options!r}")
+        check_design_options(self.reward_design, DESIGNS[self.reward_design], self.design_options)
         for name, minimum in (("docs_per_step", 1), ("positions_per_doc", 1), ("min_position", 1), ("G", 2),
                               ("thought_tokens", 1), ("ppo_epochs", 1), ("min_thought_tokens", 0)):
             check_int(self, name, minimum)
@@ -147,3 +148,23 @@ class RLPConfig(TrainConfig):
             or self.empty_thought_penalty > 0
             or self.empty_advantage_cap is not None
         )
+
+
+NUMBER_ANNOTATIONS = ("float", "int", "float | None", "int | None")
+
+
+def check_design_options(design: str, fn, options: dict) -> None:
+    """Before any model loads: every option is a keyword of the design function, and a number where it takes one
+    (a typo or a string there would otherwise stop the run at its first step)."""
+    import inspect
+
+    params = dict(list(inspect.signature(fn).parameters.items())[1:])  # the first is the DesignInput
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        raise WorkbenchError(f"reward_design {design} has no option {', '.join(unknown)}; its options: "
+                             f"{', '.join(params) or 'none'}")
+    for name, value in options.items():
+        numeric = str(params[name].annotation) in NUMBER_ANNOTATIONS
+        if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))) \
+                and not (value is None and "None" in str(params[name].annotation)):
+            raise WorkbenchError(f"design_options {name} of {design} must be a number, got {value!r}")
