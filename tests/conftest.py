@@ -88,7 +88,8 @@ def math_doc():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Llama (2 layers, hidden 32) with SmolLM2's real tokenizer, saved as a local model directory:
-    for tests whose expected numbers are counted by hand (FLOPs, tokens), not for any reward."""
+    for tests whose expected numbers are counted by hand (FLOPs, tokens) or whose subject is a mechanism
+    (resuming, checkpoint files), not for any reward."""
     import shutil
 
     import torch

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 import pytest
 
 from workbench.errors import WorkbenchError
@@ -317,3 +318,32 @@ def test_two_runs_in_one_process_choose_their_own_mixed_precision(tiny_model_dir
     assert first.accelerator.mixed_precision == "no"
     second = trainer_for(_rlp_config(tiny_model_dir, tmp_path / "b", mixed_precision="bf16"))
     assert second.accelerator.mixed_precision == "bf16"
+
+
+def test_skipping_the_start_evaluation_changes_no_weight(tiny_model_dir, tmp_path):
+    """eval_at_start: false (the warm start's setting) drops the step-0 evaluation row and nothing else: the trained
+    weights and every training metric are those of the same run with it, and the cache key is the same."""
+    from safetensors.torch import load_file
+
+    from workbench.training.checkpoints import latest_checkpoint
+    from workbench.training.launch import trainer_for
+
+    runs = {}
+    for at_start in (True, False):
+        cfg = config_from_dict(dict(
+            trainer="ntp", model=str(tiny_model_dir), output_dir=str(tmp_path / f"ntp-{at_start}"), max_steps=2,
+            docs_per_step=2, max_doc_tokens=48, eval_docs=1, eval_positions="every:16", eval_G=1, eval_thought_tokens=2,
+            eval_every=100, checkpoint_every=100, save_optimizer=False, progress=False, eval_at_start=at_start,
+        ))
+        trainer = trainer_for(cfg)
+        trainer.train()
+        runs[at_start] = (cfg, read_metrics(trainer.run_dir), load_file(latest_checkpoint(trainer.run_dir) / "policy.safetensors"))
+        trainer.close()
+    (cfg_a, rows_a, weights_a), (cfg_b, rows_b, weights_b) = runs[True], runs[False]
+    assert [r["step"] for r in rows_a] == [0, 1, 2] and [r["step"] for r in rows_b] == [1, 2]
+    assert "eval_reward_mean" in rows_a[0] and "eval_reward_mean" in rows_b[-1]
+    assert rows_a[-1]["eval_reward_mean"] == rows_b[-1]["eval_reward_mean"]
+    for a, b in zip(rows_a[1:], rows_b):
+        assert (a["loss"], a["grad_norm"]) == (b["loss"], b["grad_norm"])
+    assert weights_a.keys() == weights_b.keys() and all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    assert cfg_a.fingerprint() == cfg_b.fingerprint()

@@ -23,9 +23,11 @@ def _config(tmp_path, **extra):
 
 
 @pytest.mark.model
-def test_selected_logits_loss_equals_the_full_forward(tmp_path):
-    """The warm start's loss (decoder, then the LM head on the trained rows only) equals the cross entropy read off a
-    plain full forward at the same positions (SmolLM2-135M, the real model)."""
+@pytest.mark.parametrize("loss_on", ["thoughts", "all"])
+def test_loss_at_targets_equals_the_full_forward(tmp_path, loss_on):
+    """The NTP / warm-start loss (decoder, then the LM head on the trained rows only, never on padding) equals the
+    cross entropy read off a plain full forward at the same positions (SmolLM2-135M, the real model), both when only
+    thoughts and answers are trained and when every token is."""
     from workbench.training.launch import trainer_for
     from workbench.training.ntp_trainer import trained_targets
 
@@ -33,12 +35,13 @@ def test_selected_logits_loss_equals_the_full_forward(tmp_path):
 
     from workbench.models import load_model
 
-    trainer = trainer_for(_config(tmp_path, loss_on="thoughts"))
+    trainer = trainer_for(_config(tmp_path, loss_on=loss_on))
     trainer.accelerator.autocast = nullcontext  # fp32 here whatever this CPU's mixed precision: the rows must match exactly
     plain = load_model(SMOLLM, dtype="float32").model  # the same weights (no step taken), never prepared by accelerate
     try:
         chunk = trainer.train_ids[:2]
-        assert all(x.trained is not None for x in chunk)
+        assert len(chunk[0]) != len(chunk[1])  # so one row is padded
+        assert all((x.trained is not None) == (loss_on == "thoughts") for x in chunk)
         length = max(len(x) for x in chunk)
         ids = torch.full((2, length), trainer.pad_id, dtype=torch.long)
         attention = torch.zeros_like(ids)
@@ -46,11 +49,11 @@ def test_selected_logits_loss_equals_the_full_forward(tmp_path):
             ids[i, : len(x)] = torch.tensor(x)
             attention[i, : len(x)] = 1
         with torch.no_grad():
-            logits, targets, rows = trainer._selected_logits(chunk, ids, attention)
+            logits, targets, rows = trainer._logits_at_targets(chunk, ids, attention)
             ours = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
             full = plain(input_ids=ids, attention_mask=attention).logits.float().log_softmax(-1)
         by_hand = -sum(full[i, t - 1, x[t]] for i, x in enumerate(chunk) for t in trained_targets(x))
-        assert rows == sum(len(x.trained) for x in chunk)
+        assert rows == sum(len(trained_targets(x)) for x in chunk) == logits.shape[0]
         assert torch.allclose(ours, by_hand, rtol=1e-4), (float(ours), float(by_hand))
     finally:
         trainer.close()

@@ -68,6 +68,9 @@ class TrainConfig:
 
     # -- the one evaluation (workbench/evaluation.py): the same for every trainer, so runs compare fairly ---------
     eval_every: int = help_field(5, "Evaluate on held-out data every K steps (and before the first and after the last).")
+    eval_at_start: bool = help_field(
+        True, "Evaluate the starting model before step 1 (the 'before' of every curve). The warm start skips it: its start "
+        "is the base model, whose thoughts never close and so run to the full budget (2 of its minutes on an AVX2 CPU).")
     eval_docs: int = help_field(4, "How many held-out documents the eval reads (0 = all).")
     eval_positions: str = help_field("every:48", "Positions of the held-out reward map: all, every:K, random:N.")
     eval_G: int = help_field(2, "Thoughts per position in the held-out reward map (0 skips it).")
@@ -153,7 +156,9 @@ class TrainConfig:
 
 
 # fields that change where and how a run is shown, not its numbers (a resumed run may change them; caches ignore them)
-NOT_IN_FINGERPRINT = ("output_dir", "progress", "run_name", "report_to", "rollouts_max_mb", "rollout_table_rows")
+# (eval_at_start adds or drops one evaluation row; no trained weight depends on it: tests/test_training.py)
+NOT_IN_FINGERPRINT = ("output_dir", "progress", "run_name", "report_to", "rollouts_max_mb", "rollout_table_rows",
+                      "eval_at_start")
 
 
 def check_int(cfg: TrainConfig, name: str, minimum: int) -> None:

@@ -69,14 +69,22 @@ class NTPTrainer(Trainer):
         per_step = self.flops_of.train(int(tokens), int(tokens)) if quantity == "flops" else tokens
         return max(1, min(self.config.max_steps, math.ceil(amount / per_step)))
 
-    def _selected_logits(self, chunk: list[list[int]], ids: torch.Tensor, attention: torch.Tensor):
-        """Logits [N, V] at the chunk's trained targets only, their target ids and N. The decoder runs on every token
-        (the targets read the whole context); the 262k-row LM head runs on N rows instead of every position."""
-        policy = self.policy
-        with self.accelerator.autocast():  # the decoder is a submodule: the prepared model's autocast does not reach it
-            hidden = policy.get_decoder()(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state
+    def _logits_at_targets(self, chunk: list[list[int]], ids: torch.Tensor, attention: torch.Tensor):
+        """Logits [N, V] at the chunk's trained targets only (never at padding), their target ids, and how many rows
+        the LM head computed. Gemma's 262k-row LM head is about half a CPU step, so it runs on those N rows alone: the
+        decoder runs on every token (the targets read the whole context), then the head on the gathered rows - a
+        contiguous [N, V] matrix, whose log-softmax and backward take the CPU's vectorised path (over a transposed
+        [B, V, T] view they did not: 2.5 s of an 18 s step). A wrapped model (DDP, FSDP) goes through its wrapper's
+        forward instead, whose hooks sync or gather the weights: the head runs on every position there."""
         rows = torch.tensor([i for i, x in enumerate(chunk) for _ in trained_targets(x)], device=ids.device)
         cols = torch.tensor([t - 1 for x in chunk for t in trained_targets(x)], device=ids.device)
+        policy = self.policy
+        if self.model is not policy:
+            keep = torch.arange(ids.shape[1] - 1, device=ids.device)
+            logits = self.model(input_ids=ids, attention_mask=attention, use_cache=False, logits_to_keep=keep).logits
+            return logits[rows, cols], ids[rows, cols + 1], int(ids.shape[0] * (ids.shape[1] - 1))
+        with self.accelerator.autocast():  # the decoder is a submodule: the prepared model's autocast does not reach it
+            hidden = policy.get_decoder()(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state
         head = policy.get_output_embeddings()
         with self.accelerator.autocast():
             logits = torch.nn.functional.linear(hidden[rows, cols], head.weight, getattr(head, "bias", None))
@@ -92,8 +100,11 @@ class NTPTrainer(Trainer):
         self.optimizer.zero_grad(set_to_none=True)
         n_tokens = sum(len(trained_targets(self.train_ids[d])) for d in docs)  # predicted tokens in the batch
         total_loss = 0.0
-        for start in range(0, len(docs), self.config.micro_batch_rows):
-            chunk = [self.train_ids[d] for d in docs[start : start + self.config.micro_batch_rows]]
+        # micro-batches of similar lengths (less padding); the loss is a sum over the step's tokens, so the grouping
+        # changes the arithmetic's order, not the math
+        by_length = sorted(docs, key=lambda d: (len(self.train_ids[d]), d))
+        for start in range(0, len(by_length), self.config.micro_batch_rows):
+            chunk = [self.train_ids[d] for d in by_length[start : start + self.config.micro_batch_rows]]
             length = max(len(x) for x in chunk)
             ids = torch.full((len(chunk), length), self.pad_id, dtype=torch.long)
             attention = torch.zeros_like(ids)
@@ -101,22 +112,10 @@ class NTPTrainer(Trainer):
                 ids[i, : len(x)] = torch.tensor(x)
                 attention[i, : len(x)] = 1
             ids, attention = ids.to(self.accelerator.device), attention.to(self.accelerator.device)
-            if all(getattr(x, "trained", None) is None for x in chunk):
-                # the LM head only where a next token is predicted (not the last position), and the cross entropy over
-                # a contiguous [positions, V] matrix: over a transposed [B, V, T] view the CPU log-softmax and its
-                # backward took a non-vectorised path (2.5 s of an 18 s step on Gemma's 262k vocabulary)
-                keep = torch.arange(length - 1, device=ids.device)
-                logits = self.model(input_ids=ids, attention_mask=attention, use_cache=False, logits_to_keep=keep).logits
-                targets = ids[:, 1:].reshape(-1)
-                mask = attention[:, 1:].reshape(-1).bool()
-                head_rows = ids.shape[0] * (length - 1)  # padding is computed too
-            else:
-                # some targets only (the warm start's thoughts and answers): the LM head on those rows alone
-                logits, targets, head_rows = self._selected_logits(chunk, ids, attention)
-                mask = torch.ones_like(targets, dtype=torch.bool)
+            logits, targets, head_rows = self._logits_at_targets(chunk, ids, attention)
             self.compute.train("loss", ids.numel(), head_rows)
             nll = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets, reduction="none")
-            loss = (nll * mask).sum() / n_tokens  # token mean over the whole batch
+            loss = nll.sum() / n_tokens  # token mean over the whole batch
             self.accelerator.backward(loss)
             total_loss += float(loss.detach())
         grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)) if cfg.max_grad_norm > 0 else float("nan")

@@ -313,7 +313,7 @@ class Trainer:
 
     def _train_loop(self, start_time: float) -> dict[str, Any]:
         cfg = self.config
-        if self.step == 0:
+        if self.step == 0 and cfg.eval_at_start:
             row = {"step": 0, "flops": 0.0, "budget_tokens": 0, **self.evaluate()}
             self.log_row(row)
         bar = None

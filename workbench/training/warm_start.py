@@ -17,15 +17,16 @@ from workbench.training.configs import config_from_dict
 from workbench.training.warm_start_cache import cached_warm_start, warm_base, warm_start_config
 from workbench.training.warmstart_trainer import WarmStartTrainer
 
-# seconds a warm-start step took on a 2-core AVX2 CPU (fp32) and on an AMX Xeon (bf16); the estimate a notebook prints
-SECONDS_PER_STEP = {"fp32": 22.0, "bf16": 11.0}
+# seconds a warm-start step took on 2 cores: emulated AVX2 (fp32, 15.8 s) and an AMX Xeon (bf16), 2026-12-03; the
+# estimate a notebook prints before it trains one
+SECONDS_PER_STEP = {"fp32": 16.0, "bf16": 6.0}
 
 
 def estimated_minutes(steps: int) -> str:
     from workbench.hardware import choose_dtype, resolve_device
 
     bf16 = choose_dtype("auto", resolve_device("auto")).name == "bfloat16"
-    seconds = steps * SECONDS_PER_STEP["bf16" if bf16 else "fp32"] + 60  # plus loading and two evaluations
+    seconds = steps * SECONDS_PER_STEP["bf16" if bf16 else "fp32"] + 60  # plus loading and the one evaluation at the end
     return f"about {max(1, round(seconds / 60))} minutes"
 
 

@@ -14,6 +14,9 @@ from workbench.models import cache_dir
 from workbench.training.configs import load_config
 
 WARMSTART_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "warmstart.yaml"
+# bumped when the same config trains different numbers (2: micro-batches grouped by length, the LM head on real rows
+# only): a warm start cached by older code is then trained anew instead of being served as this code's
+TRAINER_ARITHMETIC = 2
 
 
 def warm_start_config(base: str, overrides: dict[str, Any] | None = None):
@@ -22,8 +25,10 @@ def warm_start_config(base: str, overrides: dict[str, Any] | None = None):
 
 
 def warm_start_key(base: str, overrides: dict[str, Any] | None = None) -> str:
-    """What the cached warm start depends on: every field of its config that changes the numbers, and the corpus."""
+    """What the cached warm start depends on: every field of its config that changes the numbers, the corpus, and the
+    trainer's arithmetic."""
     h = hashlib.sha256(warm_start_config(base, overrides).fingerprint().encode())
+    h.update(f"arithmetic {TRAINER_ARITHMETIC}".encode())
     for split in ("train", "eval"):
         h.update((data_dir() / "thinking" / f"{split}.jsonl").read_bytes())
     return h.hexdigest()[:12]
