@@ -113,7 +113,7 @@ def main() -> None:
         "head_rows_now": rows["now"], "head_rows_before": rows["before"], "losses_now_before": losses,
         "speedup": before / now,
     }
-    print(f"CPU: {result['cpu']} (capability {result['torch_capability']}), mixed precision {trainer.mixed_precision}")
+    print(f"CPU: {result['cpu']}, mixed precision {trainer.mixed_precision}")
     print(f"now    {now:6.2f} s a step  (LM head rows {statistics.mean(rows['now']):.0f})")
     print(f"before {before:6.2f} s a step  (LM head rows {statistics.mean(rows['before']):.0f})")
     print(f"before / now: {before / now:.2f}x; losses now vs before: " + ", ".join(f"{a:.5f}/{b:.5f}" for a, b in losses))
