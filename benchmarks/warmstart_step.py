@@ -28,7 +28,7 @@ import torch
 
 from workbench.hardware import cpu_kind
 from workbench.training.configs import config_from_dict, load_config
-from workbench.training.ntp_trainer import trained_targets
+from workbench.training.ntp_trainer import right_padded, trained_targets
 from workbench.training.warmstart_trainer import WarmStartTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,15 +40,6 @@ def draw(trainer: WarmStartTrainer, step: int) -> list[int]:
     return sorted(int(i) for i in rng.choice(len(trainer.train_ids), size=cfg.docs_per_step, replace=False))
 
 
-def padded(trainer: WarmStartTrainer, chunk: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = torch.full((len(chunk), max(len(x) for x in chunk)), trainer.pad_id, dtype=torch.long)
-    attention = torch.zeros_like(ids)
-    for i, x in enumerate(chunk):
-        ids[i, : len(x)] = torch.tensor(x)
-        attention[i, : len(x)] = 1
-    return ids, attention
-
-
 def loss_backward(trainer: WarmStartTrainer, docs: list[int], variant: str) -> tuple[float, int]:
     """One step's forward and backward (gradients accumulate, as in the trainer); returns the loss and head rows."""
     trainer.optimizer.zero_grad(set_to_none=True)
@@ -58,7 +49,7 @@ def loss_backward(trainer: WarmStartTrainer, docs: list[int], variant: str) -> t
     size = trainer.config.micro_batch_rows
     for start in range(0, len(order), size):
         chunk = [trainer.train_ids[d] for d in order[start : start + size]]
-        ids, attention = padded(trainer, chunk)
+        ids, attention = right_padded(chunk, trainer.pad_id)
         if variant == "now":
             logits, targets, rows = trainer._logits_at_targets(chunk, ids, attention)
             nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")

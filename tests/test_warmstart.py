@@ -29,7 +29,7 @@ def test_loss_at_targets_equals_the_full_forward(tmp_path, loss_on):
     cross entropy read off a plain full forward at the same positions (SmolLM2-135M, the real model), both when only
     thoughts and answers are trained and when every token is."""
     from workbench.training.launch import trainer_for
-    from workbench.training.ntp_trainer import trained_targets
+    from workbench.training.ntp_trainer import right_padded, trained_targets
 
     from contextlib import nullcontext
 
@@ -42,12 +42,8 @@ def test_loss_at_targets_equals_the_full_forward(tmp_path, loss_on):
         chunk = trainer.train_ids[:2]
         assert len(chunk[0]) != len(chunk[1])  # so one row is padded
         assert all((x.trained is not None) == (loss_on == "thoughts") for x in chunk)
-        length = max(len(x) for x in chunk)
-        ids = torch.full((2, length), trainer.pad_id, dtype=torch.long)
-        attention = torch.zeros_like(ids)
-        for i, x in enumerate(chunk):
-            ids[i, : len(x)] = torch.tensor(x)
-            attention[i, : len(x)] = 1
+        ids, attention = right_padded(chunk, trainer.pad_id)
+        assert attention.sum().item() == sum(len(x) for x in chunk) < attention.numel()
         with torch.no_grad():
             logits, targets, rows = trainer._logits_at_targets(chunk, ids, attention)
             ours = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")

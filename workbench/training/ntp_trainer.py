@@ -39,6 +39,16 @@ def budget_of_run(run_dir: str | Path, quantity: str) -> float:
     return float(rows[-1][key[1]])
 
 
+def right_padded(chunk: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids [rows, longest] padded on the right with pad_id, and the attention mask (1 on real tokens)."""
+    ids = torch.full((len(chunk), max(len(x) for x in chunk)), pad_id, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    for i, x in enumerate(chunk):
+        ids[i, : len(x)] = torch.tensor(x)
+        attention[i, : len(x)] = 1
+    return ids, attention
+
+
 def trained_targets(ids: list[int]) -> list[int]:
     """The positions t whose token ids[t] the loss predicts: every t >= 1, or the document's own `trained` list (the
     warm start trains the thought, its markers and the answers only)."""
@@ -105,13 +115,7 @@ class NTPTrainer(Trainer):
         by_length = sorted(docs, key=lambda d: (len(self.train_ids[d]), d))
         for start in range(0, len(by_length), self.config.micro_batch_rows):
             chunk = [self.train_ids[d] for d in by_length[start : start + self.config.micro_batch_rows]]
-            length = max(len(x) for x in chunk)
-            ids = torch.full((len(chunk), length), self.pad_id, dtype=torch.long)
-            attention = torch.zeros_like(ids)
-            for i, x in enumerate(chunk):
-                ids[i, : len(x)] = torch.tensor(x)
-                attention[i, : len(x)] = 1
-            ids, attention = ids.to(self.accelerator.device), attention.to(self.accelerator.device)
+            ids, attention = (x.to(self.accelerator.device) for x in right_padded(chunk, self.pad_id))
             logits, targets, head_rows = self._logits_at_targets(chunk, ids, attention)
             self.compute.train("loss", ids.numel(), head_rows)
             nll = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets, reduction="none")
