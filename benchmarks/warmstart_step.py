@@ -23,7 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from workbench.hardware import cpu_kind
@@ -34,21 +33,15 @@ from workbench.training.warmstart_trainer import WarmStartTrainer
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def draw(trainer: WarmStartTrainer, step: int) -> list[int]:
-    cfg = trainer.config
-    rng = np.random.default_rng([cfg.seed, step, 0])  # the trainer's own draw (NTPTrainer.train_step)
-    return sorted(int(i) for i in rng.choice(len(trainer.train_ids), size=cfg.docs_per_step, replace=False))
-
-
 def loss_backward(trainer: WarmStartTrainer, docs: list[int], variant: str) -> tuple[float, int]:
     """One step's forward and backward (gradients accumulate, as in the trainer); returns the loss and head rows."""
     trainer.optimizer.zero_grad(set_to_none=True)
     n_tokens = sum(len(trained_targets(trainer.train_ids[d])) for d in docs)
-    order = sorted(docs, key=lambda d: (len(trainer.train_ids[d]), d)) if variant == "now" else docs
-    rows_total, total = 0, 0.0
     size = trainer.config.micro_batch_rows
-    for start in range(0, len(order), size):
-        chunk = [trainer.train_ids[d] for d in order[start : start + size]]
+    chunks = trainer.micro_batches(docs) if variant == "now" else \
+        [[trainer.train_ids[d] for d in docs[start : start + size]] for start in range(0, len(docs), size)]  # draw order
+    rows_total, total = 0, 0.0
+    for chunk in chunks:
         ids, attention = right_padded(chunk, trainer.pad_id)
         if variant == "now":
             logits, targets, rows = trainer._logits_at_targets(chunk, ids, attention)
@@ -81,7 +74,7 @@ def main() -> None:
     losses: list[tuple[float, float]] = []
     try:
         for step in range(0, args.steps + 1):  # step 0: warm-up (the draw of step 1)
-            docs = draw(trainer, max(step, 1))
+            docs = trainer.step_documents(max(step, 1))
             pair = {}
             for variant in ("now", "before"):
                 t0 = time.perf_counter()

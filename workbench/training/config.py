@@ -67,7 +67,8 @@ class TrainConfig:
     think_close: str = help_field("</think>", "Closing marker of a thought, inserted as plain text (training and evaluation).")
 
     # -- the one evaluation (workbench/evaluation.py): the same for every trainer, so runs compare fairly ---------
-    eval_every: int = help_field(5, "Evaluate on held-out data every K steps (and before the first and after the last).")
+    eval_every: int = help_field(5, "Evaluate on held-out data every K steps (and after the last; before the first "
+                                  "unless eval_at_start is false).")
     eval_at_start: bool = help_field(
         True, "Evaluate the starting model before step 1 (the 'before' of every curve). The warm start skips it: its start "
         "is the base model, whose thoughts never close and so run to the full budget (2 of its minutes on an AVX2 CPU).")
@@ -156,7 +157,7 @@ class TrainConfig:
 
 
 # fields that change where and how a run is shown, not its numbers (a resumed run may change them; caches ignore them)
-# (eval_at_start adds or drops one evaluation row; no trained weight depends on it: tests/test_training.py)
+# (eval_at_start adds or drops one evaluation row; no trained weight depends on it: tests/test_compute.py)
 NOT_IN_FINGERPRINT = ("output_dir", "progress", "run_name", "report_to", "rollouts_max_mb", "rollout_table_rows",
                       "eval_at_start")
 

@@ -102,19 +102,27 @@ class NTPTrainer(Trainer):
             logits = torch.tanh(logits / softcap) * softcap
         return logits, ids[rows, cols + 1], int(rows.numel())
 
-    def train_step(self, step: int) -> dict[str, Any]:
+    def step_documents(self, step: int) -> list[int]:
+        """The training documents of `step` on this process (seeded by the run's seed, the step and the process)."""
         cfg = self.config
         rng = np.random.default_rng([cfg.seed, step, self.accelerator.process_index])
-        docs = sorted(int(i) for i in rng.choice(len(self.train_ids), size=min(cfg.docs_per_step, len(self.train_ids)), replace=False))
+        return sorted(int(i) for i in rng.choice(len(self.train_ids), size=min(cfg.docs_per_step, len(self.train_ids)), replace=False))
+
+    def micro_batches(self, docs: list[int]) -> list[list[list[int]]]:
+        """The step's documents in micro-batches of similar lengths (less padding); the loss is a sum over the step's
+        tokens, so the grouping changes the arithmetic's order, not the math."""
+        by_length = sorted(docs, key=lambda d: (len(self.train_ids[d]), d))
+        size = self.config.micro_batch_rows
+        return [[self.train_ids[d] for d in by_length[start : start + size]] for start in range(0, len(by_length), size)]
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        cfg = self.config
+        docs = self.step_documents(step)
         t0 = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         n_tokens = sum(len(trained_targets(self.train_ids[d])) for d in docs)  # predicted tokens in the batch
         total_loss = 0.0
-        # micro-batches of similar lengths (less padding); the loss is a sum over the step's tokens, so the grouping
-        # changes the arithmetic's order, not the math
-        by_length = sorted(docs, key=lambda d: (len(self.train_ids[d]), d))
-        for start in range(0, len(by_length), self.config.micro_batch_rows):
-            chunk = [self.train_ids[d] for d in by_length[start : start + self.config.micro_batch_rows]]
+        for chunk in self.micro_batches(docs):
             ids, attention = (x.to(self.accelerator.device) for x in right_padded(chunk, self.pad_id))
             logits, targets, head_rows = self._logits_at_targets(chunk, ids, attention)
             self.compute.train("loss", ids.numel(), head_rows)
