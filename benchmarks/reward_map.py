@@ -8,7 +8,12 @@ from ids[:t] + "<think>" stopping at "</think>"; then one left-padded forward ov
 context + <think> + thought + </think> (logits only for the last position) to score x_t. The workbench: one teacher pass over the document,
 then every (position, thought) row decoded together over a shared prefix cache.
 
-Both run the same model, settings and document in this process, in every dtype asked for, interleaved
+The second plain loop (`plain_fixed`, the one issue 30 measured against) is what a careful user writes without stop
+strings: per position one generate(num_return_sequences=G, max_new_tokens=L, min_new_tokens=L), so every thought has
+L tokens and the G sequences need no padding; one forward over them with logits_to_keep=1; one no-think forward with
+logits_to_keep=1. `stop_strings` costs the first loop a string check per decode step, so its ratios read higher.
+
+All run the same model, settings and document in this process, in every dtype asked for, interleaved
 (W P W P ...), and the table reports thought tokens per second *including scoring*; the ratio compares each
 engine at its fastest dtype on this CPU (bf16 is ~4x faster than fp32 on an AMX CPU and ~100x slower on an
 AVX2-only one, so a fixed dtype would favour one side). A dtype that this CPU runs many times slower (a
@@ -89,6 +94,32 @@ def plain_loop(handle, ids: list[int], positions: list[int], config: SamplingCon
     return tokens, statistics.fmean(rewards)
 
 
+def plain_loop_fixed(handle, ids: list[int], positions: list[int], config: SamplingConfig, template: ThoughtTemplate):
+    """The plain loop without stop strings: every thought runs to the budget (min_new_tokens = max_new_tokens), so the
+    G scored sequences have one length. Returns (thought tokens, mean reward)."""
+    model, tok = handle.model, handle.tokenizer
+    dev = handle.device
+    open_ids, close_ids = template.open_ids(tok), template.close_ids(tok)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    torch.manual_seed(config.seed)
+    tokens = 0
+    rewards = []
+    with torch.inference_mode():
+        for t in positions:
+            target = ids[t]
+            no_think = torch.log_softmax(model(torch.tensor([ids[:t]], device=dev), logits_to_keep=1).logits[0, -1].float(), -1)
+            prompt = torch.tensor([ids[:t] + open_ids], device=dev)
+            out = model.generate(prompt, do_sample=config.temperature > 0, temperature=config.temperature,
+                                 top_p=config.top_p, top_k=0, max_new_tokens=config.thought_tokens,
+                                 min_new_tokens=config.thought_tokens, num_return_sequences=config.G, pad_token_id=pad)
+            tokens += int(out[:, prompt.shape[1]:].numel())
+            close = torch.tensor([close_ids] * out.shape[0], device=dev)
+            logits = model(torch.cat([out, close], dim=1), logits_to_keep=1).logits
+            lp = torch.log_softmax(logits[:, -1].float(), -1)[:, target]
+            rewards.extend((lp - no_think[target]).tolist())
+    return tokens, statistics.fmean(rewards)
+
+
 def calibrate(handles: dict[str, object], ids: list[int]) -> dict[str, float]:
     """Seconds for one no-think forward over 64 tokens, per dtype: tells which dtype this CPU runs slowly."""
     from workbench.engine.scorer import no_think_scores
@@ -112,8 +143,9 @@ def main() -> None:
     ap.add_argument("-G", type=int, default=4)
     ap.add_argument("--thought-tokens", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=400)
-    ap.add_argument("--engines", default="workbench,plain,vllm",
-                    help="comma-separated from workbench, plain, vllm (the workbench's reward map on its vLLM backend)")
+    ap.add_argument("--engines", default="workbench,plain,plain_fixed,vllm",
+                    help="comma-separated from workbench, plain (stop strings), plain_fixed (fixed-length thoughts, no "
+                         "stop strings), vllm (the workbench's reward map on its vLLM backend)")
     ap.add_argument("--repeats", type=int, default=3, help="workbench/vllm repeats (the plain loop runs ceil(repeats/2))")
     ap.add_argument("--slow-factor", type=float, default=4.0,
                     help="a dtype whose calibration forward is this many times slower than the fastest one is measured "
@@ -155,8 +187,11 @@ def main() -> None:
     def plain(dtype: str):
         return lambda cfg, doc, chosen: plain_loop(handles[dtype], doc, chosen, cfg, template)
 
+    def plain_fixed(dtype: str):
+        return lambda cfg, doc, chosen: plain_loop_fixed(handles[dtype], doc, chosen, cfg, template)
+
     makers = {"workbench": lambda dt: engine_run("transformers", dt), "vllm": lambda dt: engine_run("vllm", dt),
-              "plain": plain}
+              "plain": plain, "plain_fixed": plain_fixed}
     runs: list[tuple[str, str]] = []  # (engine, dtype)
     for name in args.engines.split(","):
         if name not in makers:
@@ -186,7 +221,7 @@ def main() -> None:
     for i in range(args.repeats):
         for key in runs:
             name, dtype = key
-            if (name == "plain" and i >= plain_runs) or (dtype in slow and i >= 1):
+            if (name.startswith("plain") and i >= plain_runs) or (dtype in slow and i >= 1):
                 continue
             start = time.perf_counter()
             tokens, reward_mean = runners[key](config, ids, chosen_for[key])
@@ -195,7 +230,8 @@ def main() -> None:
             rewards[key] = reward_mean
             print(f"{name:10s} {dtype:9s} run {i + 1}: {tokens} tokens in {elapsed:.1f} s", flush=True)
 
-    labels = {"workbench": "workbench reward_map", "plain": "plain per-position loop", "vllm": "workbench reward_map (vLLM)"}
+    labels = {"workbench": "workbench reward_map", "plain": "plain per-position loop (stop strings)",
+              "plain_fixed": "plain loop, fixed-length thoughts", "vllm": "workbench reward_map (vLLM)"}
     med = {key: statistics.median(results[key]) for key in runs}
     print()
     print(f"machine: {machine()}; CPU: {cpu_kind()}; torch {torch.__version__}")

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/warmstart_step.py [--steps 4] [--json OUT]
 
-Both variants compute the same loss on the same documents and weights (configs/warmstart.yaml: Gemma 3 270M, 6 documents
+Both variants compute the same loss on the same documents and weights (configs/warmstart_full.yaml, the full fine-tune: Gemma 3 270M, 6 documents
 a step, micro-batches of 4 rows, loss on every token), and differ only in the arithmetic:
 - `now` (`NTPTrainer._logits_at_targets`): micro-batches grouped by document length; the decoder on the padded
   micro-batch, then Gemma's 262k-row LM head on the rows that have a target only;
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--json", default="", help="also write the result here")
     args = parser.parse_args()
     out_dir = Path(tempfile.mkdtemp(prefix="warmstart-step-"))
-    cfg = load_config(ROOT / "configs" / "warmstart.yaml")
+    cfg = load_config(ROOT / "configs" / "warmstart_full.yaml")
     trainer = WarmStartTrainer(config_from_dict({**cfg.to_dict(), "output_dir": str(out_dir / "run"), "eval_data": "",
                                                  "progress": False}))
     assert trainer.model is trainer.policy, "one process, no wrapper: the trainer takes the `now` path"

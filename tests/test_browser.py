@@ -32,10 +32,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = next((ROOT / "notebooks").glob("02_*.ipynb"))
 OUTPUT = ROOT / "test-output" / "browser"  # git-ignored; the latest run's screenshots, Lab's log, the console
-# test_notebooks.py's small settings for 02 (about a minute of kernel time on 2 cores, plus a one-step warm start
-# trained once and cached); run_dir is added per test
-SMALL = {"positions": "every:12", "G": 2, "thought_tokens": 6, "max_tokens": 120, "warm_start_steps": 1}
-BUDGET_S = 8 * 60  # the whole test, Lab's start to the last screenshot
+# test_notebooks.py's small settings for 02 (about a minute of kernel time on 2 cores; the warm start is the shipped one)
+SMALL = {"positions": "every:12", "G": 2, "thought_tokens": 6, "max_tokens": 120}
+# the whole test, Lab's start to the last screenshot: about 3 min alone on 2 cores; the margin is for a slow CPU or a
+# machine another job shares (it timed out at 6 min of run-all so once, issue 30)
+BUDGET_S = 16 * 60
 VIEWPORT = {"width": 1400, "height": 1000}
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -219,7 +220,7 @@ def test_notebook_02_renders_and_responds_in_chromium(tmp_path, chromium):
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
             page.locator('#jp-mainmenu-run .lm-Menu-item[data-command="runmenu:run-all"]').click()
             try:
-                state = page.wait_for_function(RUN_STATE_JS, polling=1000, timeout=left(6 * 60)).json_value()
+                state = page.wait_for_function(RUN_STATE_JS, polling=1000, timeout=left(12 * 60)).json_value()
             finally:
                 page.screenshot(path=shots / "after-run.png")
             pages = screenshot_pages(page, shots)  # the whole notebook, before anything is checked

@@ -170,7 +170,13 @@ def test_score_given_thoughts_writes_the_sampled_maps_json(tmp_path):
     assert main(["score", str(CORPUS), "--doc", "math-01", "--max-tokens", "80", "--at", "20",
                  "--thought", "The next word is", "--json", str(out2)]) == 0
     one = json.loads(out2.read_text())["positions"][0]["thoughts"][0]
-    assert one["logp_with_thought"] == first["logp_with_thought"]
+    # equal up to float rounding, not bitwise: the file's thought shares its batch with another, and matmul kernels
+    # differ with a batch's shape on some CPUs (1.9e-6 nats in fp32 on an AVX512 Xeon without bf16, issue 30). The
+    # tolerance the README states: 1e-4 nats in fp32, 2e-2 in bf16.
+    from workbench.hardware import choose_dtype
+
+    tolerance = 1e-4 if choose_dtype("auto").name == "float32" else 2e-2
+    assert one["logp_with_thought"] == pytest.approx(first["logp_with_thought"], abs=tolerance)
 
 
 @pytest.mark.slow

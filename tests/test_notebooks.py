@@ -16,19 +16,46 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SMALL = {
     "01_sampling_thoughts": ["positions", "every:60", "G", "2", "thought_tokens", "6",
                              "sweep_temperatures", "[0.0, 1.0]", "sweep_budgets", "[2, 6]", "max_tokens", "160"],
-    # warm_start_steps 1: the thinking-ready sections run on a one-step warm start (cached once for 02 and 03)
-    "02_information_gain": ["positions", "every:12", "G", "2", "thought_tokens", "6", "max_tokens", "120",
-                            "warm_start_steps", "1"],
+    # the thinking-ready sections run on the warm start shipped in data/warmstart (no training)
+    "02_information_gain": ["positions", "every:12", "G", "2", "thought_tokens", "6", "max_tokens", "120"],
     "03_reward_designs": ["positions", "every:30", "G", "2", "thought_tokens", "6", "max_tokens", "120",
-                          "sweep_G", "[1, 2]", "sweep_budgets", "[2, 6]", "probe_positions", "every:40",
-                          "warm_start_steps", "1"],
+                          "sweep_G", "[1, 2]", "sweep_budgets", "[2, 6]", "probe_positions", "every:40"],
     # 04-05 train on SmolLM2-135M here: the same code paths, a quarter of Gemma's cost (the report runs Gemma)
     "04_training": ["model", "smollm2-135m", "max_steps", "2", "thought_tokens", "6", "positions_per_doc", "1", "G", "2",
                     "guard_experiment", "True", "guard_steps", "2", "guard_thought_tokens", "4",
-                    "arena", "True", "arena_designs", "rlp,nover", "arena_steps", "1",
-                    "warm_start_steps", "1", "thinking_steps", "1"],
+                    "arena", "True", "arena_designs", "rlp,nover", "arena_steps", "1", "thinking_steps", "1"],
     "05_evaluation": ["model", "smollm2-135m", "train_steps", "1", "positions", "every:20", "G", "2", "thought_tokens", "6"],
 }
+
+
+# the counted work (workbench/work.py) each notebook may do: at the parameters above (held here, in CI) and at its
+# defaults (what `workbench report` runs, measured by one); see notebooks/work_budgets.json
+BUDGETS = json.loads((ROOT / "notebooks" / "work_budgets.json").read_text())
+
+
+def check_work_budget(stem: str, metrics: dict) -> None:
+    """A notebook's counted work at the test's parameters stays within its budget: more work fails until the budget is
+    raised on purpose (work is counted in tokens, LM-head rows and FLOPs, which no machine changes)."""
+    budget = BUDGETS["notebooks"][stem]["test_work"]
+    allowed = budget["work_flops"] * (1 + BUDGETS["tolerance"])
+    assert metrics["work_flops"] <= allowed, (
+        f"{stem} did {metrics['work_flops']:.4g} FLOPs of counted work at the test's parameters, over its budget of "
+        f"{budget['work_flops']:.4g} (+{BUDGETS['tolerance']:.0%}) in notebooks/work_budgets.json. If the new work "
+        f"belongs on the default path, raise the budget there on purpose (and say what it costs in the notebook)")
+    assert metrics["work_flops"] > 0 and metrics["work_tokens"] > 0
+
+
+def test_default_parameters_are_the_ones_budgeted():
+    """notebooks/work_budgets.json records each notebook's default parameters with the work they do; a changed default
+    is a changed default path: re-measure it (workbench report) and update the budget file with it."""
+    from workbench.notebook_runner import notebook_parameters
+
+    for path in NOTEBOOKS:
+        defaults = {k: v for k, v in notebook_parameters(path).items() if k != "run_dir"}
+        recorded = BUDGETS["notebooks"][path.stem]["defaults"]
+        changed = {k: (recorded.get(k), v) for k, v in defaults.items() if recorded.get(k) != v}
+        assert not changed and set(recorded) == set(defaults), (
+            f"{path.stem}: default parameters differ from notebooks/work_budgets.json (recorded, now): {changed}")
 
 
 def run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -99,6 +126,7 @@ def test_notebook_runs_headlessly(tmp_path, kept_runs, stem):
     assert params["hardware"]["dtype"] == choose_dtype("auto").name and params["hardware"]["dtype_reason"]
     assert params["hardware"]["cpu_capability"] and params["hardware"]["dtype_requested"] == "auto"
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    check_work_budget(stem, metrics)
     if stem < "04":
         assert metrics["model"] == "gemma3-270m" and metrics["thoughts"] > 0
     page = (run_dir / f"{stem}.html").read_text()

@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="run the curated notebooks and write an HTML report")
     report.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     report.add_argument("--runs", default=None, help="root folder for run directories (default: runs/)")
+    report.add_argument("--keep-weights", action="store_true",
+                        help="keep the training runs' checkpoints in the report (1-2 GB each; by default they are "
+                             "deleted once notebook 05 has read them)")
 
     train = sub.add_parser("train", help="train with a YAML config (RLP or the next-token baseline) into a run directory")
     train.add_argument("config", nargs="?", help="a YAML config, e.g. configs/rlp_tiny.yaml")
@@ -337,7 +340,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from workbench.notebook_runner import run_report
 
-    index = run_report(_overrides(args.param), runs_root=args.runs, log=_log)
+    index = run_report(_overrides(args.param), runs_root=args.runs, log=_log, keep_weights=args.keep_weights)
     _log("report written; open it in a browser:")
     print(index.resolve())
     return 0

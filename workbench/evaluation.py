@@ -222,3 +222,17 @@ def read_film(run_dir) -> list[dict[str, Any]]:
     for frame in frames:  # a film written under the old metric names reads the same
         frame["positions"] = [renamed(p) for p in frame["positions"]]
     return frames
+
+
+def recorded_evaluation(run_dir, step: int) -> dict[str, Any] | None:
+    """The run's own evaluation at `step` (its metrics.jsonl row with eval_* metrics), measured by the trainer under
+    `settings_of_run(run_dir)` - the numbers `evaluate` gives the checkpoint of that step, already paid for. None when
+    the run did not evaluate at that step (e.g. eval_at_start: false for step 0)."""
+    from pathlib import Path
+
+    from workbench.metrics import renamed
+    from workbench.run_dirs import read_jsonl_rows
+
+    rows = [renamed(r) for r in read_jsonl_rows(Path(run_dir) / "metrics.jsonl")]
+    found = [r for r in rows if r.get("step") == step and "eval_loss" in r]
+    return {k: v for k, v in found[-1].items() if k.startswith("eval_")} if found else None

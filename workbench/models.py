@@ -336,6 +336,9 @@ def load_model(
     model.eval()
     model.requires_grad_(False)
     short = name if name in BUNDLED else str(name)
+    from workbench.work import meter_model
+
+    meter_model(model)  # its forwards count toward this process's counted work (workbench/work.py)
     return ModelHandle(model=model, tokenizer=tokenizer, name=short, source=str(source), dtype_choice=choice)
 
 
@@ -372,6 +375,9 @@ def load_run_model(run_dir: str | Path, dtype: str | torch.dtype | None = "auto"
     run_dir = Path(run_dir).expanduser()
     ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
     if ckpt is None:
+        if (run_dir / "WEIGHTS_REMOVED.txt").exists():  # notebook_runner.drop_weights: a report keeps no weights
+            raise WorkbenchError(f"{run_dir}: its weights were deleted after the report was built (see "
+                                 f"{run_dir / 'WEIGHTS_REMOVED.txt'}; workbench report --keep-weights keeps them)")
         raise WorkbenchError(f"{run_dir} is a run directory without a checkpoint (was the run stopped before step 1?)")
     weights = ckpt / f"{role}.safetensors"
     if not weights.exists():
@@ -388,8 +394,14 @@ def load_run_model(run_dir: str | Path, dtype: str | torch.dtype | None = "auto"
     handle = load_model(base, dtype=dtype, device=device,
                         trust_remote_code=trust_remote_code or bool(config.get("trust_remote_code")), progress=progress)
     state = {k: v.to(handle.dtype) for k, v in load_file(weights).items()}
-    missing, unexpected = handle.model.load_state_dict(state, strict=False)
-    check_loaded(handle.model, missing, unexpected, f"{weights} (on {base})")
+    if config.get("peft"):
+        state = load_file(weights)  # a LoRA run's checkpoint holds its adapter: merged into the base, a plain model again
+        from workbench.adapters import check_peft_spec, merged
+
+        handle.model = merged(handle.model, check_peft_spec(config["peft"]), state, f"{weights} (on {base})")
+    else:
+        missing, unexpected = handle.model.load_state_dict(state, strict=False)
+        check_loaded(handle.model, missing, unexpected, f"{weights} (on {base})")
     step = int(json.loads((ckpt / "state.json").read_text())["step"])
     return ModelHandle(handle.model, handle.tokenizer, run_label(run_dir, config), source=str(ckpt), role=role, step=step,
                        dtype_choice=handle.dtype_choice)

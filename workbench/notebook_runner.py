@@ -185,8 +185,11 @@ def export_html(notebook_path: Path) -> Path:
     return out
 
 
-def run_report(overrides: dict[str, Any] | None = None, runs_root: str | Path | None = None, log=None) -> Path:
-    """The main job: run the curated notebooks into one report directory with an index.html."""
+def run_report(overrides: dict[str, Any] | None = None, runs_root: str | Path | None = None, log=None,
+               keep_weights: bool = False) -> Path:
+    """The main job: run the curated notebooks into one report directory with an index.html. The training runs'
+    weights (1-2 GB of fp32 each; notebook 05 reads them) are deleted once the last notebook has run, unless
+    `keep_weights`: a report is something people copy and keep."""
     overrides = dict(overrides or {})
     report_dir = new_run_dir("report", runs_root)
     done: list[tuple[str, Path]] = []
@@ -204,7 +207,34 @@ def run_report(overrides: dict[str, Any] | None = None, runs_root: str | Path | 
             saved = json.loads(metrics_path.read_text())
             carried.update({k: saved[k] for k in CARRIED if saved.get(k)})
     write_index(report_dir, done)
+    if not keep_weights:
+        for run in drop_weights(report_dir):
+            (log or print)(f"weights of {run.relative_to(report_dir)} removed (read by the notebooks; "
+                           "--keep-weights keeps them)")
     return report_dir / "index.html"
+
+
+WEIGHTS_REMOVED = "WEIGHTS_REMOVED.txt"
+
+
+def drop_weights(report_dir: Path) -> list[Path]:
+    """Delete the checkpoints of every training run inside `report_dir`, leaving its config, metrics, rollouts and a
+    note saying how to get the weights back. Returns the runs it touched."""
+    import shutil
+
+    touched = []
+    for checkpoints in sorted(report_dir.rglob("checkpoints")):
+        run = checkpoints.parent
+        if not checkpoints.is_dir() or not (run / "config.yaml").is_file():
+            continue
+        shutil.rmtree(checkpoints)
+        (run / WEIGHTS_REMOVED).write_text(
+            "The weights of this run were deleted after the report's notebooks had read them (a report stays small "
+            "enough to copy).\nThe same numbers again, with weights: workbench train config.yaml --output-dir NEW_DIR "
+            "(same config, same seed; on the same kind of machine)\nor build the report with: workbench report "
+            "--keep-weights\n")
+        touched.append(run)
+    return touched
 
 
 def write_index(report_dir: Path, runs: list[tuple[str, Path]]) -> Path:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from workbench import work
 from workbench.data import Document, DocumentIds, find_document, tokenize_document
 from workbench.models import ModelHandle, load_model, teacher_of
 from workbench.params import validate
@@ -42,6 +43,7 @@ def setup(namespace: dict[str, Any], parameter_names: Iterable[str], load: bool 
     with `load` and a `model` parameter, load the policy (in the `dtype` parameter, default auto) and its teacher, and
     with a `document` parameter, its ids (cut to `max_tokens`, marked answers kept)."""
     setup_notebook()
+    work.reset()  # the notebook's counted work starts here (workbench/work.py; saved with its metrics)
     names = set(parameter_names)
     params = validate({k: v for k, v in dict(namespace).items() if k in names})
     out = NotebookSetup(params)

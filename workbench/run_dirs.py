@@ -121,8 +121,11 @@ def save_metrics(run_dir: str | Path | None, metrics: dict[str, Any]) -> dict[st
     """Merge `metrics` into <run_dir>/metrics.json (a no-op without a run directory, e.g. in JupyterLab)."""
     if not run_dir:
         return metrics
+    from workbench.work import METER
+
     path = Path(run_dir) / "metrics.json"
     merged = json.loads(path.read_text()) if path.exists() else {}
+    merged.update(METER.as_metrics())  # the counted work of this process so far (a notebook's: its kernel's)
     merged.update(metrics)
     write_json(path, merged)
     return merged

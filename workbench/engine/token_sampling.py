@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
+from workbench import work
+
 BLOCK = 512
 TOP_K_FOR_NUCLEUS = 1024
 CHUNK = 32 * BLOCK  # LM-head columns per chunk: ~9 MB of fp32 logits at 136 rows, which stays in cache
@@ -167,6 +169,7 @@ class LMHead:
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Plain logits [rows, V] in a fresh tensor."""
+        work.count_head(hidden.shape[0], self.weight)
         out = torch.empty(hidden.shape[0], self.vocab, dtype=hidden.dtype, device=hidden.device)
         for start in range(0, self.vocab, CHUNK):
             stop = min(start + CHUNK, self.vocab)
@@ -186,6 +189,7 @@ class LMHead:
         page faults per call (a 134 MB one cost more than its softmax here).
         """
         rows = hidden.shape[0]
+        work.count_head(rows, self.weight)
         buf = torch.empty(rows, min(CHUNK, self.vocab), dtype=hidden.dtype, device=hidden.device)
         maxima, sums, weighted, arg_parts, top_parts = [], [], [], [], []
         total = torch.zeros(rows, dtype=torch.float64, device=hidden.device)
@@ -245,6 +249,7 @@ class LMHead:
 
         `banned`: (rows, token ids) pairs whose logits are set to -inf first (the sampling guards); only sampling
         rows may be named, so the rows that score keep the model's own distribution."""
+        work.count_head(hidden.shape[0], self.weight)
         padded = self._rows_buffer(hidden.shape[0], hidden)
         rows_t = torch.tensor(sample_rows, dtype=torch.long, device=hidden.device) if sample_rows else None
         # stage 1 on every row when most rows sample (the few scoring rows cost less than copying the others out)

@@ -60,6 +60,10 @@ class TrainConfig:
         "GPUs - else float32; bf16 runs a model 2-5x slower than float32 on an AVX2-only CPU), bfloat16, float32 or float16.",
     )
     micro_batch_rows: int = help_field(8, "Rows per forward/backward chunk (gradients accumulate over chunks).")
+    peft: dict | None = help_field(
+        None, "LoRA adapters with PEFT instead of training every weight, e.g. {r: 16, lora_alpha: 32} (fields r, "
+        "lora_alpha, lora_dropout, target_modules (default all-linear), use_rslora). A labelled variant: the paper trains "
+        "every weight. Checkpoints then hold the adapter only (MB, not GB); load_model(RUN) merges it into the base.")
     flops_budget: float | None = help_field(
         None, "Stop once the run has used this many training FLOPs (every forward of every process, estimated as in "
         "workbench/training/flops.py). max_steps still caps the run.")
@@ -134,6 +138,9 @@ class TrainConfig:
         from workbench.data import parse_positions
         from workbench.training.tracking import tracker_names
 
+        from workbench.adapters import check_peft_spec
+
+        self.peft = check_peft_spec(self.peft)
         parse_positions(self.eval_positions)
         tracker_names(self.report_to)  # an unknown tracker is an error before the model loads
         return self
@@ -149,6 +156,8 @@ class TrainConfig:
     def fingerprint(self) -> str:
         """A hash of the fields that change the numbers (not where the run is written)."""
         d = {k: v for k, v in self.to_dict().items() if k not in NOT_IN_FINGERPRINT}
+        if d.get("peft") is None:  # added after runs were cached: a run without adapters keeps its old fingerprint
+            d.pop("peft", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod

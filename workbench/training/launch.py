@@ -62,6 +62,7 @@ class BackgroundRun:
     run_dir: Path
     log_path: Path
     max_steps: int = 0  # the config's step count (0: unknown), for the live chart's estimate
+    _counted: bool = False  # its FLOPs were added to this process's counted work (workbench/work.py)
 
     def running(self) -> bool:
         return self.process.poll() is None
@@ -82,6 +83,15 @@ class BackgroundRun:
         if code != 0:
             tail = self.log_path.read_text()[-2000:] if self.log_path.exists() else ""
             raise WorkbenchError(f"training process exited with {code}; end of its log:\n{tail}")
+        if not self._counted:  # its work, as the run counted it, joins this process's counted work
+            import json
+
+            from workbench import work
+
+            summary = self.run_dir / "summary.json"
+            if summary.exists():
+                work.add_training_run(float(json.loads(summary.read_text()).get("total_flops", 0.0)))
+            self._counted = True
         return code
 
 

@@ -107,6 +107,11 @@ class RLPConfig(TrainConfig):
         super().validate()
         from workbench.designs import DESIGNS
 
+        if self.peft:
+            # the EMA teacher and the inference copies are kept per weight; an adapter-only policy needs its own teacher
+            raise WorkbenchError("peft: RLP on a LoRA adapter is not supported yet (the warm start and NTP take it); "
+                                 "remove peft from the RLP config")
+
         if self.reward_design not in DESIGNS:
             raise WorkbenchError(f"reward_design must be one of {', '.join(DESIGNS)}, got {self.reward_design!r}")
         if not isinstance(self.design_options, dict):

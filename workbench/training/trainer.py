@@ -155,8 +155,13 @@ class Trainer:
                 param.data = param.data.clone()
         model.requires_grad_(True)
         self.freeze(model)
+        if config.peft:
+            from workbench.adapters import with_adapter
+
+            torch.manual_seed(config.seed)  # the adapters' initial A matrices: same seed, same run
+            model = with_adapter(model, config.peft)  # only the LoRA matrices train
         model.train()
-        if self.accelerator.num_processes == 1:
+        if self.accelerator.num_processes == 1 and not config.peft:
             # a batch reads a few hundred rows of the 262k-row embedding: its gradient as a sparse tensor is added
             # into the (dense, tied) LM-head gradient in place, instead of a zero-filled 671 MB tensor per backward
             model.get_input_embeddings().sparse = True
@@ -172,7 +177,7 @@ class Trainer:
         # of a 21 s RLP step on 2 AVX2 cores). Several processes keep the plain one, so DDP and FSDP2 step alike.
         fused = self.accelerator.num_processes == 1 and self.accelerator.device.type in ("cpu", "cuda")
         optimizer = torch.optim.AdamW(
-            model.parameters(), lr=config.learning_rate, betas=tuple(config.adam_betas), weight_decay=config.weight_decay,
+            [p for p in model.parameters() if p.requires_grad] if config.peft else model.parameters(), lr=config.learning_rate, betas=tuple(config.adam_betas), weight_decay=config.weight_decay,
             fused=fused or None,
         )
         from transformers import get_scheduler
@@ -283,10 +288,18 @@ class Trainer:
     def inference_copy(self) -> torch.nn.Module:
         """A frozen, unsharded copy of the policy in the rollout dtype (thought sampling and scoring run on it)."""
         policy = self.policy
+        if self.config.peft:
+            from workbench.adapters import merged_copy
+
+            return merged_copy(policy, self.rollout_dtype)
         return plain_copy(policy, self.rollout_dtype, self.named_policy_params() if is_sharded(policy) else None)
 
     def refresh_rollout(self) -> None:
-        """Push the current policy weights into the inference copy (after every optimizer step)."""
+        """Push the current policy weights into the inference copy (after every optimizer step). With adapters the
+        copy is the base with the adapter merged in: dropped here, rebuilt when a reader asks for it (`rollout`)."""
+        if self.config.peft:
+            self._rollout = None
+            return
         if self._rollout is None:
             self._rollout = self.inference_copy()
             return
@@ -300,15 +313,22 @@ class Trainer:
 
     @property
     def rollout(self) -> ModelHandle:
+        if self._rollout is None:
+            self._rollout = self.inference_copy()
         return ModelHandle(self._rollout, self.tokenizer, self.model_name, source=str(self.run_dir), role="policy", step=self.step)
 
     # -- the loop ------------------------------------------------------------------------------------
 
     def train(self) -> dict[str, Any]:
+        from workbench import work
+
         start_time = time.perf_counter()
+        flops_before = self.flops  # a resumed run counts only the steps this process trains
         try:
-            return self._train_loop(start_time)
+            with work.paused():  # the run counts its own work, forward and backward (ComputeMeter)
+                return self._train_loop(start_time)
         finally:
+            work.add_training_run(self.flops - flops_before)
             self.trackers.finish()  # flushes TensorBoard's event file even when a step raised
 
     def _train_loop(self, start_time: float) -> dict[str, Any]:
@@ -482,7 +502,12 @@ class Trainer:
         if not self.is_main and not sharded:
             return
         # sharded (FSDP2): every process takes part in gathering whole tensors; the main process writes them
-        policy = full_state_dict(self.policy)
+        if self.config.peft:
+            from workbench.adapters import adapter_tensors
+
+            policy = adapter_tensors(self.policy)  # the adapter alone: a few MB (load_model merges it into the base)
+        else:
+            policy = full_state_dict(self.policy)
         optimizer = full_optimizer_state(self.policy, self.optimizer) if self.config.save_optimizer else None
         if not self.is_main:
             return
@@ -508,7 +533,12 @@ class Trainer:
                 f"cannot resume from {ckpt}: it holds the weights only (the run had save_optimizer: false); "
                 "start a new run instead (load_trained reads its weights)"
             )
-        _load_weights(self.policy, tensors.pop("policy"), str(ckpt))
+        if self.config.peft:
+            from workbench.adapters import load_adapter_tensors
+
+            load_adapter_tensors(self.policy, tensors.pop("policy"), str(ckpt))
+        else:
+            _load_weights(self.policy, tensors.pop("policy"), str(ckpt))
         self.release_gathered()  # gathered before the checkpoint's weights were loaded
         load_full_optimizer_state(self.policy, self.optimizer, objects["optimizer"])
         self.scheduler.load_state_dict(objects["scheduler"])
