@@ -26,6 +26,9 @@ VOCABULARY: dict[str, str] = {
     "share_closed_by_eos": "share of thoughts ended by EOS",
     "share_budget": "share of thoughts cut at the token budget",
     "loss": "next-token loss (nats/token) of the training batch; eval_loss: on the held-out documents, no thought",
+    "work_flops": "counted work (workbench/work.py): FLOPs of every forward a process asked for, plus its training runs' "
+                  "own counts; work_tokens / work_head_rows: tokens fed and LM-head rows; work_flops_evaluation: a "
+                  "training run's held-out evaluations",
 }
 
 # old spellings -> the vocabulary's; read_metrics and RewardMap.summary() still answer to them, with a warning

@@ -325,13 +325,14 @@ class Trainer:
         start_time = time.perf_counter()
         flops_before = self.flops  # a resumed run counts only the steps this process trains
         try:
-            with work.paused():  # the run counts its own work, forward and backward (ComputeMeter)
-                return self._train_loop(start_time)
+            return self._train_loop(start_time)
         finally:
             work.add_training_run(self.flops - flops_before)
             self.trackers.finish()  # flushes TensorBoard's event file even when a step raised
 
     def _train_loop(self, start_time: float) -> dict[str, Any]:
+        from workbench import work
+
         cfg = self.config
         if self.step == 0 and cfg.eval_at_start:
             row = {"step": 0, "flops": 0.0, "budget_tokens": 0, **self.evaluate()}
@@ -353,7 +354,8 @@ class Trainer:
             step = self.step + 1
             torch.manual_seed(cfg.seed * 100_003 + step)  # anything else random in the step (e.g. dropout)
             t0 = time.perf_counter()
-            row = self.train_step(step)
+            with work.paused():  # a step counts its own work, forward and backward (ComputeMeter), not the meter's way
+                row = self.train_step(step)
             if self.accelerator.num_processes > 1:
                 from accelerate.utils import gather_object
 
@@ -410,8 +412,12 @@ class Trainer:
         Every trainer evaluates through here, with settings read from the fields every config shares."""
         if not self.eval_ids:
             return {}
+        from workbench import work
+
         maps: list = []
+        before = work.METER.forward_flops
         out = evaluate(self.rollout, self.eval_ids, self.eval_settings, maps=maps)
+        out["work_flops_evaluation"] = work.METER.forward_flops - before  # counted work (workbench/work.py): in the summary too
         if maps and self.is_main:  # the first held-out document's map: one frame of the run's reward-map film
             write_json(self.run_dir / "film" / f"step-{self.step:06d}.json", film_frame(maps[0], self.step))
         return out
@@ -577,6 +583,8 @@ class Trainer:
             "stopped_by": stopped_by,
             "total_flops": self.flops,
             "total_budget_tokens": self.budget_tokens,
+            # the evaluations' forwards (counted work, workbench/work.py): not training compute, but work the run did
+            "total_work_flops_evaluation": float(sum(r.get("work_flops_evaluation", 0.0) for r in rows)),
             "wall_time_s": seconds,
             "first_eval": evals[0] if evals else None,
             "last_eval": evals[-1] if evals else None,
