@@ -36,6 +36,11 @@ BUDGETS = json.loads((ROOT / "notebooks" / "work_budgets.json").read_text())
 def check_work_budget(stem: str, metrics: dict) -> None:
     """A notebook's counted work at the test's parameters stays within its budget: more work fails until the budget is
     raised on purpose (work is counted in tokens, LM-head rows and FLOPs, which no machine changes)."""
+    record = os.environ.get("WORKBENCH_RECORD_WORK")
+    if record:  # a maintainer re-measuring the budgets: write what was counted, check nothing
+        with open(record, "a") as fh:
+            fh.write(json.dumps({"notebook": stem, **{k: v for k, v in metrics.items() if k.startswith("work_")}}) + "\n")
+        return
     budget = BUDGETS["notebooks"][stem]["test_work"]
     allowed = budget["work_flops"] * (1 + BUDGETS["tolerance"])
     assert metrics["work_flops"] <= allowed, (
@@ -139,7 +144,7 @@ def test_notebook_runs_headlessly(tmp_path, kept_runs, stem):
         assert set(families) == {"empty", "leak", "echo", "wrong_hint", "neutral", "sampled"}
         assert families["empty"]["content_gain_mean"] == 0.0 and 0 < metrics["editor_seconds"] < 60
         assert "What this notebook measured" in page
-        assert "A thinking-ready model" in page and "answers of 6 held-out" in page  # base vs warm start at the answers
+        assert "A thinking-ready model" in page and "answers of 3 held-out" in page  # base vs warm start at the answers
     if stem == "03_reward_designs":
         assert "The designs on a thinking-ready model" in page and "RLP's information gain: base" in page
         assert page.count("hover a token") >= 9  # one token map per design

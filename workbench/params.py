@@ -128,9 +128,11 @@ SCHEMA: dict[str, Callable[[Any], Any]] = {
     "run_dir": _str,
     # the thinking-ready model (the warm start on the thinking corpus)
     "thinking_ready": _bool,
+    "warm_maps": _bool,
     "thinking_document": _document,
     "warm_start_steps": _int(1, 100_000),
     "thinking_steps": _int(1, 100_000),
+    "probe_worksheets": _int(1, 200),
     # training and evaluation notebooks (04, 05)
     "config": _config_file,
     "max_steps": _int(1, 100_000),
