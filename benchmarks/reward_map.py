@@ -42,14 +42,17 @@ from workbench.engine.backends import backend_unavailable
 from workbench.engine.thought import SamplingConfig, ThoughtTemplate
 
 
+def plain_setup(handle, config: SamplingConfig, template: ThoughtTemplate):
+    """What both plain loops start with: model, tokenizer, device, the markers' ids and the pad id; torch seeded."""
+    tok = handle.tokenizer
+    torch.manual_seed(config.seed)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    return handle.model, tok, handle.device, template.open_ids(tok), template.close_ids(tok), pad
+
+
 def plain_loop(handle, ids: list[int], positions: list[int], config: SamplingConfig, template: ThoughtTemplate):
     """What a user writes with transformers alone. Returns (thought tokens, mean reward)."""
-    model, tok = handle.model, handle.tokenizer
-    dev = handle.device
-    open_ids = template.open_ids(tok)
-    close_ids = template.close_ids(tok)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    torch.manual_seed(config.seed)
+    model, tok, dev, open_ids, close_ids, pad = plain_setup(handle, config, template)
     tokens = 0
     rewards = []
     with torch.inference_mode():
@@ -97,11 +100,7 @@ def plain_loop(handle, ids: list[int], positions: list[int], config: SamplingCon
 def plain_loop_fixed(handle, ids: list[int], positions: list[int], config: SamplingConfig, template: ThoughtTemplate):
     """The plain loop without stop strings: every thought runs to the budget (min_new_tokens = max_new_tokens), so the
     G scored sequences have one length. Returns (thought tokens, mean reward)."""
-    model, tok = handle.model, handle.tokenizer
-    dev = handle.device
-    open_ids, close_ids = template.open_ids(tok), template.close_ids(tok)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    torch.manual_seed(config.seed)
+    model, tok, dev, open_ids, close_ids, pad = plain_setup(handle, config, template)
     tokens = 0
     rewards = []
     with torch.inference_mode():

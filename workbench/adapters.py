@@ -66,12 +66,6 @@ def with_adapter(model: torch.nn.Module, spec: dict[str, Any]) -> torch.nn.Modul
     return get_peft_model(model, _lora_config(spec))
 
 
-def is_adapted(model: torch.nn.Module) -> bool:
-    from peft import PeftModel
-
-    return isinstance(model, PeftModel)
-
-
 def adapter_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The adapter's weights, by peft's names (what a checkpoint of a `peft` run keeps)."""
     from peft import get_peft_model_state_dict

@@ -393,14 +393,13 @@ def load_run_model(run_dir: str | Path, dtype: str | torch.dtype | None = "auto"
         base = str(run_dir / base)
     handle = load_model(base, dtype=dtype, device=device,
                         trust_remote_code=trust_remote_code or bool(config.get("trust_remote_code")), progress=progress)
-    state = {k: v.to(handle.dtype) for k, v in load_file(weights).items()}
-    if config.get("peft"):
-        state = load_file(weights)  # a LoRA run's checkpoint holds its adapter: merged into the base, a plain model again
+    state = load_file(weights)
+    if config.get("peft"):  # a LoRA run's checkpoint holds its adapter: merged into the base, a plain model again
         from workbench.adapters import check_peft_spec, merged
 
         handle.model = merged(handle.model, check_peft_spec(config["peft"]), state, f"{weights} (on {base})")
     else:
-        missing, unexpected = handle.model.load_state_dict(state, strict=False)
+        missing, unexpected = handle.model.load_state_dict({k: v.to(handle.dtype) for k, v in state.items()}, strict=False)
         check_loaded(handle.model, missing, unexpected, f"{weights} (on {base})")
     step = int(json.loads((ckpt / "state.json").read_text())["step"])
     return ModelHandle(handle.model, handle.tokenizer, run_label(run_dir, config), source=str(ckpt), role=role, step=step,

@@ -70,9 +70,12 @@ def count_head(rows: int, weight: torch.Tensor) -> None:
         METER.forward_flops += 2.0 * weight.numel() * rows
 
 
-def add_training_run(flops: float) -> None:
-    """A finished training run's FLOPs (every forward and backward of every step, `training.flops.ComputeMeter`)."""
+def add_training_run(flops: float, evaluation_flops: float = 0.0) -> None:
+    """A finished training run's FLOPs (every forward and backward of every step, `training.flops.ComputeMeter`), and
+    the forwards of its held-out evaluations when another process counted them (its summary's
+    `total_work_flops_evaluation`)."""
     METER.training_flops += float(flops)
+    METER.forward_flops += float(evaluation_flops)
     METER.training_runs += 1
 
 

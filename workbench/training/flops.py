@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from workbench.work import body_parameters
+
 
 @dataclass(frozen=True)
 class FlopCounter:
@@ -30,11 +32,7 @@ class FlopCounter:
 
 
 def flop_counter(model: torch.nn.Module) -> FlopCounter:
-    embedding = model.get_input_embeddings().weight
-    head = model.get_output_embeddings().weight
-    total = sum(p.numel() for p in model.parameters())  # a tied head is one parameter, counted once
-    body = total - embedding.numel() - (0 if head is embedding else head.numel())
-    return FlopCounter(body_params=int(body), head_params=int(head.numel()))
+    return FlopCounter(body_params=body_parameters(model), head_params=int(model.get_output_embeddings().weight.numel()))
 
 
 COMPUTE_KINDS = ("teacher", "sample", "score", "design", "loss", "probe")

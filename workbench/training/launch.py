@@ -91,8 +91,7 @@ class BackgroundRun:
             summary = self.run_dir / "summary.json"
             if summary.exists():  # its training FLOPs and its evaluations' forwards (counted in that process)
                 done = json.loads(summary.read_text())
-                work.add_training_run(float(done.get("total_flops", 0.0)))
-                work.METER.forward_flops += float(done.get("total_work_flops_evaluation", 0.0))
+                work.add_training_run(done.get("total_flops", 0.0), done.get("total_work_flops_evaluation", 0.0))
             self._counted = True
         return code
 

@@ -36,6 +36,7 @@ from workbench.hardware import auto_mixed_precision, choose_dtype
 from workbench.metrics import renamed
 from workbench.models import ModelHandle, check_loaded, load_model
 from workbench.run_dirs import new_run_dir, read_jsonl_rows, runs_root, versions, write_json
+from workbench import work
 from workbench.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from workbench.training.config import NOT_IN_FINGERPRINT, TrainConfig
 from workbench.training.configs import load_config
@@ -320,8 +321,6 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------------
 
     def train(self) -> dict[str, Any]:
-        from workbench import work
-
         start_time = time.perf_counter()
         flops_before = self.flops  # a resumed run counts only the steps this process trains
         try:
@@ -331,8 +330,6 @@ class Trainer:
             self.trackers.finish()  # flushes TensorBoard's event file even when a step raised
 
     def _train_loop(self, start_time: float) -> dict[str, Any]:
-        from workbench import work
-
         cfg = self.config
         if self.step == 0 and cfg.eval_at_start:
             row = {"step": 0, "flops": 0.0, "budget_tokens": 0, **self.evaluate()}
@@ -412,8 +409,6 @@ class Trainer:
         Every trainer evaluates through here, with settings read from the fields every config shares."""
         if not self.eval_ids:
             return {}
-        from workbench import work
-
         maps: list = []
         before = work.METER.forward_flops
         out = evaluate(self.rollout, self.eval_ids, self.eval_settings, maps=maps)

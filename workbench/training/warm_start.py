@@ -102,6 +102,17 @@ def ship_warm_start(run_dir: str | Path, base: str, dest: Path | None = None) ->
     return dest
 
 
+def _into_place(partial: Path, target: Path) -> None:
+    """Rename a finished `partial` directory to `target`: complete or absent, a killed writer leaves only a .tmp
+    directory. Another process that put a complete one there first wins; ours is discarded."""
+    try:
+        os.replace(partial, target)
+    except OSError:
+        if not (target / "summary.json").exists():
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def install_shipped(base: str, overrides: dict[str, Any], target: Path, log=print) -> bool:
     """Put the shipped warm start of `base` into the cache at `target` when it answers for this recipe (same cache key:
     same config, corpus and trainer arithmetic); False when there is none for it. A shipped file whose checksum does
@@ -125,12 +136,7 @@ def install_shipped(base: str, overrides: dict[str, Any], target: Path, log=prin
     config = yaml.safe_load(config_file.read_text())
     config["output_dir"] = str(target)
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    try:
-        os.replace(partial, target)
-    except OSError:
-        if not (target / "summary.json").exists():
-            raise
-        shutil.rmtree(partial, ignore_errors=True)
+    _into_place(partial, target)
     log(f"thinking-ready {base}: the warm start shipped in {source.relative_to(SHIPPED_DIR.parents[1])} "
         f"(a LoRA adapter, trained by {manifest['recipe']}) -> {target}")
     return True
@@ -159,12 +165,7 @@ def thinking_ready_model(base: str = "gemma3-270m", log=print, **overrides: Any)
         trainer.close()
     config_file = partial / "config.yaml"
     config_file.write_text(config_file.read_text().replace(str(partial), str(target)))  # where it will live
-    try:
-        os.replace(partial, target)  # complete or absent: a killed run leaves only a .tmp directory
-    except OSError:
-        if not (target / "summary.json").exists():
-            raise
-        shutil.rmtree(partial, ignore_errors=True)
+    _into_place(partial, target)
     log(f"warm start trained in {time.perf_counter() - start:.0f} s")
     return str(target)
 
