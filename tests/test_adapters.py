@@ -40,8 +40,63 @@ def test_peft_defaults_and_fingerprints():
     # a config without adapters keeps the fingerprint it had before the field existed (cached runs stay valid)
     assert plain.fingerprint() == config_from_dict({**base, "peft": None}).fingerprint()
     assert plain.fingerprint() != config_from_dict({**base, "peft": {"r": 4}}).fingerprint()
-    with pytest.raises(WorkbenchError, match="RLP on a LoRA adapter is not supported yet"):
-        config_from_dict(dict(trainer="rlp", model="gemma3-270m", peft={"r": 4}))
+    rlp = config_from_dict(dict(trainer="rlp", model="gemma3-270m", peft={"r": 4}))
+    assert any(d.startswith("peft: LoRA adapters (r 4)") for d in rlp.deviations)  # a labelled variant in run.json
+    with pytest.raises(WorkbenchError, match="vLLM sampler takes whole weights"):
+        config_from_dict(dict(trainer="rlp", model="gemma3-270m", peft={"r": 4}, sampler_backend="vllm"))
+
+
+@pytest.mark.slow
+def test_rlp_on_an_adapter_keeps_the_papers_ema_teacher(tiny_model_dir, tmp_path):
+    """RLP with peft: after each step the teacher is the EMA of theta = W0 + scaling B A, computed here independently
+    from peft's own merge_and_unload of a copy of the policy; the weights no adapter touches stay the base's; the
+    checkpoint's teacher holds the adapted weights only, and load_trained(RUN, 'teacher') and resume read it back."""
+    import copy
+
+    from safetensors.torch import load_file
+
+    from workbench.models import load_model
+    from workbench.training.checkpoints import latest_checkpoint
+    from workbench.training.launch import trainer_for
+    from workbench.training.trainer import load_trained
+
+    tau = 0.5  # a fast teacher, so that two steps move it visibly
+    cfg = config_from_dict(dict(
+        trainer="rlp", model=str(tiny_model_dir), output_dir=str(tmp_path / "rlp"), max_steps=2, docs_per_step=1,
+        positions_per_doc=2, G=2, thought_tokens=4, max_doc_tokens=48, eval_data="", checkpoint_every=2,
+        save_optimizer=True, progress=False, learning_rate=5e-2, ema_tau=tau, peft={"r": 4, "lora_alpha": 8},
+        mixed_precision="no", rollout_dtype="float32",
+    ))
+    trainer = trainer_for(cfg)
+    base = {n: t.clone() for n, t in load_model(str(tiny_model_dir), dtype="float32").model.named_parameters()}
+    expected = dict(base)  # phi_0 = theta_0 = the base (B starts at zero)
+    for step in (1, 2):
+        trainer.step = step
+        trainer.train_step(step)
+        theta = dict(copy.deepcopy(trainer.policy).merge_and_unload().named_parameters())  # peft's own merge
+        expected = {n: tau * expected[n] + (1 - tau) * theta[n].detach() for n in expected}
+    teacher = dict(trainer.teacher.model.named_parameters())
+    moved = [n for n in base if not torch.equal(teacher[n], base[n])]
+    assert moved
+    assert set(moved) <= set(trainer.ema_names) and "model.embed_tokens.weight" not in trainer.ema_names
+    for n in base:
+        assert torch.allclose(teacher[n], expected[n], atol=1e-6), n
+    drift = trainer.teacher_drift()
+    assert 0 < drift["all"] < 1 and drift["embedding"] == 0  # the adapter never touches the embedding
+    trainer.save()
+    saved_teacher = {n: t.clone() for n, t in teacher.items()}
+    trainer.close()
+
+    ckpt = latest_checkpoint(tmp_path / "rlp")
+    assert set(load_file(ckpt / "teacher.safetensors")) == set(trainer.ema_names)
+    assert all("lora_" in k for k in load_file(ckpt / "policy.safetensors"))
+    loaded = dict(load_trained(tmp_path / "rlp", "teacher", dtype="float32").model.named_parameters())
+    for n, t in saved_teacher.items():
+        assert torch.allclose(loaded[n], t, atol=1e-6), n
+    resumed = trainer_for(cfg, resume=True)
+    for n, t in resumed.teacher.model.named_parameters():
+        assert torch.allclose(t, saved_teacher[n], atol=1e-6), n
+    resumed.close()
 
 
 @pytest.mark.slow

@@ -257,6 +257,21 @@ def test_answer_metrics_by_hand_on_the_tiny_model(tiny):
     assert out["eval_answer_accuracy_no_think"] == pytest.approx(float(np.mean(plain)))
     assert out["eval_share_scratch"] == pytest.approx(float(np.mean([thought_style(th.text) == "scratch" for th in rm.thoughts])))
     assert out["eval_share_positive"] == pytest.approx(float(np.mean(rm.rewards > 0)))
+    # standard errors: the G thoughts at one answer are one cluster, so the spread of the per-answer means counts
+    by_answer = {t: [r for th, r in zip(rm.thoughts, right) if th.position == t] for t in rm.positions}
+    means = [float(np.mean(by_answer[t])) for t in rm.positions]
+    assert out["eval_answer_accuracy_thinking_se"] == pytest.approx(np.std(means, ddof=1) / np.sqrt(len(means)))
+    assert out["eval_answer_accuracy_no_think_se"] == pytest.approx(np.std(plain, ddof=1) / np.sqrt(len(plain)))
+    rewards_at = [float(np.mean([r for th, r in zip(rm.thoughts, rm.rewards) if th.position == t])) for t in rm.positions]
+    assert out["eval_reward_mean_se"] == pytest.approx(np.std(rewards_at, ddof=1) / np.sqrt(len(rewards_at)))
+    assert out["eval_answers"] == len(rm.positions) and np.isnan(out["eval_loss_se"])  # one document: no SE over documents
+    # one record per answer, for paired comparisons of two models on the same answers
+    records: list = []
+    evaluate(tiny, [ids], settings, records=records)
+    assert [(r["doc"], r["position"]) for r in records] == [(0, t) for t in rm.positions]
+    assert [r["no_think_right"] for r in records] == [float(x) for x in plain]
+    assert [r["thinking_right"] for r in records] == pytest.approx(means)
+    assert [r["reward_mean"] for r in records] == pytest.approx(rewards_at)
 
 
 def test_the_trainer_writes_a_reward_map_film(tiny_model_dir, tmp_path):

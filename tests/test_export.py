@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from workbench.cli import main
 from workbench.errors import WorkbenchError
@@ -53,7 +54,9 @@ def fake_run(path: Path, trainer: str, model: str, steps: int = 2, flops_per_ste
                                                    "total_flops": flops_per_step * steps, "wall_time_s": 12.5}))
     ckpt = path / "checkpoints" / f"step-{steps:06d}"
     ckpt.mkdir(parents=True)
-    (ckpt / "policy.safetensors").write_bytes(b"not read by the card")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(ckpt / "policy.safetensors"))  # whole, though the card does not read it
     (ckpt / "state.json").write_text(json.dumps({"step": steps, "flops": flops_per_step * steps,
                                                  "budget_tokens": 100 * steps}))
     if film:

@@ -98,6 +98,11 @@ def _plain_logprobs(handle, item: MCItem) -> list[float]:
     return out
 
 
+def _continuation_tokens(handle, item: MCItem) -> int:
+    context_ids = handle.tokenizer(item.context).input_ids
+    return sum(len(handle.tokenizer(item.context + TARGET_DELIMITER + c).input_ids) - len(context_ids) for c in item.choices)
+
+
 def _plain_scores(handle, items: list[MCItem]) -> dict:
     logprobs = [_plain_logprobs(handle, item) for item in items]
     preds = [_first_argmax(lps) for lps in logprobs]
@@ -131,7 +136,12 @@ def test_lm_eval_scores_match_a_plain_forward(request, tmp_path, fixture):
     items = load_mc_task()
     picked = [items[0], items[12], items[24], items[31]]  # one per topic, short and long choices
     path = _write(tmp_path, [json.dumps(item.__dict__) for item in picked], name="picked.jsonl")
+    from workbench import work
+
+    work.reset()
     result = mc_scores(handle, task_file=path, batch_size=3)  # batches mix items of different lengths
+    # the LM head ran at the continuations' tokens only (HFLM runs it at every position of every padded row)
+    assert work.METER.head_rows == sum(_continuation_tokens(handle, item) for item in picked)
     if fixture == "gemma_fp32":
         assert handle.tokenizer(picked[0].context).input_ids[0] == handle.tokenizer.bos_token_id  # scored after <bos>
     _assert_same(result, _plain_scores(handle, picked), picked)

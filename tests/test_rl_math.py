@@ -99,3 +99,16 @@ def test_ema_update_by_hand():
     assert relative_drift([torch.tensor([0.0, 0.0])], [torch.tensor([3.0, 4.0])]) == pytest.approx(1.0)
     with pytest.raises(ValueError):
         ema_update_(teacher, policy[:1], 0.9)
+
+
+def test_drift_by_group_names_the_part_that_moved():
+    from workbench.training.rl_math import drift_by_group, module_group
+
+    assert [module_group(n) for n in ("model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
+                                      "model.layers.0.mlp.up_proj.weight", "model.norm.weight")] == \
+        ["embedding", "attention", "mlp", "norm"]
+    teacher = [torch.ones(4), torch.ones(4)]
+    policy = [("model.embed_tokens.weight", torch.ones(4)), ("model.layers.0.mlp.up_proj.weight", 2 * torch.ones(4))]
+    out = drift_by_group(teacher, policy)
+    assert out["embedding"] == 0.0 and out["mlp"] == pytest.approx(0.5)
+    assert out["all"] == pytest.approx(relative_drift(teacher, [p for _, p in policy]))

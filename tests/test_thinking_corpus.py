@@ -55,6 +55,7 @@ def test_thoughts_parse_and_sit_before_their_answers():
             assert slip_result != answer and options["slip"].split()[:2] == options["scratch"].split()[:2]
             assert len(slip_result) == len(answer) or slip_result in DAYS + NAMES, (answer, options["slip"])
             assert thought_style(options["restate"]) == "restate"
+            assert thought_style(options["scratch"]) == thought_style(options["slip"]) == "scratch"
     for raw in (json.loads(line) for line in open(data_dir() / "thinking" / "train.jsonl")):
         families.update(raw["families"])
     assert families == set(FAMILIES)
@@ -142,3 +143,23 @@ def test_splicing_builds_the_sequence_rlp_scores(model):
             assert set(read_only.marked) <= set(read_only.trained)
         else:
             assert read_only.trained is None
+
+
+@pytest.mark.parametrize("text, style", [
+    ("So 4", "guess"), ("4", "guess"), ("So Monday.", "guess"), ("The answer is 4", "guess"), ("Answer: Pablo", "guess"),
+    ("I think it is a big number", "guess"), ("the white box holds 7", "scratch"), ("6 plus 2: 7 is 1, 8 is 2. So 8", "scratch"),
+    ("The question asks how many", "restate"),
+])
+def test_a_scratchpad_needs_a_counted_step(text, style):
+    """A bare guess ("So 4") is not a scratchpad: the style needs at least one step that works with a number."""
+    assert thought_style(text) == style
+
+
+def test_style_stats_count_reward_and_budget_by_style():
+    from workbench.thinking_corpus import style_stats
+
+    out = style_stats(["5 is 1, 10 is 2. So 2", "So 3", "The question asks", "5 is 1, 10 is"], [1.0, -1.0, 0.5, -3.0],
+                      ["marker", "marker", "marker", "budget"], prefix="eval_")
+    assert out["eval_n_scratch"] == 2 and out["eval_n_guess"] == 1 and out["eval_n_restate"] == 1
+    assert out["eval_reward_scratch_mean"] == -1.0 and out["eval_share_scratch_at_budget"] == 0.5
+    assert out["eval_reward_guess_mean"] == -1.0 and out["eval_share_restate_at_budget"] == 0.0

@@ -8,6 +8,10 @@ loads the run's base model and merges the adapter into it, so every reader downs
     model = with_adapter(model, spec)                        # PeftModel: only the LoRA matrices train
     tensors = adapter_tensors(model)                         # what a checkpoint keeps
     plain = merged(base_model, spec, tensors)                # base + adapter, merged: a plain model again
+    weights = merged_named_tensors(model)                    # theta as a plain model names it (RLP's EMA teacher)
+
+RLP on an adapter keeps the paper's teacher exactly: phi is the EMA of theta = W0 + delta W, and W0 never changes, so
+only the adapted weights move; the teacher (and a checkpoint's teacher.safetensors) holds those, the rest is W0.
 """
 
 from __future__ import annotations
@@ -103,3 +107,32 @@ def merged_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     clone.requires_grad_(False)
     clone.eval()
     return clone
+
+
+@torch.no_grad()
+def merged_named_tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The adapted model's effective weights theta = W0 + scaling * B A, by the names of the plain model (no
+    `base_layer`, no `lora_` tensors; a tied head once), detached: a new tensor where an adapter acts, the frozen
+    parameter itself elsewhere."""
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
+    adapted = {name: module for name, module in base.named_modules() if isinstance(module, LoraLayer)}
+    out = []
+    for name, param in base.named_parameters():
+        if "lora_" in name:
+            continue
+        module_name, _, leaf = name.rpartition(".base_layer.")
+        if leaf == "weight" and module_name in adapted:
+            module = adapted[module_name]
+            out.append((f"{module_name}.weight", param.detach() + module.get_delta_weight(module.active_adapters[0]).to(param.dtype)))
+        else:
+            out.append((name.replace(".base_layer.", "."), param.detach()))
+    return out
+
+
+def adapted_weight_names(model: torch.nn.Module) -> set[str]:
+    """The plain names of the weights an adapter changes (the only ones whose EMA differs from the base's)."""
+    from peft.tuners.lora import LoraLayer
+
+    return {f"{name}.weight" for name, module in model.get_base_model().named_modules() if isinstance(module, LoraLayer)}

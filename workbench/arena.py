@@ -9,6 +9,10 @@ which stops at the first step that reaches it (so designs with costlier extra pa
 FLOPs are in the table). Everything else is shared: seed, data, sampler, RLOO advantages, loss, guards, checkpoints
 and the one evaluation (`workbench/evaluation.py`), which is checked to be identical across the runs before the table
 is written. Binary designs starve the advantage on small models: `degenerate_group_share` per step shows it.
+
+`DESIGN+control` (e.g. `rlp+control`) is that design's null control: the same run with its advantages shuffled within
+each group (`control: shuffled_advantages`), trained at the same budget; a design whose end task moves no further than
+its control's has shown no signal beyond update noise.
 """
 
 from __future__ import annotations
@@ -26,13 +30,25 @@ TABLE_METRICS = ("eval_reward_mean", "eval_content_gain_mean", "eval_logp_with_t
                  "eval_thought_tokens")
 
 
+CONTROL_SUFFIX = "+control"
+
+
+def design_of(name: str) -> tuple[str, str]:
+    """(reward design, control) of an arena entry: `nover` -> ("nover", ""), `rlp+control` -> ("rlp", "shuffled_advantages")."""
+    if name.endswith(CONTROL_SUFFIX):
+        return name[: -len(CONTROL_SUFFIX)], "shuffled_advantages"
+    return name, ""
+
+
 def load_arena(path: str | Path, overrides: dict[str, Any] | None = None, designs: list[str] | None = None):
     """(the shared RLP config, the designs) of an arena file; `designs` replaces the file's list."""
     from workbench.compare import parse_designs
 
     path, data = read_config_file(path)
     listed = data.pop(ARENA_KEY, None)
-    names = parse_designs(designs if designs is not None else listed or ["rlp"])
+    names = designs if designs is not None else listed or ["rlp"]
+    names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+    parse_designs([design_of(n)[0] for n in names])  # one line naming an unknown design
     if len(set(names)) != len(names):
         raise WorkbenchError(f"{ARENA_KEY}: a design is listed twice: {names}")
     config = config_from_dict({**data, **(overrides or {})}, str(path))
@@ -52,8 +68,9 @@ def run_arena(config, designs: list[str], root: str | Path | None = None, log: C
     budget = None
     runs: dict[str, dict[str, Any]] = {}
     for name in designs:
-        values = {**config.to_dict(), "reward_design": name, "run_name": f"{config.run_name}-{name}",
-                  "output_dir": str(root / name)}
+        design, control = design_of(name)
+        values = {**config.to_dict(), "reward_design": design, "control": control,
+                  "run_name": f"{config.run_name}-{name}", "output_dir": str(root / name)}
         if budget is not None:  # the same compute as the first design, however many steps that takes
             values.update(flops_budget=budget, max_steps=config.max_steps * 4)
         log(f"arena: training {name}" + (f" to {budget:.3g} FLOPs" if budget else f" for {config.max_steps} steps"))

@@ -119,8 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", help="a training run's directory (what workbench train printed)")
     export.add_argument("out_dir", help="where to write the model (missing or empty; see --overwrite)")
     export.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is not empty")
+    export.add_argument("--step", type=int, default=None, help="export this step's checkpoint instead of the last")
     export.add_argument("--push-to-hub", default=None, metavar="REPO",
                         help="also upload OUT_DIR to this Hugging Face model repository (ORG/NAME; needs a token and network)")
+    compare_runs = sub.add_parser("compare-runs", help="two runs on the same evaluated answers: each metric's paired "
+                                  "difference with its standard error and 95%% interval")
+    compare_runs.add_argument("run_a", help="a training run's directory")
+    compare_runs.add_argument("run_b", help="another run evaluated under the same settings")
+    compare_runs.add_argument("--step-a", type=int, default=None, help="RUN_A's evaluation at this step (default: its last)")
+    compare_runs.add_argument("--step-b", type=int, default=None, help="RUN_B's evaluation at this step (default: its last)")
+    compare_runs.add_argument("--json", dest="json_out", default=None, metavar="FILE", help="also write the table as JSON")
     return parser
 
 
@@ -383,8 +391,20 @@ def cmd_arena(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from workbench.export import export_run
 
-    out = export_run(args.run_dir, args.out_dir, push_to_hub=args.push_to_hub, overwrite=args.overwrite, log=_log)
+    out = export_run(args.run_dir, args.out_dir, push_to_hub=args.push_to_hub, overwrite=args.overwrite, log=_log,
+                     step=args.step)
     print(out.resolve())  # the last line printed is the exported directory
+    return 0
+
+
+def cmd_compare_runs(args: argparse.Namespace) -> int:
+    from workbench.run_compare import compare_runs
+
+    table = compare_runs(args.run_a, args.run_b, args.step_a, args.step_b)
+    print(f"A = {args.run_a}\nB = {args.run_b}")
+    print(table.to_string(float_format=lambda v: f"{v:+.4f}"))
+    if args.json_out:
+        Path(args.json_out).write_text(table.reset_index().to_json(orient="records", indent=1))
     return 0
 
 
@@ -392,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"score": cmd_score, "compare": cmd_compare, "run": cmd_run, "report": cmd_report, "train": cmd_train,
-                    "arena": cmd_arena, "export": cmd_export}
+                    "arena": cmd_arena, "export": cmd_export, "compare-runs": cmd_compare_runs}
         return commands[args.command](args)
     except WorkbenchError as exc:
         print(f"workbench {args.command}: error: {exc}", file=sys.stderr)

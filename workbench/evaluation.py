@@ -25,7 +25,16 @@ At `marked` positions (answer tokens of the thinking corpus, `data/thinking`) al
     eval_answer_accuracy_thinking   share of sampled thoughts after which the model's most likely token is the answer
     eval_answer_accuracy_no_think   share of answers the model ranks first without a thought (the opening marker's
                                     first token excluded: asked not to think, what would it answer?)
-    eval_share_scratch              share of sampled thoughts in the scratchpad style (not a restatement)
+    eval_share_scratch              share of sampled thoughts in the scratchpad style (at least one counted step;
+                                    `thinking_corpus.thought_style`: scratch, restate or guess)
+    eval_n_<style>, eval_reward_<style>_mean, eval_share_<style>_at_budget
+                                    per style: how many thoughts, their mean reward, the share cut off by the budget
+
+Each mean comes with its standard error, `<metric>_se` (`clustered_se`): the G thoughts at one position, and the
+tokens of one document, are not independent draws, so the SE is the spread of the per-position (per-document for
+eval_loss) means over the square root of their number. NaN where there are fewer than two positions or documents.
+`evaluate(..., records=[])` also returns one record per scored position (`position_records`), which a run writes to
+`eval/step-NNNNNN.jsonl`: `workbench.compare.compare_runs` pairs two runs' records on the same answers.
 """
 
 from __future__ import annotations
@@ -111,14 +120,56 @@ def settings_of_run(run_dir) -> EvalSettings:
     return eval_settings(load_config(Path(run_dir) / "config.yaml"))
 
 
+def clustered_se(values, clusters) -> float:
+    """Standard error of the mean of `values` whose members of one cluster (the thoughts at one position, the tokens of
+    one document) are not independent: std of the cluster means (ddof 1) / sqrt(number of clusters). NaN values are
+    left out; fewer than two clusters give NaN."""
+    v = np.asarray(values, dtype=float)
+    c = np.asarray(clusters)
+    keep = ~np.isnan(v)
+    v, c = v[keep], c[keep]
+    if v.size == 0:
+        return float("nan")
+    _, inverse = np.unique(c, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    n = int(inverse.max()) + 1
+    if n < 2:
+        return float("nan")
+    means = np.bincount(inverse, weights=v, minlength=n) / np.bincount(inverse, minlength=n)
+    return float(means.std(ddof=1) / np.sqrt(n))
+
+
+def position_records(rm, doc: int, answers: bool, open_first: int) -> list[dict[str, Any]]:
+    """One record per position of a document's reward map: what a paired comparison of two models needs. `doc` is the
+    document's index in the evaluation, so two runs under the same settings name the same answer the same way."""
+    by_position: dict[int, list] = {}
+    for th in rm.thoughts:
+        by_position.setdefault(th.position, []).append(th)
+    rewards = dict(zip(range(len(rm.thoughts)), rm.rewards.tolist()))
+    index = {id(th): i for i, th in enumerate(rm.thoughts)}
+    out = []
+    for t in rm.positions:
+        group = by_position.get(t, [])
+        record = {"doc": doc, "position": int(t), "target": int(rm.document_ids[t]),
+                  "reward_mean": float(np.mean([rewards[index[id(th)]] for th in group])) if group else float("nan"),
+                  "logp_with_thought": float(np.mean([th.logp_with_thought for th in group])) if group else float("nan")}
+        if answers:
+            first, second = rm.no_think.top_ids[t][:2]
+            record["no_think_right"] = float((second if first == open_first else first) == rm.document_ids[t])
+            record["thinking_right"] = float(np.mean([th.next_top[0][0] == rm.document_ids[t] for th in group]))
+        out.append(record)
+    return out
+
+
 def evaluate(policy: ModelHandle, documents: list[list[int]], settings: EvalSettings, progress: bool = False,
-             maps: list | None = None) -> dict[str, float]:
-    """The held-out metrics of `policy` on tokenised `documents` (already cut to settings.max_doc_tokens). `maps`: a
-    list that receives each document's RewardMap (with thoughts), e.g. for the reward-map film."""
+             maps: list | None = None, records: list | None = None) -> dict[str, float]:
+    """The held-out metrics of `policy` on tokenised `documents` (already cut to settings.max_doc_tokens), each mean
+    with its standard error (`<metric>_se`). `maps`: a list that receives each document's RewardMap (with thoughts),
+    e.g. for the reward-map film; `records`: a list that receives one record per scored position (paired comparisons)."""
     from workbench.data import parse_positions
     from workbench.metrics import reward_stats, thoughts_stats
     from workbench.rewards import reward_map, run_teacher_pass
-    from workbench.thinking_corpus import thought_style
+    from workbench.thinking_corpus import style_stats, thought_style
 
     if not documents:
         raise WorkbenchError("evaluate: no held-out documents")
@@ -128,12 +179,15 @@ def evaluate(policy: ModelHandle, documents: list[list[int]], settings: EvalSett
     nll, correct, count = 0.0, 0, 0
     rewards, with_thought, content, empty, thoughts = [], [], [], [], []
     right_thinking, right_no_think = [], []
+    doc_nll: list[float] = []  # mean NLL per token of each document (eval_loss_se)
+    at: list[tuple[int, int]] = []  # (document, position) of each thought: its cluster
+    answer_at: list[tuple[int, int]] = []
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(documents), desc=f"evaluating {policy.label}", leave=False)
-    for ids in documents:
+    for d, ids in enumerate(documents):
         if settings.G == 0:
             scores, _ = no_think_scores(policy, ids, entropy=False)  # entropies are not needed here: quicker
             own = scores.logp
@@ -149,6 +203,10 @@ def evaluate(policy: ModelHandle, documents: list[list[int]], settings: EvalSett
                 for t in rm.positions:
                     first, second = rm.no_think.top_ids[t][:2]
                     right_no_think.append((second if first == open_first else first) == ids[t])
+                    answer_at.append((d, t))
+            if records is not None:
+                records.extend(position_records(rm, d, answers, open_first))
+            at.extend((d, th.position) for th in rm.thoughts)
             rewards.extend(rm.rewards.tolist())
             with_thought.extend(th.logp_with_thought for th in rm.thoughts)
             content.extend(rm.content_gains.tolist())
@@ -156,13 +214,15 @@ def evaluate(policy: ModelHandle, documents: list[list[int]], settings: EvalSett
             thoughts.extend(rm.thoughts)
             scores = rm.no_think
         nll -= float(np.nansum(own[1:]))
+        doc_nll.append(-float(np.nanmean(own[1:])))
         correct += int((scores.top_id[1:] == np.asarray(ids[1:])).sum())
         count += len(ids) - 1
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    out = {"eval_loss": nll / count, "eval_perplexity": float(np.exp(nll / count)), "eval_accuracy": correct / count}
+    out = {"eval_loss": nll / count, "eval_loss_se": clustered_se(doc_nll, range(len(doc_nll))),
+           "eval_perplexity": float(np.exp(nll / count)), "eval_accuracy": correct / count}
     if thoughts:
         stats = {**reward_stats(rewards), **thoughts_stats(thoughts)}
         out.update({
@@ -174,12 +234,19 @@ def evaluate(policy: ModelHandle, documents: list[list[int]], settings: EvalSett
             "eval_thought_tokens_mean": stats["thought_tokens_mean"],
             "eval_share_empty": stats["share_empty"],
             "eval_share_closed_by_marker": stats["share_closed_by_marker"],
+            "eval_reward_mean_se": clustered_se(rewards, at),
+            "eval_logp_with_thought_se": clustered_se(with_thought, at),
+            "eval_content_gain_mean_se": clustered_se(content, at),
         })
     if right_thinking:
         out.update({
             "eval_answer_accuracy_thinking": float(np.mean(right_thinking)),
             "eval_answer_accuracy_no_think": float(np.mean(right_no_think)),
             "eval_share_scratch": float(np.mean([thought_style(th.text) == "scratch" for th in thoughts])),
+            **style_stats([th.text for th in thoughts], rewards, [th.closed_by for th in thoughts], prefix="eval_"),
+            "eval_answer_accuracy_thinking_se": clustered_se(np.asarray(right_thinking, dtype=float), at),
+            "eval_answer_accuracy_no_think_se": clustered_se(np.asarray(right_no_think, dtype=float), answer_at),
+            "eval_answers": len(right_no_think),
         })
     out["time_eval_s"] = time.perf_counter() - start
     return out

@@ -144,18 +144,27 @@ class Lineage:
     base: BaseModel | None = None
 
 
-def _checkpoint(run_dir: Path) -> Path:
-    from workbench.training.checkpoints import latest_checkpoint
+def _checkpoint(run_dir: Path, step: int | None = None) -> Path:
+    """The checkpoint to export: the run's last one, or the one of `step`. A damaged one is refused with one line (an
+    export must not silently ship an older model); the line names the complete checkpoints `--step` can pick."""
+    from workbench.training.checkpoints import checkpoint_problem, latest_checkpoint, list_checkpoints
 
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = latest_checkpoint(run_dir) if step is None else Path(run_dir) / "checkpoints" / f"step-{step:06d}"
     if ckpt is None:
         raise WorkbenchError(f"{run_dir} has no checkpoint yet (was the run stopped before step 1?); nothing to export")
-    if not (ckpt / "policy.safetensors").is_file() or not (ckpt / "state.json").is_file():
-        raise WorkbenchError(f"{ckpt} is incomplete (no policy.safetensors or state.json); nothing to export")
+    if step is not None and not ckpt.is_dir():
+        steps = [int(c.name.split("-")[1]) for c in list_checkpoints(run_dir)]
+        raise WorkbenchError(f"{run_dir} has no checkpoint of step {step}; it has steps {steps}")
+    needs = ("policy.safetensors",)
+    problem = checkpoint_problem(ckpt, needs)
+    if problem is not None:
+        whole = [int(c.name.split("-")[1]) for c in list_checkpoints(run_dir) if checkpoint_problem(c, needs) is None]
+        hint = f"export a complete one with --step N (complete: steps {whole})" if whole else "no checkpoint of the run is complete"
+        raise WorkbenchError(f"will not export a damaged checkpoint: {problem}; {hint}")
     return ckpt
 
 
-def check_run_dir(run_dir: str | Path) -> Path:
+def check_run_dir(run_dir: str | Path, step: int | None = None) -> Path:
     """`run_dir` as a Path if it is a training run directory with a complete checkpoint; else one clear error."""
     path = Path(run_dir).expanduser()
     if not path.exists():
@@ -168,16 +177,16 @@ def check_run_dir(run_dir: str | Path) -> Path:
     if not (path / "config.yaml").is_file():
         raise WorkbenchError(f"{path} is not a training run directory (no config.yaml); give the run directory "
                              "`workbench train` printed")
-    _checkpoint(path)
+    _checkpoint(path, step)
     return path
 
 
-def read_run(run_dir: Path) -> RunFacts:
-    """The facts of one run directory, at its last checkpoint."""
+def read_run(run_dir: Path, step: int | None = None) -> RunFacts:
+    """The facts of one run directory, at its last checkpoint (or the one of `step`)."""
     from workbench.training.configs import read_yaml
     from workbench.training.trainer import read_metrics
 
-    ckpt = _checkpoint(run_dir)
+    ckpt = _checkpoint(run_dir, step)
     state = json.loads((ckpt / "state.json").read_text())
     step = int(state["step"])
     text = (run_dir / "config.yaml").read_text()
@@ -234,7 +243,7 @@ def base_model_of(name: str) -> BaseModel:
     return BaseModel(name, None, UNKNOWN_LICENCE, f"`{name}`")
 
 
-def lineage(run_dir: str | Path) -> Lineage:
+def lineage(run_dir: str | Path, step: int | None = None) -> Lineage:
     """Follow a run back to its base model: a run's model may itself be a run directory (RLP on the `warm:BASE`
     warm start, whose own model is BASE)."""
     from workbench.models import is_run_dir
@@ -246,7 +255,7 @@ def lineage(run_dir: str | Path) -> Lineage:
         if path.resolve() in seen:
             raise WorkbenchError(f"{path}: the runs' models form a circle; cannot find the base model")
         seen.add(path.resolve())
-        facts = read_run(path)
+        facts = read_run(path, step if not out.runs else None)  # `step` is the exported run's; parents at their last
         out.runs.append(facts)
         started = Path(facts.started_from).expanduser()
         if not started.is_absolute() and (path / started).exists():
@@ -474,21 +483,21 @@ def model_card(lin: Lineage, *, dtype: str, film_frame: dict[str, Any] | None = 
 # --------------------------------------------------------------------------- weights, tokenizer, film
 
 
-def checkpoint_dtype(run_dir: Path) -> str:
+def checkpoint_dtype(run_dir: Path, step: int | None = None) -> str:
     """The dtype of the weights in the run's last checkpoint (float32 for the workbench's trainers)."""
     from safetensors import safe_open
 
-    with safe_open(_checkpoint(run_dir) / "policy.safetensors", "pt") as f:
+    with safe_open(_checkpoint(run_dir, step) / "policy.safetensors", "pt") as f:
         first = next(iter(f.keys()))
         return {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}.get(f.get_slice(first).get_dtype(), "float32")
 
 
-def write_weights(run_dir: Path, out_dir: Path, dtype: str, log: Log) -> Any:
+def write_weights(run_dir: Path, out_dir: Path, dtype: str, log: Log, step: int | None = None) -> Any:
     """The run's model (base + last checkpoint, as `load_model(RUN_DIR)` builds it) saved with `save_pretrained`;
     returns its handle."""
     from workbench.models import load_run_model
 
-    handle = load_run_model(run_dir, dtype=dtype, device="cpu", progress=log)
+    handle = load_run_model(run_dir, dtype=dtype, device="cpu", progress=log, checkpoint=_checkpoint(run_dir, step))
     model = handle.model
     model.config.use_cache = True
     model.save_pretrained(out_dir, safe_serialization=True)  # also writes generation_config.json when it has one
@@ -640,23 +649,24 @@ def check_out_dir(out_dir: str | Path, run_dir: Path, overwrite: bool = False) -
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, push_to_hub: str | None = None, *,
-               overwrite: bool = False, log: Log | None = None) -> Path:
+               overwrite: bool = False, log: Log | None = None, step: int | None = None) -> Path:
     """Write the run's trained model into `out_dir` as a plain transformers directory with a model card (README.md)
     and, when the run filmed its held-out reward map, `film_last_frame.png`; push it to the hub repository
-    `push_to_hub` if given. Returns `out_dir`."""
+    `push_to_hub` if given. Returns `out_dir`. `step`: that checkpoint instead of the last (a damaged last one is
+    refused, never skipped silently)."""
     log = log or (lambda msg: None)
-    run = check_run_dir(run_dir)
+    run = check_run_dir(run_dir, step)
     out = check_out_dir(out_dir, run, overwrite)
     token = check_hub(push_to_hub) if push_to_hub else None
-    lin = lineage(run)
+    lin = lineage(run, step)
     facts = lin.runs[0]
-    dtype = checkpoint_dtype(run)
+    dtype = checkpoint_dtype(run, step)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
     try:
         log(f"exporting {run} (step {facts.step}, base {lin.base.hub_id or lin.base.name if lin.base else '?'}) "
             f"in {dtype}")
-        handle = write_weights(run, tmp, dtype, log)
+        handle = write_weights(run, tmp, dtype, log, step)
         check_tokenizer(tmp, handle.tokenizer, facts.config.get("think_open", "<think>"),
                         facts.config.get("think_close", "</think>"))
         del handle

@@ -15,6 +15,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
+import sys
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Callable
 import torch
 
 from workbench.errors import WorkbenchError
+from workbench.file_checks import model_dir_problem
 from workbench.hardware import DTYPES, DtypeChoice, choose_dtype, resolve_device
 
 DEFAULT_MODEL = "gemma3-270m"
@@ -263,8 +265,13 @@ def bundled_model_dir(short_name: str, progress: Callable[[str], None] | None = 
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
     target = cache_dir() / "models" / f"{short_name}-{version}"
-    if (target / "config.json").exists():
-        return target
+    if target.exists():
+        problem = model_dir_problem(target)
+        if problem is None:
+            return target
+        # an interrupted copy of the cache or a full disk: the conversion is redone (the GGUF is the source of truth)
+        print(f"the converted {short_name} in the cache is damaged ({problem}): converting it again", file=sys.stderr)
+        shutil.rmtree(target)
     with tempfile.TemporaryDirectory(prefix="workbench-gguf-") as workdir:
         gguf_path = spec.locate_gguf(Path(workdir))
         if progress:
@@ -370,10 +377,12 @@ def load_run_model(run_dir: str | Path, dtype: str | torch.dtype | None = "auto"
     import yaml
     from safetensors.torch import load_file
 
-    from workbench.training.checkpoints import latest_checkpoint
+    from workbench.training.checkpoints import checked, usable_checkpoint
 
     run_dir = Path(run_dir).expanduser()
-    ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
+    # a damaged newest checkpoint falls back to the newest complete one, with a warning naming it
+    needs = (f"{role}.safetensors",)  # the weights only: a damaged optimizer file does not stop a model from loading
+    ckpt = checked(checkpoint, needs) if checkpoint else usable_checkpoint(run_dir, lambda m: print(m, file=sys.stderr), needs)
     if ckpt is None:
         if (run_dir / "WEIGHTS_REMOVED.txt").exists():  # notebook_runner.drop_weights: a report keeps no weights
             raise WorkbenchError(f"{run_dir}: its weights were deleted after the report was built (see "
@@ -394,7 +403,11 @@ def load_run_model(run_dir: str | Path, dtype: str | torch.dtype | None = "auto"
     handle = load_model(base, dtype=dtype, device=device,
                         trust_remote_code=trust_remote_code or bool(config.get("trust_remote_code")), progress=progress)
     state = load_file(weights)
-    if config.get("peft"):  # a LoRA run's checkpoint holds its adapter: merged into the base, a plain model again
+    if config.get("peft") and role == "teacher":  # an RLP run on an adapter: the EMA of the adapted weights only
+        missing, unexpected = handle.model.load_state_dict({k: v.to(handle.dtype) for k, v in state.items()}, strict=False)
+        if unexpected or not state:
+            check_loaded(handle.model, [], unexpected or ["(no tensors)"], f"{weights} (on {base})")
+    elif config.get("peft"):  # a LoRA run's checkpoint holds its adapter: merged into the base, a plain model again
         from workbench.adapters import check_peft_spec, merged
 
         handle.model = merged(handle.model, check_peft_spec(config["peft"]), state, f"{weights} (on {base})")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,10 +239,38 @@ def _variables(rng: random.Random) -> Problem:
                    f"{_slipped_steps(b, c_minus, -1, off)}. So {answer + off}")
 
 
+# the conclusion a scratchpad ends with ("... So 6", "So Monday."), and a bare statement of an answer
+_CONCLUSION = re.compile(r"(?:^|(?<=[.,;:])\s*)So\s+[^.]*\.?\s*$")
+_BARE_ANSWER = re.compile(r"^(?:the answer is|answer:?)\s*[^.]*\.?$", re.IGNORECASE)
+THOUGHT_KINDS = ("scratch", "restate", "guess")
+
+
 def thought_style(text: str) -> str:
-    """'restate' or 'scratch': the style of a thought, written by the corpus or sampled from a warm-started model (a
-    slip is a scratchpad in style: only its result tells it apart)."""
-    return "restate" if text.strip().startswith(RESTATE_LEAD) else "scratch"
+    """The style of a thought, written by the corpus or sampled from a warm-started model: 'restate' (starts with the
+    restatement's lead), 'scratch' (at least one counted step: besides its conclusion, a clause of three or more words
+    that works with a number, e.g. "5 is 1, 10 is 2" or "the white box holds 7") or 'guess' (anything else: a bare
+    "So 4", "4", "The answer is 4", or words that compute nothing). A slip is a scratchpad in style: only its result
+    tells it apart."""
+    t = text.strip()
+    if t.startswith(RESTATE_LEAD):
+        return "restate"
+    work = _BARE_ANSWER.sub("", _CONCLUSION.sub("", t).strip()).strip()
+    return "scratch" if any(ch.isdigit() for ch in work) and len(work.split()) >= 3 else "guess"
+
+
+def style_stats(texts: list[str], rewards: list[float], closed_by: list[str], prefix: str = "") -> dict[str, float]:
+    """Per thought style (`thought_style`): how many thoughts, their mean reward, and the share of them that hit the
+    token budget (a scratchpad cut off before its result), keyed `{prefix}n_{style}`, `{prefix}reward_{style}_mean`,
+    `{prefix}share_{style}_at_budget`; a style with no thought has a count of 0 and no mean."""
+    styles = [thought_style(t) for t in texts]
+    out: dict[str, float] = {}
+    for kind in THOUGHT_KINDS:
+        picked = [i for i, s in enumerate(styles) if s == kind]
+        out[f"{prefix}n_{kind}"] = len(picked)
+        if picked:
+            out[f"{prefix}reward_{kind}_mean"] = sum(rewards[i] for i in picked) / len(picked)
+            out[f"{prefix}share_{kind}_at_budget"] = sum(closed_by[i] == "budget" for i in picked) / len(picked)
+    return out
 
 
 FAMILIES: dict[str, Callable[[random.Random], Problem]] = {

@@ -100,6 +100,7 @@ class LiveChart:
         self.button.on_click(lambda _: self.stop())
         self.widget = widgets.VBox([widgets.HBox([self.button, self.status]), self.figure])
         self._thread = None
+        self._shown: tuple[int, bool] | None = None  # (rows, running) the chart last drew
 
     def stop(self) -> None:
         (Path(self.run.run_dir) / "STOP").touch()
@@ -107,12 +108,15 @@ class LiveChart:
 
     def refresh(self) -> int:
         rows = self.run.metrics()
+        running = self.run.running()
+        if (len(rows), running) == self._shown:  # nothing new: leave the CPU to the training process
+            return len(rows)
+        self._shown = (len(rows), running)
         fresh = training_curves({"live": rows}, self.panels, cols=self.cols, drop_empty=False)
         with self.figure.batch_update():
             for old, new in zip(self.figure.data, fresh.data):
                 old.x, old.y = new.x, new.y
         last = rows[-1] if rows else {}
-        running = self.run.running()
         state = "running" if running else f"finished (exit code {self.run.process.poll()})"
         if not running:  # nothing left to stop
             self.button.disabled = True

@@ -156,8 +156,9 @@ class TrainConfig:
     def fingerprint(self) -> str:
         """A hash of the fields that change the numbers (not where the run is written)."""
         d = {k: v for k, v in self.to_dict().items() if k not in NOT_IN_FINGERPRINT}
-        if d.get("peft") is None:  # added after runs were cached: a run without adapters keeps its old fingerprint
-            d.pop("peft", None)
+        for name, unset in (("peft", None), ("control", "")):  # fields added after runs were cached: unset, a run
+            if name in d and d[name] == unset:  # keeps the fingerprint it had before the field existed
+                d.pop(name)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod

@@ -47,6 +47,13 @@ def guarded_advantages(
     return adv
 
 
+def shuffled_within_groups(advantages: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The null control's advantages: each group's [G] advantages in a random order of their own. Every group keeps its
+    values (the same spread and sizes of update), but which thought gets which value no longer depends on its reward."""
+    order = torch.argsort(torch.rand(advantages.shape, generator=generator, dtype=torch.float64), dim=-1)
+    return torch.gather(advantages, -1, order)
+
+
 def clipped_surrogate(
     logp_new: torch.Tensor,
     logp_old: torch.Tensor,
@@ -97,12 +104,42 @@ def ema_update_(teacher: Iterable[torch.Tensor], policy: Iterable[torch.Tensor],
     torch._foreach_lerp_(teacher, [p.detach().to(t.dtype) for p, t in zip(policy, teacher)], 1.0 - tau)
 
 
+def module_group(name: str) -> str:
+    """The coarse group of a weight, by its name: embedding (the input embedding and a tied or separate LM head),
+    attention, mlp, norm, or other."""
+    if "embed" in name or "lm_head" in name:
+        return "embedding"
+    if "attn" in name or "attention" in name:
+        return "attention"
+    if "mlp" in name or "ffn" in name or "feed_forward" in name:
+        return "mlp"
+    return "norm" if "norm" in name else "other"
+
+
+@torch.no_grad()
+def drift_by_group(teacher: Iterable[torch.Tensor], policy: Iterable[tuple[str, torch.Tensor]]) -> dict[str, float]:
+    """`relative_drift` overall ("all") and per `module_group`: which part of the model moved away from the teacher."""
+    num: dict[str, float] = {}
+    den: dict[str, float] = {}
+    for t, (name, p) in zip(teacher, policy):
+        p = p.detach().float()
+        group = module_group(name)
+        num[group] = num.get(group, 0.0) + float(torch.linalg.vector_norm(p - t.float()).double() ** 2)
+        den[group] = den.get(group, 0.0) + float(torch.linalg.vector_norm(p).double() ** 2)
+    total_num, total_den = sum(num.values()), sum(den.values())
+    out = {"all": (total_num / total_den) ** 0.5 if total_den > 0 else 0.0}
+    out.update({g: (num[g] / den[g]) ** 0.5 if den[g] > 0 else 0.0 for g in sorted(num)})
+    return out
+
+
 @torch.no_grad()
 def relative_drift(teacher: Iterable[torch.Tensor], policy: Iterable[torch.Tensor]) -> float:
     """||theta - phi|| / ||theta|| over all parameters: how far the teacher lags behind the policy."""
-    num = 0.0
-    den = 0.0
+    # one difference tensor at a time and no squared copies: on a 270M model this ran ~2 s a step on 2 cores
+    num = torch.zeros((), dtype=torch.float64)
+    den = torch.zeros((), dtype=torch.float64)
     for t, p in zip(teacher, policy):
-        num += float((p.detach().float() - t.float()).pow(2).sum())
-        den += float(p.detach().float().pow(2).sum())
-    return (num / den) ** 0.5 if den > 0 else 0.0
+        p = p.detach().float()
+        num += torch.linalg.vector_norm(p - t.float()).double() ** 2
+        den += torch.linalg.vector_norm(p).double() ** 2
+    return float((num / den) ** 0.5) if den > 0 else 0.0

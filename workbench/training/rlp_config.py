@@ -8,6 +8,9 @@ from workbench.errors import WorkbenchError
 from workbench.training.config import TrainConfig, check_int, help_field
 
 
+CONTROLS = ("", "shuffled_advantages")  # "": RLP itself
+
+
 @dataclass
 class RLPConfig(TrainConfig):
     trainer: str = help_field("rlp", "Which trainer: rlp.")
@@ -40,6 +43,11 @@ class RLPConfig(TrainConfig):
         "else stays the same: sampler, RLOO advantages, loss, guards, checkpoints, evaluation.",
     )
     design_options: dict = help_field({}, "Keyword options of the reward design (e.g. {segment: 8} for nover).")
+    control: str = help_field(
+        "", "A null control instead of RLP's signal: 'shuffled_advantages' permutes the advantages within each group "
+        "at every step (a permutation of the step's seed), so sampling, rewards and the size of every update stay and "
+        "only the link between a thought and its reward is gone. If the control's end task falls as far as RLP's, "
+        "update noise is the cause, not the reward. Labelled a control in run.json. '' (default): no control.")
     ema_tau: float = help_field(0.999, "EMA teacher decay: phi <- tau*phi + (1-tau)*theta after every optimizer step. Paper: 0.999.")
 
     # -- loss --------------------------------------------------------------------------------------
@@ -97,6 +105,10 @@ class RLPConfig(TrainConfig):
             out.append(f"reward_design rlp with options {self.design_options}: a variant of RLP's information gain")
         if self.guarded:
             out.append("collapse guards on (not in the paper)")
+        if self.control:
+            out.append(f"control {self.control}: a null control (advantages permuted within each group), not RLP")
+        if self.peft:
+            out.append(f"peft: LoRA adapters (r {self.peft['r']}) instead of every weight (the paper trains all)")
         if self.beta > 0:
             out.append("beta > 0: a KL term towards the EMA teacher (the paper's best setting has none)")
         if self.ntp_coef > 0:
@@ -107,10 +119,11 @@ class RLPConfig(TrainConfig):
         super().validate()
         from workbench.designs import DESIGNS
 
-        if self.peft:
-            # the EMA teacher and the inference copies are kept per weight; an adapter-only policy needs its own teacher
-            raise WorkbenchError("peft: RLP on a LoRA adapter is not supported yet (the warm start and NTP take it); "
-                                 "remove peft from the RLP config")
+        if self.control not in CONTROLS:
+            raise WorkbenchError(f"control must be one of {', '.join(repr(c) for c in CONTROLS)}, got {self.control!r}")
+        if self.peft and self.sampler_backend == "vllm":
+            raise WorkbenchError("peft: the vLLM sampler takes whole weights; RLP on a LoRA adapter samples with "
+                                 "sampler_backend 'transformers' (or drop peft)")
 
         if self.reward_design not in DESIGNS:
             raise WorkbenchError(f"reward_design must be one of {', '.join(DESIGNS)}, got {self.reward_design!r}")

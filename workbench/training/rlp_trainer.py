@@ -34,7 +34,7 @@ from workbench.metrics import thoughts_stats
 from workbench.rewards import empty_thought_logp, record_rewards
 from workbench.training.policy_logps import TrainRow, can_pack, fed_tokens, packed_token_logps, token_logps
 from workbench.training.rl_math import (clipped_surrogate, degenerate_groups, ema_update_, guarded_advantages, kl_k3,
-                                        normalise_loss, relative_drift)
+                                        drift_by_group, normalise_loss, shuffled_within_groups)
 from workbench.training.rlp_config import RLPConfig
 from workbench.training.trainer import Trainer
 
@@ -101,8 +101,16 @@ class RLPTrainer(Trainer):
         self.close_ids = self._template.close_ids(self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         # phi: fp32, copied from theta at the first step ("lazy init") - here at construction, which
-        # is the same weights - then an exponential moving average of theta
-        self.ema = [t.clone().float() for _, t in self.named_policy_params()]
+        # is the same weights - then an exponential moving average of theta. On an adapter (peft) theta = W0 + delta W
+        # with W0 frozen, so the EMA of every weight is exact when kept for the adapted weights only.
+        if self.config.peft:
+            from workbench.adapters import adapted_weight_names
+
+            tracked = adapted_weight_names(self.policy)
+        else:
+            tracked = None
+        self.ema_names = [n for n, _ in self.policy_weights() if tracked is None or n in tracked]
+        self.ema = [t.clone().float() for t in self.ema_sources()]
         self._teacher = self.inference_copy()
         from workbench.designs import FROZEN_REFERENCE_DESIGNS
 
@@ -151,8 +159,27 @@ class RLPTrainer(Trainer):
         return {"vllm_sync_nats": float(np.abs(engine - local).max()),
                 "vllm_shift_nats": float(np.abs(engine - self._probe_start).max())}
 
+    def ema_sources(self) -> list[torch.Tensor]:
+        """theta's tensors that the EMA follows, in `ema_names` order."""
+        if self.config.peft:
+            weights = dict(self.policy_weights())
+            return [weights[n] for n in self.ema_names]
+        return [t for _, t in self.named_policy_params()]
+
+    def teacher_drift(self) -> dict[str, float]:
+        """||theta - phi|| / ||theta|| over every weight ("all"; with an adapter the frozen ones add to ||theta|| only)
+        and per module group (embedding, attention, mlp, norm): which part of the model RL moves."""
+        weights = self.policy_weights()
+        phi = dict(zip(self.ema_names, self.ema))
+        return drift_by_group([phi.get(n, t) for n, t in weights], weights)
+
     def refresh_teacher(self) -> None:
         with torch.no_grad():
+            if self.config.peft:  # the teacher is a plain model: its adapted weights by name, the rest stay W0
+                params = dict(self._teacher.named_parameters())
+                for name, src in zip(self.ema_names, self.ema):
+                    params[name].copy_(src)
+                return
             for dst, src in zip(self._teacher.parameters(), self.ema):
                 dst.copy_(src)
 
@@ -161,13 +188,15 @@ class RLPTrainer(Trainer):
         return ModelHandle(self._teacher, self.tokenizer, self.model_name, source=str(self.run_dir), role="teacher", step=self.step)
 
     def extra_tensors(self) -> dict[str, dict[str, torch.Tensor]]:
-        names = [n for n, _ in self.policy.named_parameters()]  # names only: no gather (only the main process saves)
-        return {"teacher": dict(zip(names, self.ema))}
+        # with an adapter: the adapted weights' EMA only (the rest of phi is the base model's)
+        return {"teacher": dict(zip(self.ema_names, self.ema))}
 
     def load_extra_tensors(self, tensors: dict[str, dict[str, torch.Tensor]]) -> None:
-        names = [n for n, _ in self.policy.named_parameters()]
         saved = tensors["teacher"]
-        self.ema = [saved[n].to(self.accelerator.device).float() for n in names]
+        missing = [n for n in self.ema_names if n not in saved]
+        if missing:
+            raise WorkbenchError(f"the checkpoint's teacher lacks {len(missing)} weight(s), e.g. {missing[0]!r}")
+        self.ema = [saved[n].to(self.accelerator.device).float() for n in self.ema_names]
         self.refresh_teacher()
 
     # -- one step --------------------------------------------------------------------------------
@@ -267,6 +296,8 @@ class RLPTrainer(Trainer):
             rewards = torch.tensor(roll["design_rewards"], dtype=torch.float64).reshape(len(groups), cfg.G)
         empty = torch.tensor([[th.length == 0 for th in g] for g in groups])
         adv = guarded_advantages(rewards, empty, cfg.empty_thought_penalty, cfg.empty_advantage_cap)
+        if cfg.control == "shuffled_advantages":  # the null control: same values per group, assigned at random
+            adv = shuffled_within_groups(adv, torch.Generator().manual_seed(int(rng.integers(2**31 - 1))))
         self.last_batch = {"contexts": contexts, "thoughts": groups, "teacher_logp": roll["teacher_logp"],
                            "empty_logp": roll["empty_logp"], "rewards": rewards, "info_gain": info_gain,
                            "advantages": adv}
@@ -305,7 +336,7 @@ class RLPTrainer(Trainer):
             "degenerate_group_share": float(degenerate_groups(rewards).double().mean()),
             **stats,
             **thoughts_stats(all_thoughts),
-            "teacher_drift": relative_drift(self.ema, [t for _, t in self.named_policy_params()]),
+            **{("teacher_drift" if g == "all" else f"teacher_drift_{g}"): v for g, v in self.teacher_drift().items()},
             "contexts": len(groups),
             "thoughts": n_thoughts,
             "time_sample_s": time_sample,
@@ -317,6 +348,11 @@ class RLPTrainer(Trainer):
             "budget_tokens_step": tokens_rollout + tokens_input,
             **self.compute.step_metrics(),
         }
+        if cfg.train_positions == "marked":  # at answers: what each style of thought earned, and how it ended
+            from workbench.thinking_corpus import style_stats
+
+            row.update(style_stats([th.text for th in all_thoughts], rewards.flatten().tolist(),
+                                   [th.closed_by for th in all_thoughts]))
         if self._vllm is not None:
             # the weights this step sampled with were pushed after the previous optimizer step
             row.update(self.vllm_sync)
@@ -376,7 +412,7 @@ class RLPTrainer(Trainer):
             else:
                 norms.append(float(torch.norm(torch.stack([p.grad.norm() for p in self.model.parameters() if p.grad is not None]))))
             self.optimizer_step()
-            ema_update_(self.ema, [t for _, t in self.named_policy_params()], cfg.ema_tau)
+            ema_update_(self.ema, self.ema_sources(), cfg.ema_tau)
         self.refresh_teacher()
         return {
             "loss": losses / cfg.ppo_epochs,

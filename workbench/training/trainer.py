@@ -20,7 +20,9 @@ a resumed run draws exactly the contexts and thoughts the uninterrupted run drew
 from __future__ import annotations
 
 import json
+import os
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -37,7 +39,8 @@ from workbench.metrics import renamed
 from workbench.models import ModelHandle, check_loaded, load_model
 from workbench.run_dirs import new_run_dir, read_jsonl_rows, runs_root, versions, write_json
 from workbench import work
-from workbench.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from workbench.training.checkpoints import (checked, latest_checkpoint, list_checkpoints, load_checkpoint,
+                                              save_checkpoint, usable_checkpoint)
 from workbench.training.config import NOT_IN_FINGERPRINT, TrainConfig
 from workbench.training.configs import load_config
 from workbench.training.flops import ComputeMeter, flop_counter
@@ -56,6 +59,12 @@ SUMMED_KEYS = frozenset({"contexts", "thoughts", "thought_tokens_per_s", "train_
                          "train_target_tokens", "train_tokens", "loss_tokens_fed", "budget_tokens_step",
                          "tokens_rollout", "tokens_input"})  # across processes: totals
 SUMMED_PREFIXES = ("flops_", "fwd_tokens_", "head_rows_")  # the compute counts of every process add up
+
+
+# fields a resumed run may change: none of them changes a step already trained (max_steps only with a learning-rate
+# schedule that does not depend on it); the tracking fields (NOT_IN_FINGERPRINT) may change as well
+EXTENDABLE = ("max_steps", "eval_every", "checkpoint_every", "keep_last")
+STEP_FREE_SCHEDULES = ("constant", "constant_with_warmup")
 
 
 def merge_process_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -132,6 +141,7 @@ class Trainer:
         self._print = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
 
         # -- run directory: chosen on the main process, shared with the others
+        self._extension: dict[str, list[Any]] = {}  # fields a resumed run changed (EXTENDABLE): {name: [old, new]}
         run_dir = [str(self._resolve_run_dir(resume)) if self.is_main else None]
         broadcast_object_list(run_dir)
         self.run_dir = Path(run_dir[0])
@@ -204,8 +214,10 @@ class Trainer:
         self.setup()
         self.rollout_log = RolloutLog(self.run_dir / "rollouts.jsonl", config.rollouts_max_mb if self.is_main else 0,
                                       note=self.note)
-        if resume and (ckpt := latest_checkpoint(self.run_dir)) is not None:
+        if resume and (ckpt := self._resume_checkpoint()) is not None:
             self._restore(ckpt)
+            if self._extension and self.is_main:
+                self._record_extension()
         elif self.is_main:
             self._start_files()
         self.trackers = Trackers(tracker_names(config.report_to) if self.is_main else [], config.run_name, self.run_dir,
@@ -279,6 +291,15 @@ class Trainer:
             self._gathered = full_named_tensors(self.policy)
         return self._gathered
 
+    def policy_weights(self) -> list[tuple[str, torch.Tensor]]:
+        """theta as a plain model names it: the parameters (`named_policy_params`), or with `peft` each adapted weight
+        with its adapter merged (W0 + scaling * B A, a fresh tensor) and the frozen ones as they are."""
+        if not self.config.peft:
+            return self.named_policy_params()
+        from workbench.adapters import merged_named_tensors
+
+        return merged_named_tensors(self.policy)
+
     def optimizer_step(self) -> None:
         """optimizer, scheduler, zero_grad: where a training step changes the policy's weights."""
         self.optimizer.step()
@@ -332,7 +353,7 @@ class Trainer:
     def _train_loop(self, start_time: float) -> dict[str, Any]:
         cfg = self.config
         if self.step == 0 and cfg.eval_at_start:
-            row = {"step": 0, "flops": 0.0, "budget_tokens": 0, **self.evaluate()}
+            row = {"step": 0, "flops": 0.0, "budget_tokens": 0, **(self.matched_start_evaluation() or self.evaluate())}
             self.log_row(row)
         bar = None
         if cfg.progress and self.is_main:
@@ -410,12 +431,46 @@ class Trainer:
         if not self.eval_ids:
             return {}
         maps: list = []
+        records: list = []
         before = work.METER.forward_flops
-        out = evaluate(self.rollout, self.eval_ids, self.eval_settings, maps=maps)
+        out = evaluate(self.rollout, self.eval_ids, self.eval_settings, maps=maps, records=records)
         out["work_flops_evaluation"] = work.METER.forward_flops - before  # counted work (workbench/work.py): in the summary too
         if maps and self.is_main:  # the first held-out document's map: one frame of the run's reward-map film
             write_json(self.run_dir / "film" / f"step-{self.step:06d}.json", film_frame(maps[0], self.step))
+        if records and self.is_main:  # one row per evaluated position: workbench.compare.compare_runs pairs two runs on them
+            folder = self.run_dir / "eval"
+            folder.mkdir(exist_ok=True)
+            (folder / f"step-{self.step:06d}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
         return out
+
+    def matched_start_evaluation(self) -> dict[str, float] | None:
+        """Step 0's evaluation read from the run this one is matched to (`match_run`, e.g. NTP at an RLP run's FLOPs)
+        when it started from the same model, in the same rollout dtype, on the same CPU kind and versions, under the
+        same evaluation settings: the same weights, settings and seeds give the same numbers, so they are copied (metrics
+        row, per-answer records, film frame) instead of measured twice. None when anything differs."""
+        source = getattr(self.config, "match_run", None)
+        if not source or not self.is_main or self.accelerator.num_processes > 1:
+            return None
+        from workbench.evaluation import recorded_evaluation
+
+        source = Path(source)
+        try:
+            other = json.loads((source / "run.json").read_text())
+        except (OSError, ValueError):
+            return None
+        mine = {"model_path": self.model_path, "evaluation": self.eval_settings.as_dict(), "hardware": self.hardware,
+                "versions": versions()}
+        if any(other.get(k) != v for k, v in mine.items()):
+            return None
+        found = recorded_evaluation(source, 0)
+        if found is None:
+            return None
+        for sub, name in (("eval", "step-000000.jsonl"), ("film", "step-000000.json")):
+            if (source / sub / name).exists():
+                (self.run_dir / sub).mkdir(exist_ok=True)
+                shutil.copyfile(source / sub / name, self.run_dir / sub / name)
+        self.note(f"step 0 evaluation read from {source} (the same model, dtype, machine and settings)")
+        return {**found, "work_flops_evaluation": 0.0, "time_eval_s": 0.0}
 
     # -- files -----------------------------------------------------------------------------------
 
@@ -437,13 +492,19 @@ class Trainer:
         if resume:
             if not (run_dir / "config.yaml").exists():
                 raise WorkbenchError(f"--resume: {run_dir} is not a run directory (no config.yaml)")
-            saved = load_config(run_dir / "config.yaml")
-            if saved.fingerprint() != cfg.fingerprint():
-                changed = sorted(k for k, v in cfg.to_dict().items() if saved.to_dict().get(k) != v and k not in NOT_IN_FINGERPRINT)
+            saved, new = load_config(run_dir / "config.yaml").to_dict(), cfg.to_dict()
+            changed = sorted(k for k, v in new.items() if saved.get(k) != v and k not in ("output_dir", "progress"))
+            past = [k for k in changed if k not in EXTENDABLE and k not in NOT_IN_FINGERPRINT]
+            if "max_steps" in changed and cfg.lr_scheduler not in STEP_FREE_SCHEDULES:
+                past.append(f"max_steps (lr_scheduler {cfg.lr_scheduler} spreads its rates over max_steps, so the past "
+                            "steps would have had other learning rates)")
+            if past:
                 raise WorkbenchError(
-                    f"--resume: the config differs from the run's own config.yaml in {', '.join(changed)}; "
-                    "resume with the same config (or start a new run)"
+                    f"--resume: the config differs from the run's own config.yaml in {', '.join(past)}, which would change "
+                    f"the steps already trained; resume with the same values (a resumed run may change "
+                    f"{', '.join(EXTENDABLE)} and the tracking fields) or start a new run"
                 )
+            self._extension = {k: [saved.get(k), new[k]] for k in changed}
         elif latest_checkpoint(run_dir) is not None:
             raise WorkbenchError(f"{run_dir} already holds a run with checkpoints; pass --resume or choose another output_dir")
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -463,6 +524,7 @@ class Trainer:
             "hardware": self.hardware,
             "evaluation": self.eval_settings.as_dict(),
             "deviations_from_paper": getattr(self.config, "deviations", []),
+            "control": getattr(self.config, "control", "") or None,  # a null control, not the method it controls for
             "compute_budget": list(self.stop_budget) if self.stop_budget else None,
             "versions": versions(),
         })
@@ -526,6 +588,39 @@ class Trainer:
                    "config_fingerprint": self.config.fingerprint()},
             keep_last=self.config.keep_last,
         )
+
+    def _record_extension(self) -> None:
+        """A resumed run with new values of fields that leave its past steps as they were (a longer max_steps, other
+        evaluation or checkpoint intervals, tracking): config.yaml gets the new values, run.json the change."""
+        (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
+        run_json = self.run_dir / "run.json"
+        record = json.loads(run_json.read_text()) if run_json.exists() else {}
+        record.setdefault("extensions", []).append({
+            "at_step": self.step, "changed": self._extension, "command": sys.argv,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        record["config_fingerprint"] = self.config.fingerprint()
+        write_json(run_json, record)
+        self.note("extended: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in self._extension.items()))
+
+    def _resume_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint to resume from. Damaged newer ones are set aside (renamed
+        `step-NNNNNN.damaged`, kept for inspection, never deleted) with a warning in train.log naming each file."""
+        ckpt = usable_checkpoint(self.run_dir, warn=self.note)
+        if ckpt is None or not self.is_main:
+            return ckpt
+        for newer in list_checkpoints(self.run_dir):
+            if newer.name > ckpt.name:
+                aside = newer.with_name(f"{newer.name}.damaged")
+                n = 1
+                while aside.exists():
+                    aside, n = newer.with_name(f"{newer.name}.damaged-{n}"), n + 1
+                os.replace(newer, aside)
+                for log in ("metrics.jsonl", "rollouts.jsonl"):  # resuming cuts them back to the checkpoint: keep them whole
+                    if (self.run_dir / log).exists():
+                        shutil.copyfile(self.run_dir / log, aside / log)
+                self.note(f"set the damaged checkpoint aside as {aside.name} (with the logs as they were); the steps "
+                          f"after {ckpt.name} are trained again")
+        return ckpt
 
     def _restore(self, ckpt: Path) -> None:
         tensors, objects, state = load_checkpoint(ckpt)
@@ -619,12 +714,13 @@ def load_trained(run_dir: str | Path, role: str = "policy", dtype: str = "auto",
     from workbench.models import load_run_model
 
     run_dir = Path(run_dir)
-    ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
+    config = load_config(run_dir / "config.yaml")
+    if role != "policy" and config.trainer != "rlp":
+        raise WorkbenchError(f"{run_dir} has no {role} weights (the {config.trainer} trainer keeps none)")
+    needs = (f"{role}.safetensors",)
+    ckpt = checked(checkpoint, needs) if checkpoint else usable_checkpoint(run_dir, lambda m: print(m, file=sys.stderr), needs)
     if ckpt is None:
         raise WorkbenchError(f"{run_dir} has no checkpoint")
-    config = load_config(run_dir / "config.yaml")
-    if not (ckpt / f"{role}.safetensors").exists():
-        raise WorkbenchError(f"{ckpt} has no {role} weights (the {config.trainer} trainer keeps none)")
     handle = load_run_model(run_dir, dtype, "auto", config.trust_remote_code, role=role, checkpoint=ckpt)
     handle.name = config.model if isinstance(config.model, str) and not Path(config.model).is_dir() else handle.name
     return handle

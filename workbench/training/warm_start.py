@@ -23,7 +23,8 @@ import yaml
 from workbench.errors import WorkbenchError
 
 from workbench.training.configs import config_from_dict
-from workbench.training.warm_start_cache import cached_warm_start, warm_base, warm_start_config, warm_start_key
+from workbench.training.warm_start_cache import (cached_warm_start, warm_base, warm_start_config, warm_start_key,
+                                                 warm_start_problem)
 from workbench.training.warmstart_trainer import WarmStartTrainer
 
 # seconds a warm-start step takes on 2 cores, the estimate printed before one is trained (only a changed recipe or
@@ -148,7 +149,11 @@ def thinking_ready_model(base: str = "gemma3-270m", log=print, **overrides: Any)
     accepts."""
     target = cached_warm_start(base, overrides)
     if (target / "summary.json").exists():
-        return str(target)
+        problem = warm_start_problem(target)
+        if problem is None:
+            return str(target)
+        log(f"the cached warm start is damaged ({problem}): installing it again")
+        shutil.rmtree(target)
     if install_shipped(base, overrides, target, log):
         return str(target)
     config = warm_start_config(base, overrides)

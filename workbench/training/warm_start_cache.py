@@ -63,4 +63,17 @@ def cached_model_path(name: str) -> str:
     if not (target / "summary.json").exists():
         raise WorkbenchError(f"{name}: no cached warm start of {base} yet (workbench train, workbench score and the "
                              f"notebooks train it first; in Python: training.warm_start.thinking_ready_model({base!r}))")
+    if (problem := warm_start_problem(target)) is not None:
+        raise WorkbenchError(f"{name}: the cached warm start is damaged ({problem}); delete {target} and run again "
+                             "(the shipped one reinstalls in a second)")
     return str(target)
+
+
+def warm_start_problem(target: Path) -> str | None:
+    """What is wrong with a cached warm start (its last checkpoint's weights), or None."""
+    from workbench.training.checkpoints import checkpoint_problem, latest_checkpoint
+
+    ckpt = latest_checkpoint(target)
+    if ckpt is None:
+        return f"{target} holds no checkpoint"
+    return checkpoint_problem(ckpt, ("policy.safetensors",))

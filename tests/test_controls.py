@@ -1,0 +1,137 @@
+"""The null control (advantages shuffled within groups), per-answer evaluation records, and paired comparisons of runs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.errors import WorkbenchError
+from workbench.training.configs import config_from_dict
+from workbench.training.rl_math import shuffled_within_groups
+
+
+def _config(tiny_model_dir, out, **extra):
+    return config_from_dict({**dict(
+        trainer="rlp", model=str(tiny_model_dir), output_dir=str(out), max_steps=1, docs_per_step=1,
+        positions_per_doc=3, G=4, thought_tokens=4, min_thought_tokens=4, allow_eos_in_thought=False,
+        max_doc_tokens=64, eval_data="", checkpoint_every=100, save_optimizer=False, progress=False), **extra})
+
+
+def test_shuffling_keeps_each_groups_values_and_breaks_their_order():
+    adv = torch.arange(40, dtype=torch.float64).reshape(10, 4)
+    out = shuffled_within_groups(adv, torch.Generator().manual_seed(0))
+    assert torch.equal(out.sort(dim=-1).values, adv)  # the same values in every group
+    assert not torch.equal(out, adv)
+    assert torch.equal(out, shuffled_within_groups(adv, torch.Generator().manual_seed(0)))  # a seed's own permutation
+
+
+def test_an_unknown_control_is_one_line():
+    with pytest.raises(WorkbenchError, match="control must be one of"):
+        config_from_dict(dict(trainer="rlp", model="gemma3-270m", control="shuffle"))
+    cfg = config_from_dict(dict(trainer="rlp", model="gemma3-270m", control="shuffled_advantages"))
+    assert any(d.startswith("control shuffled_advantages") for d in cfg.deviations)
+    # a config without a control keeps the fingerprint it had before the field existed
+    plain = config_from_dict(dict(trainer="rlp", model="gemma3-270m"))
+    assert plain.fingerprint() == config_from_dict(dict(trainer="rlp", model="gemma3-270m", control="")).fingerprint()
+    assert plain.fingerprint() != cfg.fingerprint()
+
+
+def test_the_control_samples_and_scores_as_rlp_and_permutes_the_advantages(tiny_model_dir, tmp_path):
+    """Same seed: the control's first step draws the same contexts and thoughts and gets the same rewards as RLP's (no
+    update has happened yet); its advantages are RLP's, permuted within each group; run.json labels it a control."""
+    from workbench.training.launch import trainer_for
+
+    rlp = trainer_for(_config(tiny_model_dir, tmp_path / "rlp"))
+    rlp.train_step(1)
+    control = trainer_for(_config(tiny_model_dir, tmp_path / "control", control="shuffled_advantages"))
+    control.train_step(1)
+    a, b = rlp.last_batch, control.last_batch
+    assert [[th.ids for th in g] for g in a["thoughts"]] == [[th.ids for th in g] for g in b["thoughts"]]
+    assert torch.allclose(a["rewards"], b["rewards"])
+    assert torch.allclose(a["advantages"].sort(dim=-1).values, b["advantages"].sort(dim=-1).values)
+    assert not torch.allclose(a["advantages"], b["advantages"])
+    run = json.loads((control.run_dir / "run.json").read_text())
+    assert run["control"] == "shuffled_advantages" and json.loads((rlp.run_dir / "run.json").read_text())["control"] is None
+    rlp.close()
+    control.close()
+
+
+def test_compare_runs_pairs_the_same_answers(tiny_model_dir, tmp_path):
+    """Two runs evaluated on the thinking corpus's held-out answers: every evaluation writes one record per answer; the
+    paired difference and its SE are the plain mean and SE of the per-answer differences; the CLI prints the table."""
+    from workbench.cli import main
+    from workbench.run_compare import compare_runs, evaluation_records, seed_table
+    from workbench.training.launch import train
+
+    runs = {}
+    for name, extra in (("rlp", {}), ("control", {"control": "shuffled_advantages"})):
+        summary = train(_config(tiny_model_dir, tmp_path / name, max_steps=2, eval_every=2, eval_data="thinking:eval",
+                                eval_positions="marked", eval_docs=2, eval_G=2, train_data="thinking:train",
+                                train_positions="marked", learning_rate=5e-2, max_doc_tokens=160))
+        runs[name] = summary["run_dir"]
+    step, a = evaluation_records(runs["rlp"])
+    _, b = evaluation_records(runs["control"])
+    assert step == 2 and len(a) == len(b) >= 4 and {r["doc"] for r in a} == {0, 1}
+    assert evaluation_records(runs["rlp"], 0)[1][0]["position"] == a[0]["position"]  # step 0 too, same answers
+
+    table = compare_runs(runs["rlp"], runs["control"])
+    d = np.array([x["thinking_right"] - y["thinking_right"] for x, y in zip(a, b)])
+    row = table.loc["thinking_right"]
+    assert row["A - B"] == pytest.approx(d.mean()) and row["answers"] == len(d)
+    assert (math.isnan(row["SE"]) and d.std() == 0) or row["SE"] == pytest.approx(d.std(ddof=1) / math.sqrt(len(d)))
+    # the run's own metrics agree with its records, and carry a standard error
+    last = [r for r in map(json.loads, open(f"{runs['rlp']}/metrics.jsonl")) if "eval_loss" in r][-1]
+    assert last["eval_answer_accuracy_no_think"] == pytest.approx(np.mean([r["no_think_right"] for r in a]))
+    assert "eval_answer_accuracy_thinking_se" in last and last["eval_answers"] == len(a)
+
+    assert main(["compare-runs", runs["rlp"], runs["control"], "--json", str(tmp_path / "t.json")]) == 0
+    assert json.loads((tmp_path / "t.json").read_text())[0]["metric"] == "thinking_right"
+    seeds = seed_table({"RLP": [runs["rlp"]], "control": [runs["control"]]})
+    assert seeds.loc["RLP", "seeds"] == 1 and "eval_answer_accuracy_thinking" in seeds
+    with pytest.raises(WorkbenchError, match="was not evaluated at step 1"):
+        evaluation_records(runs["rlp"], 1)
+
+
+def test_the_arena_takes_a_designs_control():
+    from workbench.arena import design_of, load_arena
+
+    assert design_of("rlp+control") == ("rlp", "shuffled_advantages") and design_of("nover") == ("nover", "")
+    arena_file = Path(__file__).resolve().parents[1] / "configs" / "arena.yaml"
+    config, names = load_arena(arena_file, designs=["rlp", "rlp+control", "nover+control"])
+    assert names == ["rlp", "rlp+control", "nover+control"]
+    with pytest.raises(WorkbenchError, match="unknown design"):
+        load_arena(arena_file, designs=["rlp", "nope+control"])
+
+
+def test_a_matched_run_reads_step_0_evaluation_from_its_match(tiny_model_dir, tmp_path):
+    """NTP matched to an RLP run from the same model, dtype, machine and evaluation settings copies that run's step-0
+    evaluation (its numbers, per-answer records and film frame), and those are what it would have measured itself;
+    under other settings it measures its own."""
+    from workbench.training.launch import train, trainer_for
+    from workbench.training.trainer import read_metrics
+
+    evaluation = dict(eval_data="thinking:eval", eval_positions="marked", eval_docs=1, eval_G=2, eval_thought_tokens=4,
+                      max_doc_tokens=64)
+    rlp = train(_config(tiny_model_dir, tmp_path / "rlp", **evaluation))["run_dir"]
+    ntp_cfg = config_from_dict(dict(trainer="ntp", model=str(tiny_model_dir), output_dir=str(tmp_path / "ntp"),
+                                    max_steps=1, docs_per_step=1, checkpoint_every=100, save_optimizer=False,
+                                    progress=False, match_run=rlp, match="flops", **evaluation))
+    trainer = trainer_for(ntp_cfg)
+    own = trainer.evaluate()  # what NTP measures itself at step 0
+    trainer.train()
+    trainer.close()
+    copied = read_metrics(tmp_path / "ntp")[0]
+    assert copied["step"] == 0 and copied["time_eval_s"] == 0.0
+    for key in ("eval_loss", "eval_reward_mean", "eval_answer_accuracy_thinking", "eval_answer_accuracy_no_think"):
+        assert copied[key] == own[key] == read_metrics(rlp)[0][key], key
+    assert (tmp_path / "ntp" / "eval" / "step-000000.jsonl").read_text() == (Path(rlp) / "eval" / "step-000000.jsonl").read_text()
+    assert "step 0 evaluation read from" in (tmp_path / "ntp" / "train.log").read_text()
+
+    other = config_from_dict({**ntp_cfg.to_dict(), "output_dir": str(tmp_path / "ntp2"), "eval_G": 3})
+    train(other)
+    assert "step 0 evaluation read from" not in (tmp_path / "ntp2" / "train.log").read_text()

@@ -1,0 +1,136 @@
+"""How sure is a difference between two runs? Paired comparisons on the same evaluated answers, and seeds as mean ± spread.
+
+Every run evaluates under one `EvalSettings` and writes, besides its metrics, one record per evaluated position
+(`eval/step-NNNNNN.jsonl`, `evaluation.position_records`): the same answers, the same thought seeds, for every run
+under those settings. Two runs compared there form pairs, so the difference of a metric has a paired standard error,
+smaller than either run's own SE where both runs find the same answers easy or hard:
+
+    d_i = a_i - b_i over the answers i both runs evaluated;  diff = mean(d);  SE = std(d, ddof 1) / sqrt(n)
+
+and a 95 % interval diff ± 1.96 SE (normal approximation; with n < 30 answers read it as rough).
+
+    from workbench.run_compare import compare_runs, seed_table
+    compare_runs("runs/rlp-...", "runs/ntp-...")          # a DataFrame: metric, A, B, A - B, SE, 95 % CI, n
+    seed_table({"RLP": [dir1, dir2, dir3], "NTP": [...]})  # last evaluation per run: mean ± std over seeds
+
+From the command line: `workbench compare-runs RUN_A RUN_B [--step N]`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from workbench.errors import WorkbenchError
+
+# per-answer record fields compared by default, with what they mean
+PAIRED_METRICS = {
+    "thinking_right": "answer right after the model's own thought (share of G)",
+    "no_think_right": "answer right without a thought",
+    "reward_mean": "reward vs own no-think (nats)",
+    "logp_with_thought": "log p(answer | context, thought)",
+}
+Z95 = 1.959964
+
+
+def evaluation_steps(run_dir: str | Path) -> list[int]:
+    """The steps at which a run wrote per-position evaluation records."""
+    folder = Path(run_dir) / "eval"
+    return sorted(int(p.stem.split("-")[1]) for p in folder.glob("step-*.jsonl")) if folder.is_dir() else []
+
+
+def evaluation_records(run_dir: str | Path, step: int | None = None) -> tuple[int, list[dict[str, Any]]]:
+    """(step, records) of a run's evaluation at `step`, or at its last evaluated step; one line if there is none."""
+    steps = evaluation_steps(run_dir)
+    if not steps:
+        raise WorkbenchError(f"{run_dir} holds no per-answer evaluation records (eval/step-*.jsonl): runs write them "
+                             "since the paired comparison exists; evaluate the run's checkpoints again to compare it")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise WorkbenchError(f"{run_dir} was not evaluated at step {step}; it was at steps {steps}")
+    path = Path(run_dir) / "eval" / f"step-{step:06d}.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return step, records
+
+
+def paired_difference(a: list[dict[str, Any]], b: list[dict[str, Any]], metric: str) -> dict[str, float]:
+    """Mean of `metric` in each list, their paired difference over the positions both hold, its SE and 95 % interval."""
+    key = lambda r: (r["doc"], r["position"])  # noqa: E731
+    b_at = {key(r): r for r in b}
+    pairs = [(r[metric], b_at[key(r)][metric]) for r in a
+             if key(r) in b_at and metric in r and metric in b_at[key(r)]]
+    pairs = [(x, y) for x, y in pairs if not (math.isnan(x) or math.isnan(y))]
+    if not pairs:
+        raise WorkbenchError(f"the two runs share no evaluated position with {metric!r}")
+    x, y = np.array(pairs, dtype=float).T
+    d = x - y
+    n = len(d)
+    se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    return {"a": float(x.mean()), "b": float(y.mean()), "diff": float(d.mean()), "se": se,
+            "ci_low": float(d.mean() - Z95 * se), "ci_high": float(d.mean() + Z95 * se), "n": n}
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, step_a: int | None = None, step_b: int | None = None,
+                 metrics: list[str] | None = None) -> pd.DataFrame:
+    """Two runs on the same evaluated answers (their evaluation settings must match): per metric, each run's mean,
+    A − B, its paired SE and 95 % interval, and the number of answers paired. Each run at its last evaluation unless
+    a step is given."""
+    from workbench.evaluation import require_same_settings, settings_of_run
+
+    require_same_settings({str(run_a): settings_of_run(run_a), str(run_b): settings_of_run(run_b)})
+    sa, ra = evaluation_records(run_a, step_a)
+    sb, rb = evaluation_records(run_b, step_b)
+    names = metrics or [m for m in PAIRED_METRICS if any(m in r for r in ra)]
+    rows = []
+    for m in names:
+        p = paired_difference(ra, rb, m)
+        rows.append({"metric": m, f"A (step {sa})": p["a"], f"B (step {sb})": p["b"], "A - B": p["diff"], "SE": p["se"],
+                     "95% CI": f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]", "answers": p["n"],
+                     "beyond 2 SE": bool(abs(p["diff"]) > 2 * p["se"]) if not math.isnan(p["se"]) else False})
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def last_evaluation(run_dir: str | Path) -> dict[str, float]:
+    """The eval_* metrics of a run's last evaluated row (metrics.jsonl)."""
+    from workbench.metrics import renamed
+    from workbench.run_dirs import read_jsonl_rows
+
+    rows = [renamed(r) for r in read_jsonl_rows(Path(run_dir) / "metrics.jsonl") if "eval_loss" in r]
+    if not rows:
+        raise WorkbenchError(f"{run_dir} has no evaluation in its metrics.jsonl")
+    return {k: v for k, v in rows[-1].items() if k.startswith("eval_") and isinstance(v, (int, float))}
+
+
+def seed_table(groups: dict[str, list[str | Path]], metrics: list[str] | None = None) -> pd.DataFrame:
+    """Runs that differ only in seed, per label: each metric's mean over seeds ± its standard deviation (the spread
+    between seeds), with the number of seeds. The last evaluation of each run."""
+    metrics = metrics or ["eval_answer_accuracy_thinking", "eval_answer_accuracy_no_think", "eval_reward_mean",
+                          "eval_share_scratch", "eval_loss"]
+    rows = {}
+    for label, runs in groups.items():
+        evals = [last_evaluation(r) for r in runs]
+        row: dict[str, Any] = {"seeds": len(evals)}
+        for m in metrics:
+            values = np.array([e[m] for e in evals if m in e], dtype=float)
+            if values.size:
+                row[m] = float(values.mean())
+                row[f"{m}_spread"] = float(values.std(ddof=1)) if values.size > 1 else float("nan")
+        rows[label] = row
+    return pd.DataFrame(rows).T
+
+
+def format_mean_spread(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """`seed_table`'s columns as "mean ± spread" strings, for reading."""
+    out = pd.DataFrame(index=table.index)
+    out["seeds"] = table["seeds"].astype(int)
+    for col in [c for c in table.columns if c != "seeds" and not c.endswith("_spread")]:
+        spread = table.get(f"{col}_spread")
+        out[col] = [f"{m:.{digits}f} ± {s:.{digits}f}" if spread is not None and not math.isnan(s) else f"{m:.{digits}f}"
+                    for m, s in zip(table[col], spread if spread is not None else [math.nan] * len(table))]
+    return out
