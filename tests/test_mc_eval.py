@@ -98,9 +98,16 @@ def _plain_logprobs(handle, item: MCItem) -> list[float]:
     return out
 
 
-def _continuation_tokens(handle, item: MCItem) -> int:
-    context_ids = handle.tokenizer(item.context).input_ids
-    return sum(len(handle.tokenizer(item.context + TARGET_DELIMITER + c).input_ids) - len(context_ids) for c in item.choices)
+def _scored_positions(handle, item: MCItem) -> set[tuple[tuple[int, ...], int]]:
+    """(decoder input, position) of every continuation token of every choice: choices whose inputs are equal (one-token
+    choices: the input is the context) share their positions."""
+    context_ids = list(handle.tokenizer(item.context).input_ids)
+    out = set()
+    for c in item.choices:
+        whole = context_ids + list(handle.tokenizer(item.context + TARGET_DELIMITER + c).input_ids)[len(context_ids):]
+        inp = tuple(whole[:-1])
+        out |= {(inp, t) for t in range(len(context_ids) - 1, len(inp))}
+    return out
 
 
 def _plain_scores(handle, items: list[MCItem]) -> dict:
@@ -140,8 +147,8 @@ def test_lm_eval_scores_match_a_plain_forward(request, tmp_path, fixture):
 
     work.reset()
     result = mc_scores(handle, task_file=path, batch_size=3)  # batches mix items of different lengths
-    # the LM head ran at the continuations' tokens only (HFLM runs it at every position of every padded row)
-    assert work.METER.head_rows == sum(_continuation_tokens(handle, item) for item in picked)
+    # the LM head ran once at each distinct scored position only (HFLM runs it at every position of every padded row)
+    assert work.METER.head_rows == len(set().union(*(_scored_positions(handle, item) for item in picked)))
     if fixture == "gemma_fp32":
         assert handle.tokenizer(picked[0].context).input_ids[0] == handle.tokenizer.bos_token_id  # scored after <bos>
     _assert_same(result, _plain_scores(handle, picked), picked)

@@ -144,8 +144,9 @@ def _head_at_continuations(hflm: type) -> type:
 
     HFLM computes [batch, length, vocab] logits and a float32 log-softmax over all of them, then keeps the
     continuation's few rows; on Gemma 3's 262k-row head that is ~3/4 of a multiple-choice run on a CPU. Here the
-    decoder runs on the same right-padded rows (causal, no mask: padding after a row cannot change it), the hidden
-    states of the continuation positions are gathered, and the head and the float32 log-softmax run on those only.
+    decoder runs on right-padded rows (causal, no mask: padding after a row cannot change it), one row per distinct
+    input (the one-token choices of a question share theirs, as in HFLM), the hidden states of the continuation
+    positions are gathered, and the head and the float32 log-softmax run once per distinct position.
     Tokenisation, truncation from the left, the greedy check and the (log-prob, is-greedy) answers are HFLM's;
     tests/test_mc_eval.py checks the log-probs against HFLM's own on the same model.
     """
@@ -159,32 +160,44 @@ def _head_at_continuations(hflm: type) -> type:
 
             decoder, head = self.model.get_decoder(), LMHead.of(self.model)
             batch_size = self.batch_size if isinstance(self.batch_size, int) else (override_bs or 16)
-            order = sorted(range(len(requests)), key=lambda i: -(len(requests[i][1]) + len(requests[i][2])))
+            # the decoder's input of a request: context + continuation without its last token (a target only), cut
+            # from the left as HFLM cuts it. Requests with the same input (the choices of a question that are one
+            # token long) share one row, as HFLM's grouping of one-token continuations does.
+            inputs: dict[tuple[int, ...], int] = {}
+            where, spans = [], []
+            for _, context, continuation in requests:
+                if not context or not continuation:
+                    raise WorkbenchError("lm-eval request with an empty context or continuation")
+                inp = tuple((context + continuation)[-(self.max_length + 1):][:-1])
+                where.append(inputs.setdefault(inp, len(inputs)))
+                spans.append((len(inp) - len(continuation), len(inp)))
+            unique = list(inputs)
+            order = sorted(range(len(unique)), key=lambda u: -len(unique[u]))
             answers: list[tuple[float, bool] | None] = [None] * len(requests)
+            users: dict[int, list[int]] = {}
+            for i, u in enumerate(where):
+                users.setdefault(u, []).append(i)
             for start in tqdm(range(0, len(order), batch_size), disable=disable_tqdm or self.rank != 0,
                               desc="Running loglikelihood requests (head at continuations)"):
                 chunk = order[start:start + batch_size]
-                rows, spans = [], []
-                for i in chunk:
-                    _, context, continuation = requests[i]
-                    if not context or not continuation:
-                        raise WorkbenchError("lm-eval request with an empty context or continuation")
-                    inp = (context + continuation)[-(self.max_length + 1):][:-1]  # as HFLM: the last token is a target only
-                    rows.append(inp)
-                    spans.append((len(inp) - len(continuation), len(inp)))
-                batch = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long, device=self.device)
-                for r, inp in enumerate(rows):
-                    batch[r, : len(inp)] = torch.tensor(inp, dtype=torch.long)
+                batch = torch.zeros(len(chunk), max(len(unique[u]) for u in chunk), dtype=torch.long, device=self.device)
+                for r, u in enumerate(chunk):
+                    batch[r, : len(unique[u])] = torch.tensor(unique[u], dtype=torch.long)
+                served = [(r, i) for r, u in enumerate(chunk) for i in users[u]]
+                at: dict[tuple[int, int], int] = {}  # (row, position) -> its head row: shared positions run once
+                for r, i in served:
+                    for t in range(*spans[i]):
+                        at.setdefault((r, t), len(at))
+                rows_t = torch.tensor([r for r, _ in at], dtype=torch.long, device=self.device)
+                cols_t = torch.tensor([t for _, t in at], dtype=torch.long, device=self.device)
                 with torch.inference_mode():
                     hidden = decoder(input_ids=batch, use_cache=False).last_hidden_state
-                    picked = torch.cat([hidden[r, a:b] for r, (a, b) in enumerate(spans)])
-                    logp = torch.log_softmax(head.logits(picked), dim=-1, dtype=self.softmax_dtype)
-                offset = 0
-                for i, (a, b) in zip(chunk, spans):
+                    logp = torch.log_softmax(head.logits(hidden[rows_t, cols_t]), dim=-1, dtype=self.softmax_dtype)
+                for r, i in served:
+                    a, b = spans[i]
                     request_str, _, continuation = requests[i]
                     cont = torch.tensor(continuation[-(b - a):], dtype=torch.long, device=self.device)
-                    rows_logp = logp[offset:offset + (b - a)]
-                    offset += b - a
+                    rows_logp = logp[[at[(r, t)] for t in range(a, b)]]
                     answer = (float(rows_logp.gather(1, cont[:, None]).sum()), bool((rows_logp.argmax(-1) == cont).all()))
                     answers[i] = answer
                     if request_str is not None:

@@ -63,7 +63,22 @@ def training_curves(
                                          showlegend=False, line=dict(color=color, dash="dash")), row=r + 1, col=c + 1)
     fig.update_layout(height=280 * rows_n, title=title or None, margin=dict(t=60 if title else 40, b=30))
     fig.update_xaxes(title_text=x, title_standoff=2)
+    if x == "step":
+        for rows in data.values():
+            hacking_band(fig, rows)
     return fig
+
+
+def hacking_band(fig: go.Figure, rows: list[dict[str, Any]]) -> bool:
+    """Mark the steps where the reward-hacking monitor fired (workbench/training/monitor.py) as a red band on every
+    panel; True if it did."""
+    fired = next((r for r in rows if r.get("reward_hacking_warning")), None)
+    if fired is None:
+        return False
+    start = fired.get("reward_hacking_since_step", fired["step"])
+    fig.add_vrect(x0=start - 0.5, x1=fired["step"] + 0.5, fillcolor="crimson", opacity=0.12, line_width=0,
+                  row="all", col="all", annotation_text="reward up, answers down", annotation_position="top left")
+    return True
 
 
 def progress_text(rows: list[dict[str, Any]], max_steps: int, running: bool = True) -> str:
@@ -101,6 +116,7 @@ class LiveChart:
         self.widget = widgets.VBox([widgets.HBox([self.button, self.status]), self.figure])
         self._thread = None
         self._shown: tuple[int, bool] | None = None  # (rows, running) the chart last drew
+        self._band = False  # the reward-hacking band, once drawn
 
     def stop(self) -> None:
         (Path(self.run.run_dir) / "STOP").touch()
@@ -116,6 +132,8 @@ class LiveChart:
         with self.figure.batch_update():
             for old, new in zip(self.figure.data, fresh.data):
                 old.x, old.y = new.x, new.y
+        if not self._band:
+            self._band = hacking_band(self.figure, rows)
         last = rows[-1] if rows else {}
         state = "running" if running else f"finished (exit code {self.run.process.poll()})"
         if not running:  # nothing left to stop

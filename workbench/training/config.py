@@ -73,6 +73,10 @@ class TrainConfig:
     # -- the one evaluation (workbench/evaluation.py): the same for every trainer, so runs compare fairly ---------
     eval_every: int = help_field(5, "Evaluate on held-out data every K steps (and after the last; before the first "
                                   "unless eval_at_start is false).")
+    hacking_patience: int = help_field(
+        2, "The reward-hacking monitor (workbench/training/monitor.py) warns once when the held-out reward is above its "
+        "step-0 value and the answer accuracy after thinking below it, each by more than one SE, for this many "
+        "evaluations in a row (train.log, the summary, a band on the charts). 0 turns it off. Changes no number.")
     eval_at_start: bool = help_field(
         True, "Evaluate the starting model before step 1 (the 'before' of every curve). The warm start skips it: its start "
         "is the base model, whose thoughts never close and so run to the full budget (2 of its minutes on an AVX2 CPU).")
@@ -169,7 +173,7 @@ class TrainConfig:
 # fields that change where and how a run is shown, not its numbers (a resumed run may change them; caches ignore them)
 # (eval_at_start adds or drops one evaluation row; no trained weight depends on it: tests/test_compute.py)
 NOT_IN_FINGERPRINT = ("output_dir", "progress", "run_name", "report_to", "rollouts_max_mb", "rollout_table_rows",
-                      "eval_at_start")
+                      "eval_at_start", "hacking_patience")
 
 
 def check_int(cfg: TrainConfig, name: str, minimum: int) -> None:

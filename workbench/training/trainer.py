@@ -44,6 +44,7 @@ from workbench.training.checkpoints import (checked, latest_checkpoint, list_che
 from workbench.training.config import NOT_IN_FINGERPRINT, TrainConfig
 from workbench.training.configs import load_config
 from workbench.training.flops import ComputeMeter, flop_counter
+from workbench.training.monitor import RewardHackingMonitor
 from workbench.training.sharding import (full_named_tensors, full_optimizer_state, full_state_dict, is_sharded,
                                          load_full_optimizer_state, load_full_state_dict, plain_copy)
 from workbench.training.tracking import RolloutLog, Trackers, tracker_names
@@ -141,6 +142,7 @@ class Trainer:
         self._print = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
 
         # -- run directory: chosen on the main process, shared with the others
+        self.monitor = RewardHackingMonitor(config.hacking_patience) if config.hacking_patience > 0 else None
         self._extension: dict[str, list[Any]] = {}  # fields a resumed run changed (EXTENDABLE): {name: [old, new]}
         run_dir = [str(self._resolve_run_dir(resume)) if self.is_main else None]
         broadcast_object_list(run_dir)
@@ -354,6 +356,7 @@ class Trainer:
         cfg = self.config
         if self.step == 0 and cfg.eval_at_start:
             row = {"step": 0, "flops": 0.0, "budget_tokens": 0, **(self.matched_start_evaluation() or self.evaluate())}
+            self.watch(row)
             self.log_row(row)
         bar = None
         if cfg.progress and self.is_main:
@@ -389,6 +392,7 @@ class Trainer:
             last = step == cfg.max_steps or self.stop_requested() or self.finished()
             if step % cfg.eval_every == 0 or last:
                 row.update(self.evaluate())
+                self.watch(row)
             row.update(peak_memory_mb())
             self.log_row(row)
             if self.is_main:
@@ -442,6 +446,13 @@ class Trainer:
             folder.mkdir(exist_ok=True)
             (folder / f"step-{self.step:06d}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
         return out
+
+    def watch(self, row: dict[str, Any]) -> None:
+        """An evaluation row through the reward-hacking monitor: the one warning goes to train.log and into the row."""
+        if self.monitor is not None and (warning := self.monitor.observe(row)) is not None:
+            row["reward_hacking_warning"] = 1
+            row["reward_hacking_since_step"] = warning["since_step"]
+            self.note(f"warning: {warning['message']}")
 
     def matched_start_evaluation(self) -> dict[str, float] | None:
         """Step 0's evaluation read from the run this one is matched to (`match_run`, e.g. NTP at an RLP run's FLOPs)
@@ -648,6 +659,9 @@ class Trainer:
             # rows written after the checkpoint belong to steps that will run again
             kept = [row for row in read_metrics(self.run_dir) if row["step"] <= self.step]
             (self.run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in kept))
+            if self.monitor is not None:  # its state is the evaluations so far: replayed, not saved
+                for row in kept:
+                    self.monitor.observe(row)
             self.rollout_log.truncate_after(self.step)
             self.note(f"resumed from {ckpt.name} (step {self.step})")
 
@@ -679,6 +693,7 @@ class Trainer:
             "first_eval": evals[0] if evals else None,
             "last_eval": evals[-1] if evals else None,
             "last_step": rows[-1] if rows else None,
+            "reward_hacking_warning": self.monitor.warning if self.monitor is not None else None,
             **peak_memory_mb(),
         }
 
