@@ -208,7 +208,7 @@ def test_run_help_lists_every_parameter_from_the_notebook(name, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"workbench run {name}: parameters")
     for p in params:
-        (line,) = [l for l in lines if l.split()[:1] == [p.name]]
+        (line,) = [row for row in lines if row.split()[:1] == [p.name]]
         assert line.split()[1] == type(p.default).__name__ and repr(p.default) in line and line.endswith(p.help)
 
 

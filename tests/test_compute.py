@@ -15,15 +15,15 @@ import pytest
 
 from workbench.errors import WorkbenchError
 from workbench.training.configs import config_from_dict
-from workbench.training.flops import ComputeMeter, FlopCounter, flop_counter
+from workbench.training.flops import FlopCounter, flop_counter
 from workbench.training.trainer import merge_process_rows, read_metrics
 
-H, I, LAYERS, HEADS, KV, HD = 32, 64, 2, 4, 2, 8
+H, FF, LAYERS, HEADS, KV, HD = 32, 64, 2, 4, 2, 8  # hidden, MLP width, ...
 
 
 def _body_params() -> int:
     attention = H * HEADS * HD + 2 * H * KV * HD + HEADS * HD * H  # q, k, v, o (no biases)
-    mlp = 3 * H * I  # gate, up, down
+    mlp = 3 * H * FF  # gate, up, down
     norms = 2 * H
     return LAYERS * (attention + mlp + norms) + H  # + the final norm
 

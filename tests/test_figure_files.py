@@ -108,7 +108,7 @@ def test_the_drawing_has_the_parts_of_the_figure():
     assert len(set(xs)) == 6
     line = render_matplotlib(line_figure()).axes[0]
     assert [t.get_text() for t in line.get_xticklabels()] and line.get_xlabel() == "position t"
-    assert any(list(l.get_ydata()) == [1, 3, 2, 4] for l in line.get_lines())
+    assert any(list(drawn.get_ydata()) == [1, 3, 2, 4] for drawn in line.get_lines())
 
 
 def test_histogram_box_and_a_continuous_marker_colour_draw(tmp_path, caplog):

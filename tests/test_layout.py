@@ -99,3 +99,20 @@ def test_one_rule_for_where_a_thought_ends():
     assert [str(p) for p in defined] == ["workbench/engine/thought.py"]
     for user in ("engine/sampler.py", "engine/vllm_backend.py", "trl_rewards.py"):
         assert "end_of_thought(" in (PACKAGE / user).read_text(), user
+
+
+def test_the_code_is_clean_under_ruff():
+    """`ruff check .` with the rules in pyproject.toml ([tool.ruff.lint]): no unused import or variable, no undefined
+    name, no ambiguous name; the CI runs it through this test."""
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    ruff = Path(sys.executable).with_name("ruff")  # the environment's own, as pyproject.toml pins it
+    ruff = str(ruff) if ruff.exists() else shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (pip install ruff, or the dev extra)")
+    proc = subprocess.run([ruff, "check", "--no-cache", "."], cwd=PACKAGE.parent, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]

@@ -142,7 +142,7 @@ def test_packed_logps_equal_one_row_per_thought(gemma_fp32, math_doc, window):
     unpacked sequence does."""
     model, tok = gemma_fp32.model, gemma_fp32.tokenizer
     template = ThoughtTemplate()
-    open_ids, close_ids = template.open_ids(tok), template.close_ids(tok)
+    open_ids = template.open_ids(tok)
     full = tokenize(tok, math_doc.text)
     rows = []
     for doc, ids in enumerate([full, full[7:]]):
@@ -215,7 +215,7 @@ def test_loss_equals_a_straightforward_computation(smollm_fp32, math_doc, mode):
     ids = tokenize(tok, math_doc.text)
     template = ThoughtTemplate()
     thoughts = ThoughtSampler(smollm_fp32, template, SamplingConfig(G=3, thought_tokens=6, temperature=1.0, seed=3)).sample(ids, [20, 41])
-    open_ids, close_ids = template.open_ids(tok), template.close_ids(tok)
+    open_ids = template.open_ids(tok)
     advantages = [1.0, -0.5, -0.5, 2.0, 0.0, -2.0]
     rows = [train_row(th, open_ids, a, True) for th, a in zip(thoughts, advantages)]
     rows = [r for r in rows if r is not None]

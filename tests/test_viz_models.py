@@ -99,8 +99,6 @@ def _dollars_outside_no_math(markup: str) -> list[str]:
 
 def test_dollar_signs_are_never_typeset_as_maths():
     """The corpus is full of prices: "$134 ... $96" must not become LaTeX in JupyterLab or the exported HTML."""
-    import pandas as pd
-
     from workbench.viz import no_math, setup_notebook
 
     rm = _toy_map()

@@ -26,7 +26,7 @@ import torch
 
 from workbench.errors import WorkbenchError
 from workbench.file_checks import model_dir_problem
-from workbench.hardware import DTYPES, DtypeChoice, choose_dtype, resolve_device
+from workbench.hardware import DtypeChoice, choose_dtype, resolve_device
 
 DEFAULT_MODEL = "gemma3-270m"
 
@@ -398,7 +398,7 @@ def load_run_model(run_dir: str | Path, dtype: str | torch.dtype | None = "auto"
     if not base:
         raise WorkbenchError(f"{run_dir}/config.yaml names no model")
     base_path = Path(base).expanduser()
-    if not base_path.is_absolute() and not (base in BUNDLED) and (run_dir / base).exists():
+    if not base_path.is_absolute() and base not in BUNDLED and (run_dir / base).exists():
         base = str(run_dir / base)
     handle = load_model(base, dtype=dtype, device=device,
                         trust_remote_code=trust_remote_code or bool(config.get("trust_remote_code")), progress=progress)

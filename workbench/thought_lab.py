@@ -23,7 +23,7 @@ from workbench.engine.thought import Thought, ThoughtTemplate
 from workbench.models import ModelHandle
 from workbench.probes import ProbeMap
 from workbench.rewards import TeacherPass, empty_thought_logp, ensure_teacher_pass, info_gain, score_thoughts
-from workbench.run_dirs import headless
+from workbench.run_dirs import headless  # noqa: F401  (notebook 02 imports it from here)
 
 @dataclass
 class LabResult:

@@ -134,7 +134,6 @@ class LiveChart:
                 old.x, old.y = new.x, new.y
         if not self._band:
             self._band = hacking_band(self.figure, rows)
-        last = rows[-1] if rows else {}
         state = "running" if running else f"finished (exit code {self.run.process.poll()})"
         if not running:  # nothing left to stop
             self.button.disabled = True

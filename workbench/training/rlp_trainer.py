@@ -444,7 +444,7 @@ class RLPTrainer(Trainer):
             self.compute.forward("loss", fed, scored)
             kl = kl_k3(logp, ref.to(logp.dtype))
             per_token = per_token + cfg.beta * kl
-            kl_sum = float((kl * mask).sum())
+            kl_sum = float((kl.detach() * mask).sum())
         loss = normalise_loss(per_token, mask, cfg.loss_normalisation, denominator)
         self.accelerator.backward(loss)
         return float(loss.detach()), float((was_clipped & mask).sum()), float(mask.sum()), kl_sum
@@ -464,7 +464,7 @@ class RLPTrainer(Trainer):
             out = self.model(input_ids=ids, labels=ids, use_cache=False)
             loss = self.config.ntp_coef * out.loss / len(contexts)
             self.accelerator.backward(loss)
-            total += float(loss)
+            total += float(loss.detach())
             self.compute.train("loss", ids.shape[1], ids.shape[1])
         return total
 
