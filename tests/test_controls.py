@@ -135,3 +135,32 @@ def test_a_matched_run_reads_step_0_evaluation_from_its_match(tiny_model_dir, tm
     other = config_from_dict({**ntp_cfg.to_dict(), "output_dir": str(tmp_path / "ntp2"), "eval_G": 3})
     train(other)
     assert "step 0 evaluation read from" not in (tmp_path / "ntp2" / "train.log").read_text()
+
+
+def test_frozen_embeddings_are_a_labelled_option_of_every_trainer(tiny_model_dir, tmp_path):
+    """train_embeddings: false keeps the token embedding and LM head as they were while the layers learn; RLP labels it
+    a deviation; a config that leaves it at its default keeps its old fingerprint (the warm start's key included)."""
+    from workbench.training.launch import trainer_for
+
+    plain = config_from_dict(dict(trainer="rlp", model="gemma3-270m"))
+    assert plain.fingerprint() == config_from_dict(dict(trainer="rlp", model="gemma3-270m", train_embeddings=True)).fingerprint()
+    frozen_cfg = config_from_dict(dict(trainer="rlp", model="gemma3-270m", train_embeddings=False))
+    assert frozen_cfg.fingerprint() != plain.fingerprint()
+    assert any(d.startswith("train_embeddings false") for d in frozen_cfg.deviations)
+    for trainer_name in ("rlp", "ntp"):
+        extra = {"learning_rate": 5e-2}
+        if trainer_name == "rlp":
+            cfg = _config(tiny_model_dir, tmp_path / trainer_name, train_embeddings=False, **extra)
+        else:
+            cfg = config_from_dict(dict(trainer="ntp", model=str(tiny_model_dir), output_dir=str(tmp_path / "ntp"),
+                                        max_steps=1, docs_per_step=1, max_doc_tokens=64, eval_data="",
+                                        checkpoint_every=100, save_optimizer=False, progress=False,
+                                        train_embeddings=False, **extra))
+        trainer = trainer_for(cfg)
+        before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters()}
+        trainer.train_step(1)
+        after = dict(trainer.policy.named_parameters())
+        embed = next(n for n in before if "embed_tokens" in n)
+        assert torch.equal(after[embed], before[embed]), trainer_name
+        assert any(not torch.equal(after[n], before[n]) for n in before if n != embed), trainer_name
+        trainer.close()

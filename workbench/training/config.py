@@ -60,6 +60,10 @@ class TrainConfig:
         "GPUs - else float32; bf16 runs a model 2-5x slower than float32 on an AVX2-only CPU), bfloat16, float32 or float16.",
     )
     micro_batch_rows: int = help_field(8, "Rows per forward/backward chunk (gradients accumulate over chunks).")
+    train_embeddings: bool = help_field(
+        True, "Train the token embedding and the LM head (tied in both bundled models; 60 % of Gemma 3 270M's weights). "
+        "false freezes them, a labelled variant for RLP (the paper trains every weight): a smaller, less noisy update, "
+        "and a CPU step skips the head's weight gradient and its optimizer update.")
     peft: dict | None = help_field(
         None, "LoRA adapters with PEFT instead of training every weight, e.g. {r: 16, lora_alpha: 32} (fields r, "
         "lora_alpha, lora_dropout, target_modules (default all-linear), use_rslora). A labelled variant: the paper trains "
@@ -160,8 +164,11 @@ class TrainConfig:
     def fingerprint(self) -> str:
         """A hash of the fields that change the numbers (not where the run is written)."""
         d = {k: v for k, v in self.to_dict().items() if k not in NOT_IN_FINGERPRINT}
-        for name, unset in (("peft", None), ("control", "")):  # fields added after runs were cached: unset, a run
-            if name in d and d[name] == unset:  # keeps the fingerprint it had before the field existed
+        added_later = [("peft", None), ("control", "")]  # fields added after runs were cached: unset, a run keeps
+        if self.trainer != "warmstart":  # the fingerprint it had before the field existed (the warm start had
+            added_later.append(("train_embeddings", True))  # train_embeddings from the start)
+        for name, unset in added_later:
+            if name in d and d[name] == unset:
                 d.pop(name)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -107,6 +107,8 @@ class RLPConfig(TrainConfig):
             out.append("collapse guards on (not in the paper)")
         if self.control:
             out.append(f"control {self.control}: a null control (advantages permuted within each group), not RLP")
+        if not self.train_embeddings:
+            out.append("train_embeddings false: the token embedding and LM head frozen (the paper trains every weight)")
         if self.peft:
             out.append(f"peft: LoRA adapters (r {self.peft['r']}) instead of every weight (the paper trains all)")
         if self.beta > 0:

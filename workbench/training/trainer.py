@@ -174,7 +174,7 @@ class Trainer:
             torch.manual_seed(config.seed)  # the adapters' initial A matrices: same seed, same run
             model = with_adapter(model, config.peft)  # only the LoRA matrices train
         model.train()
-        if self.accelerator.num_processes == 1 and not config.peft:
+        if self.accelerator.num_processes == 1 and not config.peft and config.train_embeddings:
             # a batch reads a few hundred rows of the 262k-row embedding: its gradient as a sparse tensor is added
             # into the (dense, tied) LM-head gradient in place, instead of a zero-filled 671 MB tensor per backward
             model.get_input_embeddings().sparse = True
@@ -244,7 +244,11 @@ class Trainer:
         raise NotImplementedError
 
     def freeze(self, model: torch.nn.Module) -> None:
-        """Turn off gradients of parameters the run keeps fixed (before the optimizer is built)."""
+        """Turn off gradients of parameters the run keeps fixed (before the optimizer is built): with
+        `train_embeddings: false` the token embedding and the LM head (tied or not)."""
+        if not self.config.train_embeddings:
+            model.get_input_embeddings().requires_grad_(False)
+            model.get_output_embeddings().requires_grad_(False)
 
     def extra_tensors(self) -> dict[str, dict[str, torch.Tensor]]:
         return {}

@@ -34,13 +34,6 @@ class WarmStartTrainer(NTPTrainer):
     config: WarmStartConfig
     config_class = WarmStartConfig  # launch.trainer_for picks the trainer by its config's class
 
-    def freeze(self, model) -> None:
-        if not self.config.train_embeddings:
-            # the (tied) embedding and LM head are ~60 % of Gemma 3 270M's weights: fixed, a step skips the head's weight
-            # gradient and their optimizer update; the thought markers are ordinary words the model already embeds
-            model.get_input_embeddings().requires_grad_(False)
-            model.get_output_embeddings().requires_grad_(False)
-
     def training_ids(self, docs: list[Document]) -> list[list[int]]:
         cfg = self.config
         template = ThoughtTemplate(cfg.think_open, cfg.think_close)
