@@ -402,7 +402,9 @@ def cmd_compare_runs(args: argparse.Namespace) -> int:
 
     table = compare_runs(args.run_a, args.run_b, args.step_a, args.step_b)
     print(f"A = {args.run_a}\nB = {args.run_b}")
-    print(table.to_string(float_format=lambda v: f"{v:+.4f}"))
+    signed = {"A - B"}  # a difference carries its sign; means and the SE print plainly
+    print(table.to_string(formatters={c: (lambda v: f"{v:+.4f}") if c in signed else (lambda v: f"{v:.4f}")
+                                      for c in table.columns if table[c].dtype.kind == "f"}))
     if args.json_out:
         Path(args.json_out).write_text(table.reset_index().to_json(orient="records", indent=1))
     return 0

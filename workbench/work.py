@@ -11,7 +11,7 @@ every kind of pass, from its summary) instead of its forwards, which are paused 
     ...                                 # sample, score, evaluate, train
     work.METER.as_metrics()             # {"work_tokens": ..., "work_head_rows": ..., "work_flops": ...}
 
-A notebook's `metrics.json` records this (`run_dirs.save_metrics`), and tests/test_work_budgets.py holds each curated
+A notebook's `metrics.json` records this (`run_dirs.save_metrics`), and tests/test_notebooks.py holds each curated
 notebook to the budget written in notebooks/work_budgets.json: a change that adds work to a notebook fails there
 until the budget is raised on purpose.
 """
