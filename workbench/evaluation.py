@@ -34,7 +34,7 @@ Each mean comes with its standard error, `<metric>_se` (`clustered_se`): the G t
 tokens of one document, are not independent draws, so the SE is the spread of the per-position (per-document for
 eval_loss) means over the square root of their number. NaN where there are fewer than two positions or documents.
 `evaluate(..., records=[])` also returns one record per scored position (`position_records`), which a run writes to
-`eval/step-NNNNNN.jsonl`: `workbench.compare.compare_runs` pairs two runs' records on the same answers.
+`eval/step-NNNNNN.jsonl`: `workbench.run_compare.compare_runs` pairs two runs' records on the same answers.
 """
 
 from __future__ import annotations
@@ -142,21 +142,22 @@ def clustered_se(values, clusters) -> float:
 def position_records(rm, doc: int, answers: bool, open_first: int) -> list[dict[str, Any]]:
     """One record per position of a document's reward map: what a paired comparison of two models needs. `doc` is the
     document's index in the evaluation, so two runs under the same settings name the same answer the same way."""
-    by_position: dict[int, list] = {}
-    for th in rm.thoughts:
-        by_position.setdefault(th.position, []).append(th)
-    rewards = dict(zip(range(len(rm.thoughts)), rm.rewards.tolist()))
-    index = {id(th): i for i, th in enumerate(rm.thoughts)}
+    rewards = rm.rewards
+    at: dict[int, list[int]] = {}  # position -> indices of its thoughts
+    for i, th in enumerate(rm.thoughts):
+        at.setdefault(th.position, []).append(i)
+    nan = float("nan")
     out = []
     for t in rm.positions:
-        group = by_position.get(t, [])
-        record = {"doc": doc, "position": int(t), "target": int(rm.document_ids[t]),
-                  "reward_mean": float(np.mean([rewards[index[id(th)]] for th in group])) if group else float("nan"),
-                  "logp_with_thought": float(np.mean([th.logp_with_thought for th in group])) if group else float("nan")}
+        idx = at.get(t, [])
+        target = rm.document_ids[t]
+        record = {"doc": doc, "position": int(t), "target": int(target),
+                  "reward_mean": float(rewards[idx].mean()) if idx else nan,
+                  "logp_with_thought": float(np.mean([rm.thoughts[i].logp_with_thought for i in idx])) if idx else nan}
         if answers:
             first, second = rm.no_think.top_ids[t][:2]
-            record["no_think_right"] = float((second if first == open_first else first) == rm.document_ids[t])
-            record["thinking_right"] = float(np.mean([th.next_top[0][0] == rm.document_ids[t] for th in group]))
+            record["no_think_right"] = float((second if first == open_first else first) == target)
+            record["thinking_right"] = float(np.mean([rm.thoughts[i].next_top[0][0] == target for i in idx])) if idx else nan
         out.append(record)
     return out
 
