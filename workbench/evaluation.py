@@ -139,6 +139,13 @@ def clustered_se(values, clusters) -> float:
     return float(means.std(ddof=1) / np.sqrt(n))
 
 
+def no_think_answer(rm, t: int, open_first: int) -> int:
+    """The model's answer at position t without a thought: its most likely token, the opening marker's first token set
+    aside (asked not to think, what would it answer?)."""
+    first, second = rm.no_think.top_ids[t][:2]
+    return int(second if first == open_first else first)
+
+
 def position_records(rm, doc: int, answers: bool, open_first: int) -> list[dict[str, Any]]:
     """One record per position of a document's reward map: what a paired comparison of two models needs. `doc` is the
     document's index in the evaluation, so two runs under the same settings name the same answer the same way."""
@@ -155,8 +162,7 @@ def position_records(rm, doc: int, answers: bool, open_first: int) -> list[dict[
                   "reward_mean": float(rewards[idx].mean()) if idx else nan,
                   "logp_with_thought": float(np.mean([rm.thoughts[i].logp_with_thought for i in idx])) if idx else nan}
         if answers:
-            first, second = rm.no_think.top_ids[t][:2]
-            record["no_think_right"] = float((second if first == open_first else first) == target)
+            record["no_think_right"] = float(no_think_answer(rm, t, open_first) == target)
             record["thinking_right"] = float(np.mean([rm.thoughts[i].next_top[0][0] == target for i in idx])) if idx else nan
         out.append(record)
     return out
@@ -202,8 +208,7 @@ def evaluate(policy: ModelHandle, documents: list[list[int]], settings: EvalSett
             if answers:
                 right_thinking.extend(th.next_top[0][0] == ids[th.position] for th in rm.thoughts)
                 for t in rm.positions:
-                    first, second = rm.no_think.top_ids[t][:2]
-                    right_no_think.append((second if first == open_first else first) == ids[t])
+                    right_no_think.append(no_think_answer(rm, t, open_first) == ids[t])
                     answer_at.append((d, t))
             if records is not None:
                 records.extend(position_records(rm, d, answers, open_first))
