@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from workbench.compare import compare_designs  # noqa: E402
 from workbench.data import find_document, tokenize  # noqa: E402
 from workbench.designs import DESIGNS  # noqa: E402
-from workbench.models import load_model, teacher_of  # noqa: E402
 from workbench.engine.thought import SamplingConfig
+from workbench.models import load_model, teacher_of  # noqa: E402
 
 
 def main() -> None:
@@ -37,7 +37,9 @@ def main() -> None:
     teacher = teacher_of(policy)
     ids = tokenize(policy.tokenizer, find_document(args.doc).text)
     config = SamplingConfig(G=args.G, thought_tokens=args.thought_tokens)
-    compare_designs(policy, teacher, ids, args.positions, SamplingConfig(G=2, thought_tokens=4), designs="all")  # warm-up
+    compare_designs(
+        policy, teacher, ids, args.positions, SamplingConfig(G=2, thought_tokens=4), designs="all"
+    )  # warm-up
 
     seconds: dict[str, float] = {}
     for name in ["all", *DESIGNS]:
@@ -46,10 +48,14 @@ def main() -> None:
         seconds[name] = time.perf_counter() - start
         print(f"{name:>11}: {seconds[name]:.1f} s", flush=True)
     worst = max((n for n in DESIGNS), key=lambda n: seconds[n])
-    print(f"\nmachine: {torch.get_num_threads()} torch threads, torch {torch.__version__}; {args.model}, {args.doc}, "
-          f"{args.positions}, G={args.G}, budget {args.thought_tokens}")
-    print(f"all designs: {seconds['all']:.1f} s; most expensive single design ({worst}): {seconds[worst]:.1f} s; "
-          f"ratio {seconds['all'] / seconds[worst]:.2f} (target < 2)")
+    print(
+        f"\nmachine: {torch.get_num_threads()} torch threads, torch {torch.__version__}; {args.model}, {args.doc}, "
+        f"{args.positions}, G={args.G}, budget {args.thought_tokens}"
+    )
+    print(
+        f"all designs: {seconds['all']:.1f} s; most expensive single design ({worst}): {seconds[worst]:.1f} s; "
+        f"ratio {seconds['all'] / seconds[worst]:.2f} (target < 2)"
+    )
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workbench.data import find_document, parse_positions, select_positions, tokenize  # noqa: E402
-from workbench.models import load_model  # noqa: E402
-from workbench.run_dirs import machine_name as machine
 from workbench.engine.sampler import ThoughtSampler
 from workbench.engine.thought import SamplingConfig, ThoughtTemplate
+from workbench.models import load_model  # noqa: E402
+from workbench.run_dirs import machine_name as machine
 
 
 def plain_logps(model, thoughts, ids) -> list[float]:
@@ -62,10 +62,12 @@ def main() -> None:
         worst, median = max(diffs), statistics.median(diffs)
         bad = (worst if dtype == "float32" else median) > tol
         failed |= bad
-        print(f"{dtype}: {len(thoughts)} thoughts (mean length {statistics.fmean(t.length for t in thoughts):.1f}), "
-              f"|sampler - plain fp32 forward| max {worst:.2e}, median {median:.2e} nats -> "
-              f"{'FAIL' if bad else 'ok'} (tolerance {tol} on the {'max' if dtype == 'float32' else 'median'})",
-              flush=True)
+        print(
+            f"{dtype}: {len(thoughts)} thoughts (mean length {statistics.fmean(t.length for t in thoughts):.1f}), "
+            f"|sampler - plain fp32 forward| max {worst:.2e}, median {median:.2e} nats -> "
+            f"{'FAIL' if bad else 'ok'} (tolerance {tol} on the {'max' if dtype == 'float32' else 'median'})",
+            flush=True,
+        )
     sys.exit(1 if failed else 0)
 
 

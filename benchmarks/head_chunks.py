@@ -30,7 +30,7 @@ def main() -> None:
                 for _ in range(3):
                     start = time.perf_counter()
                     for s in range(0, weight.shape[0], chunk):
-                        torch.mm(hidden, weight[s:s + chunk].t(), out=out)
+                        torch.mm(hidden, weight[s : s + chunk].t(), out=out)
                     best = min(best, time.perf_counter() - start)
                 cells.append(f"{chunk}: {2 * rows * 640 * weight.shape[0] / best / 1e9:.0f}")
             print(f"{str(dtype).split('.')[-1]:>8} rows {rows:>3}  GFLOP/s by chunk  " + "  ".join(cells), flush=True)

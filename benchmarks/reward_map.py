@@ -33,13 +33,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workbench.run_dirs import machine_name as machine
-
 from workbench.data import find_document, parse_positions, select_positions, tokenize  # noqa: E402
-from workbench.models import load_model, teacher_of  # noqa: E402
-from workbench.rewards import reward_map  # noqa: E402
 from workbench.engine.backends import backend_unavailable
 from workbench.engine.thought import SamplingConfig, ThoughtTemplate
+from workbench.models import load_model, teacher_of  # noqa: E402
+from workbench.rewards import reward_map  # noqa: E402
+from workbench.run_dirs import machine_name as machine
 
 
 def plain_setup(handle, config: SamplingConfig, template: ThoughtTemplate):
@@ -58,7 +57,9 @@ def plain_loop(handle, ids: list[int], positions: list[int], config: SamplingCon
     with torch.inference_mode():
         for t in positions:
             target = ids[t]
-            no_think = torch.log_softmax(model(torch.tensor([ids[:t]], device=dev), logits_to_keep=1).logits[0, -1].float(), -1)
+            no_think = torch.log_softmax(
+                model(torch.tensor([ids[:t]], device=dev), logits_to_keep=1).logits[0, -1].float(), -1
+            )
             prompt = torch.tensor([ids[:t] + open_ids], device=dev)
             out = model.generate(
                 prompt,
@@ -106,12 +107,22 @@ def plain_loop_fixed(handle, ids: list[int], positions: list[int], config: Sampl
     with torch.inference_mode():
         for t in positions:
             target = ids[t]
-            no_think = torch.log_softmax(model(torch.tensor([ids[:t]], device=dev), logits_to_keep=1).logits[0, -1].float(), -1)
+            no_think = torch.log_softmax(
+                model(torch.tensor([ids[:t]], device=dev), logits_to_keep=1).logits[0, -1].float(), -1
+            )
             prompt = torch.tensor([ids[:t] + open_ids], device=dev)
-            out = model.generate(prompt, do_sample=config.temperature > 0, temperature=config.temperature,
-                                 top_p=config.top_p, top_k=0, max_new_tokens=config.thought_tokens,
-                                 min_new_tokens=config.thought_tokens, num_return_sequences=config.G, pad_token_id=pad)
-            tokens += int(out[:, prompt.shape[1]:].numel())
+            out = model.generate(
+                prompt,
+                do_sample=config.temperature > 0,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                top_k=0,
+                max_new_tokens=config.thought_tokens,
+                min_new_tokens=config.thought_tokens,
+                num_return_sequences=config.G,
+                pad_token_id=pad,
+            )
+            tokens += int(out[:, prompt.shape[1] :].numel())
             close = torch.tensor([close_ids] * out.shape[0], device=dev)
             logits = model(torch.cat([out, close], dim=1), logits_to_keep=1).logits
             lp = torch.log_softmax(logits[:, -1].float(), -1)[:, target]
@@ -135,22 +146,38 @@ def calibrate(handles: dict[str, object], ids: list[int]) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="gemma3-270m")
-    ap.add_argument("--dtypes", default="float32,bfloat16",
-                    help="dtypes to run both engines in; each engine is compared at its fastest (default: both)")
+    ap.add_argument(
+        "--dtypes",
+        default="float32,bfloat16",
+        help="dtypes to run both engines in; each engine is compared at its fastest (default: both)",
+    )
     ap.add_argument("--doc", default="math-01")
     ap.add_argument("--positions", default="every:8")
     ap.add_argument("-G", type=int, default=4)
     ap.add_argument("--thought-tokens", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=400)
-    ap.add_argument("--engines", default="workbench,plain,plain_fixed,vllm",
-                    help="comma-separated from workbench, plain (stop strings), plain_fixed (fixed-length thoughts, no "
-                         "stop strings), vllm (the workbench's reward map on its vLLM backend)")
-    ap.add_argument("--repeats", type=int, default=3, help="workbench/vllm repeats (the plain loop runs ceil(repeats/2))")
-    ap.add_argument("--slow-factor", type=float, default=4.0,
-                    help="a dtype whose calibration forward is this many times slower than the fastest one is measured "
-                         "on --slow-positions positions only, once (bf16 on an AVX2-only CPU would take hours)")
-    ap.add_argument("--slow-positions", type=int, default=2,
-                    help="positions for a slow dtype; 0 does not run it (its calibration is still reported)")
+    ap.add_argument(
+        "--engines",
+        default="workbench,plain,plain_fixed,vllm",
+        help="comma-separated from workbench, plain (stop strings), plain_fixed (fixed-length thoughts, no "
+        "stop strings), vllm (the workbench's reward map on its vLLM backend)",
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="workbench/vllm repeats (the plain loop runs ceil(repeats/2))"
+    )
+    ap.add_argument(
+        "--slow-factor",
+        type=float,
+        default=4.0,
+        help="a dtype whose calibration forward is this many times slower than the fastest one is measured "
+        "on --slow-positions positions only, once (bf16 on an AVX2-only CPU would take hours)",
+    )
+    ap.add_argument(
+        "--slow-positions",
+        type=int,
+        default=2,
+        help="positions for a slow dtype; 0 does not run it (its calibration is still reported)",
+    )
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
     args = ap.parse_args()
 
@@ -170,17 +197,36 @@ def main() -> None:
     seconds = calibrate(handles, ids)
     fastest = min(seconds.values())
     slow = {dt for dt, sec in seconds.items() if sec > args.slow_factor * fastest}
-    print(f"# {args.model}, document {args.doc} ({len(ids)} tokens), {args.positions} -> {len(positions)} positions, "
-          f"G={args.G}, budget {args.thought_tokens}; {machine()}", flush=True)
-    print("# calibration (one 64-token forward): " + ", ".join(f"{dt} {sec:.2f} s" for dt, sec in seconds.items())
-          + (f"; slow here: {', '.join(sorted(slow))} (measured on {args.slow_positions} positions, once)" if slow else ""),
-          flush=True)
+    print(
+        f"# {args.model}, document {args.doc} ({len(ids)} tokens), {args.positions} -> {len(positions)} positions, "
+        f"G={args.G}, budget {args.thought_tokens}; {machine()}",
+        flush=True,
+    )
+    print(
+        "# calibration (one 64-token forward): "
+        + ", ".join(f"{dt} {sec:.2f} s" for dt, sec in seconds.items())
+        + (
+            f"; slow here: {', '.join(sorted(slow))} (measured on {args.slow_positions} positions, once)"
+            if slow
+            else ""
+        ),
+        flush=True,
+    )
 
     def engine_run(backend: str, dtype: str):
         def run(cfg: SamplingConfig, doc: list[int], chosen: list[int]):
-            rm = reward_map(handles[dtype], teachers[dtype], doc, "at:" + ",".join(map(str, chosen)), cfg, template,
-                            backend=backend, empty_reference=False)
+            rm = reward_map(
+                handles[dtype],
+                teachers[dtype],
+                doc,
+                "at:" + ",".join(map(str, chosen)),
+                cfg,
+                template,
+                backend=backend,
+                empty_reference=False,
+            )
             return rm.generated_tokens, float(rm.rewards.mean())
+
         return run
 
     def plain(dtype: str):
@@ -189,8 +235,12 @@ def main() -> None:
     def plain_fixed(dtype: str):
         return lambda cfg, doc, chosen: plain_loop_fixed(handles[dtype], doc, chosen, cfg, template)
 
-    makers = {"workbench": lambda dt: engine_run("transformers", dt), "vllm": lambda dt: engine_run("vllm", dt),
-              "plain": plain, "plain_fixed": plain_fixed}
+    makers = {
+        "workbench": lambda dt: engine_run("transformers", dt),
+        "vllm": lambda dt: engine_run("vllm", dt),
+        "plain": plain,
+        "plain_fixed": plain_fixed,
+    }
     runs: list[tuple[str, str]] = []  # (engine, dtype)
     for name in args.engines.split(","):
         if name not in makers:
@@ -204,8 +254,11 @@ def main() -> None:
     runs = [key for key in runs if key not in not_run]
     best_dtype = min(seconds, key=seconds.get)
     for name, dtype in not_run:
-        print(f"# not run: {name} {dtype} (its calibration forward took {seconds[dtype] / fastest:.0f}x as long as "
-              f"{best_dtype}'s; --slow-positions N runs it on N positions)", flush=True)
+        print(
+            f"# not run: {name} {dtype} (its calibration forward took {seconds[dtype] / fastest:.0f}x as long as "
+            f"{best_dtype}'s; --slow-positions N runs it on N positions)",
+            flush=True,
+        )
     runners = {key: makers[key[0]](key[1]) for key in runs}
     chosen_for = {key: positions[: args.slow_positions] if key[1] in slow else positions for key in runs}
     # warm-up: first-call costs (engine start, allocator) are not what we compare
@@ -229,16 +282,22 @@ def main() -> None:
             rewards[key] = reward_mean
             print(f"{name:10s} {dtype:9s} run {i + 1}: {tokens} tokens in {elapsed:.1f} s", flush=True)
 
-    labels = {"workbench": "workbench reward_map", "plain": "plain per-position loop (stop strings)",
-              "plain_fixed": "plain loop, fixed-length thoughts", "vllm": "workbench reward_map (vLLM)"}
+    labels = {
+        "workbench": "workbench reward_map",
+        "plain": "plain per-position loop (stop strings)",
+        "plain_fixed": "plain loop, fixed-length thoughts",
+        "vllm": "workbench reward_map (vLLM)",
+    }
     med = {key: statistics.median(results[key]) for key in runs}
     print()
     print(f"machine: {machine()}; CPU: {cpu_kind()}; torch {torch.__version__}")
     print("| engine | dtype | positions | thought tokens/s incl. scoring (median) | runs | mean reward (nats) |")
     print("|---|---|---|---|---|---|")
     for key in runs:
-        print(f"| {labels[key[0]]} | {key[1]} | {len(chosen_for[key])} | {med[key]:.1f} | {len(results[key])} | "
-              f"{rewards[key]:+.2f} |")
+        print(
+            f"| {labels[key[0]]} | {key[1]} | {len(chosen_for[key])} | {med[key]:.1f} | {len(results[key])} | "
+            f"{rewards[key]:+.2f} |"
+        )
     best = {}
     for name in dict.fromkeys(k[0] for k in runs):
         dt = max((k[1] for k in runs if k[0] == name), key=lambda d: med[(name, d)])
@@ -251,19 +310,43 @@ def main() -> None:
         for name, (dt, rate) in best.items():
             if name != "workbench":
                 ratios[name] = best["workbench"][1] / rate
-                print(f"ratio workbench ({best['workbench'][0]}) / {name} ({dt}), each at its fastest dtype: "
-                      f"{ratios[name]:.2f}x")
+                print(
+                    f"ratio workbench ({best['workbench'][0]}) / {name} ({dt}), each at its fastest dtype: "
+                    f"{ratios[name]:.2f}x"
+                )
     if args.json:
         import json
 
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({
-            "args": vars(args), "machine": machine(), "cpu": cpu_kind(), "cpu_capability": cpu_capability(),
-            "auto_dtype": auto.as_dict(), "torch": torch.__version__, "calibration_s": seconds, "slow_dtypes": sorted(slow),
-            "results": [{"engine": k[0], "dtype": k[1], "positions": len(chosen_for[k]), "tokens_per_s": results[k],
-                         "median": med[k], "reward_mean": rewards[k]} for k in runs],
-            "best": best, "ratios": ratios, "not_run": [list(k) for k in not_run],
-        }, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "args": vars(args),
+                    "machine": machine(),
+                    "cpu": cpu_kind(),
+                    "cpu_capability": cpu_capability(),
+                    "auto_dtype": auto.as_dict(),
+                    "torch": torch.__version__,
+                    "calibration_s": seconds,
+                    "slow_dtypes": sorted(slow),
+                    "results": [
+                        {
+                            "engine": k[0],
+                            "dtype": k[1],
+                            "positions": len(chosen_for[k]),
+                            "tokens_per_s": results[k],
+                            "median": med[k],
+                            "reward_mean": rewards[k],
+                        }
+                        for k in runs
+                    ],
+                    "best": best,
+                    "ratios": ratios,
+                    "not_run": [list(k) for k in not_run],
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

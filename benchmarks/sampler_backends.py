@@ -23,11 +23,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workbench.data import find_document, parse_positions, select_positions, tokenize  # noqa: E402
-from workbench.models import load_model  # noqa: E402
-from workbench.run_dirs import machine_name as machine, package_versions
-from workbench.engine.backends import BACKENDS, backend_unavailable
-from workbench.engine.backends import make_sampler
+from workbench.engine.backends import BACKENDS, backend_unavailable, make_sampler
 from workbench.engine.thought import SamplingConfig, ThoughtTemplate
+from workbench.models import load_model  # noqa: E402
+from workbench.run_dirs import machine_name as machine
+from workbench.run_dirs import package_versions
 
 
 def versions() -> dict[str, str]:
@@ -55,14 +55,19 @@ def main() -> None:
     backends, skipped = [], {}
     for name in args.backends.split(","):
         if name.split(":")[0] not in BACKENDS:
-            raise SystemExit(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)} (vllm:vllm = vLLM also scores)")
+            raise SystemExit(
+                f"unknown backend {name!r}; choose from {', '.join(BACKENDS)} (vllm:vllm = vLLM also scores)"
+            )
         reason = backend_unavailable(name.split(":")[0])
         if reason:
             skipped[name] = reason
         else:
             backends.append(name)
-    print(f"# {args.model} {args.dtype}, {args.doc} ({len(ids)} tokens), {args.positions} -> {len(positions)} "
-          f"positions; machine: {machine()}; {versions()}", flush=True)
+    print(
+        f"# {args.model} {args.dtype}, {args.doc} ({len(ids)} tokens), {args.positions} -> {len(positions)} "
+        f"positions; machine: {machine()}; {versions()}",
+        flush=True,
+    )
     for name, reason in skipped.items():
         print(f"# skipped backend {name}: {reason}", flush=True)
 
@@ -71,7 +76,9 @@ def main() -> None:
         start = time.perf_counter()
         backend, _, scorer = name.partition(":")
         options = {"scorer": scorer} if scorer else {}
-        samplers[name] = make_sampler(handle, template, SamplingConfig(G=2, thought_tokens=4), backend=backend, **options)
+        samplers[name] = make_sampler(
+            handle, template, SamplingConfig(G=2, thought_tokens=4), backend=backend, **options
+        )
         samplers[name].sample(ids, positions[:2])  # warm-up: engine start, kernel compilation
         print(f"# {name}: set-up and warm-up {time.perf_counter() - start:.1f} s", flush=True)
 
@@ -88,13 +95,24 @@ def main() -> None:
                 thoughts = sampler.sample(ids, positions)
                 elapsed = time.perf_counter() - start
                 tokens = sum(th.length for th in thoughts)
-                records.append({"backend": name, "G": G, "budget": budget, "repeat": rep, "seconds": elapsed,
-                                "thought_tokens": tokens, "tokens_per_s": tokens / elapsed,
-                                "mean_length": tokens / len(thoughts),
-                                "closed_by_model": sum(th.closed_by != "budget" for th in thoughts) / len(thoughts),
-                                "mean_logp_with_thought": statistics.fmean(th.logp_with_thought for th in thoughts)})
-                print(f"{name:12s} G={G:<3d} budget={budget:<4d} run {rep + 1}: {tokens} tokens in {elapsed:.1f} s",
-                      flush=True)
+                records.append(
+                    {
+                        "backend": name,
+                        "G": G,
+                        "budget": budget,
+                        "repeat": rep,
+                        "seconds": elapsed,
+                        "thought_tokens": tokens,
+                        "tokens_per_s": tokens / elapsed,
+                        "mean_length": tokens / len(thoughts),
+                        "closed_by_model": sum(th.closed_by != "budget" for th in thoughts) / len(thoughts),
+                        "mean_logp_with_thought": statistics.fmean(th.logp_with_thought for th in thoughts),
+                    }
+                )
+                print(
+                    f"{name:12s} G={G:<3d} budget={budget:<4d} run {rep + 1}: {tokens} tokens in {elapsed:.1f} s",
+                    flush=True,
+                )
 
     print(f"\nmachine: {machine()}; {versions()}")
     print(f"{args.model} {args.dtype}, {args.doc}, {len(positions)} positions, temperature 0.7, top-p 1\n")
@@ -103,16 +121,30 @@ def main() -> None:
     print(f"| G | budget | {head} | mean thought length | " + "".join(f"{b} / transformers | " for b in ratios))
     print("|---|---|" + "---|" * (len(backends) + 1 + len(ratios)))
     for G, budget in cells:
-        med = {b: statistics.median(r["tokens_per_s"] for r in records if (r["backend"], r["G"], r["budget"]) == (b, G, budget))
-               for b in backends}
+        med = {
+            b: statistics.median(
+                r["tokens_per_s"] for r in records if (r["backend"], r["G"], r["budget"]) == (b, G, budget)
+            )
+            for b in backends
+        }
         length = statistics.fmean(r["mean_length"] for r in records if (r["G"], r["budget"]) == (G, budget))
         row = f"| {G} | {budget} | " + " | ".join(f"{med[b]:.0f}" for b in backends) + f" | {length:.1f} |"
         for b in ratios:
             row += f" {med[b] / med['transformers']:.2f}x |"
         print(row)
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "machine": machine(), "versions": versions(),
-                                               "skipped": skipped, "records": records}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "args": vars(args),
+                    "machine": machine(),
+                    "versions": versions(),
+                    "skipped": skipped,
+                    "records": records,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sampler_backends import versions  # noqa: E402
 
 from workbench.data import load_corpus, tokenize  # noqa: E402
+from workbench.engine.thought import SamplingConfig, ThoughtTemplate
 from workbench.models import load_model, teacher_of  # noqa: E402
 from workbench.rewards import reward_map  # noqa: E402
 from workbench.run_dirs import machine_name as machine
-from workbench.engine.thought import SamplingConfig, ThoughtTemplate
 
 
 def plot(records: list[dict], title: str, path: Path) -> bool:
@@ -75,39 +75,70 @@ def main() -> None:
     template = ThoughtTemplate()
     spec = f"every:{args.every}"
     for G in [int(g) for g in args.G.split(",")]:  # warm-up: engine start and compilation for each batch shape
-        reward_map(handle, teacher, all_ids[:64], "every:16", SamplingConfig(G=G, thought_tokens=4), template,
-                   backend=args.backend, empty_reference=False)
+        reward_map(
+            handle,
+            teacher,
+            all_ids[:64],
+            "every:16",
+            SamplingConfig(G=G, thought_tokens=4),
+            template,
+            backend=args.backend,
+            empty_reference=False,
+        )
     records = []
-    print(f"# {args.model} {args.dtype}, backend {args.backend}, {spec}, budget {args.thought_tokens}; "
-          f"machine: {machine()}; {versions()}", flush=True)
+    print(
+        f"# {args.model} {args.dtype}, backend {args.backend}, {spec}, budget {args.thought_tokens}; "
+        f"machine: {machine()}; {versions()}",
+        flush=True,
+    )
     for G in [int(g) for g in args.G.split(",")]:
         for n in lengths:
             config = SamplingConfig(G=G, thought_tokens=args.thought_tokens, seed=0)
             start = time.perf_counter()
-            rm = reward_map(handle, teacher, all_ids[:n], spec, config, template, backend=args.backend,
-                            empty_reference=False)
+            rm = reward_map(
+                handle, teacher, all_ids[:n], spec, config, template, backend=args.backend, empty_reference=False
+            )
             seconds = time.perf_counter() - start
-            records.append({"G": G, "length": n, "positions": len(rm.positions), "seconds": seconds,
-                            "teacher_s": rm.timing["score_s"], "sample_s": rm.timing["sample_s"],
-                            "thought_tokens": rm.generated_tokens, "tokens_per_s": rm.generated_tokens / seconds})
-            print(f"G={G:<3d} length={n:<5d} positions={len(rm.positions):<4d} {seconds:7.1f} s "
-                  f"({rm.generated_tokens / seconds:.0f} thought tok/s)", flush=True)
+            records.append(
+                {
+                    "G": G,
+                    "length": n,
+                    "positions": len(rm.positions),
+                    "seconds": seconds,
+                    "teacher_s": rm.timing["score_s"],
+                    "sample_s": rm.timing["sample_s"],
+                    "thought_tokens": rm.generated_tokens,
+                    "tokens_per_s": rm.generated_tokens / seconds,
+                }
+            )
+            print(
+                f"G={G:<3d} length={n:<5d} positions={len(rm.positions):<4d} {seconds:7.1f} s "
+                f"({rm.generated_tokens / seconds:.0f} thought tok/s)",
+                flush=True,
+            )
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     title = f"reward map cost, {args.model} {args.dtype}, {spec}, budget {args.thought_tokens}; {machine()}"
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "machine": machine(),
-                                                    "versions": versions(), "records": records}, indent=1))
+    out.with_suffix(".json").write_text(
+        json.dumps({"args": vars(args), "machine": machine(), "versions": versions(), "records": records}, indent=1)
+    )
     print(f"\nmachine: {machine()}; {versions()}\n")
     print("| G | " + " | ".join(f"{n} tokens" for n in lengths) + " |")
     print("|---|" + "---|" * len(lengths))
     for G in sorted({r["G"] for r in records}):
         cells = {r["length"]: r for r in records if r["G"] == G}
-        print(f"| {G} | " + " | ".join(f"{cells[n]['seconds']:.1f} s ({cells[n]['positions']} pos)" for n in lengths) + " |")
+        print(
+            f"| {G} | "
+            + " | ".join(f"{cells[n]['seconds']:.1f} s ({cells[n]['positions']} pos)" for n in lengths)
+            + " |"
+        )
     for G in sorted({r["G"] for r in records}):
         cells = {r["length"]: r for r in records if r["G"] == G}
-        print(f"G={G}: time x{cells[lengths[-1]]['seconds'] / cells[lengths[0]]['seconds']:.1f} for length "
-              f"x{lengths[-1] / lengths[0]:.0f}")
+        print(
+            f"G={G}: time x{cells[lengths[-1]]['seconds'] / cells[lengths[0]]['seconds']:.1f} for length "
+            f"x{lengths[-1] / lengths[0]:.0f}"
+        )
     if plot(records, title, out.with_suffix(".png")):
         print(f"plot: {out.with_suffix('.png')}")
 

@@ -35,13 +35,20 @@ def own_thoughts(policy, docs, families, G: int, tokens: int) -> pd.DataFrame:
     rows = []
     for doc, fams in zip(docs, families):
         ids = tokenize_document(policy.tokenizer, doc)
-        rm = reward_map(policy, policy, ids, "marked", SamplingConfig(G=G, thought_tokens=tokens, min_thought_tokens=1),
-                        top_k=1)
+        rm = reward_map(
+            policy, policy, ids, "marked", SamplingConfig(G=G, thought_tokens=tokens, min_thought_tokens=1), top_k=1
+        )
         family_at = dict(zip(ids.marked, fams))
         for th, reward, gain in zip(rm.thoughts, rm.rewards, rm.content_gains):
-            rows.append({"family": family_at[th.position], "style": thought_style(th.text),
-                         "right": th.next_top[0][0] == ids[th.position], "reward": float(reward),
-                         "content_gain": float(gain)})
+            rows.append(
+                {
+                    "family": family_at[th.position],
+                    "style": thought_style(th.text),
+                    "right": th.next_top[0][0] == ids[th.position],
+                    "reward": float(reward),
+                    "content_gain": float(gain),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -75,14 +82,21 @@ def main() -> None:
         by_outcome = own.groupby(["style", "right"])[["reward", "content_gain"]].agg(["mean", "size"])
         print(by_outcome.round(2).to_string())
         results["models"][name] = {
-            "dtype": str(policy.dtype), "probes": probes.to_dict(), "best_family": best.to_dict(),
+            "dtype": str(policy.dtype),
+            "probes": probes.to_dict(),
+            "best_family": best.to_dict(),
             "ordinary_loss": plain["eval_loss"],
             "own_by_family": own.groupby("family")[["right", "reward", "content_gain"]].mean().to_dict(),
             "own_by_style": own.groupby("style")[["right", "reward", "content_gain"]].mean().to_dict(),
             "own_share_scratch": float((own["style"] == "scratch").mean()),
-            "own_by_style_and_outcome": {f"{style}/{'right' if right else 'wrong'}": {"reward": float(g["reward"].mean()),
-                                         "content_gain": float(g["content_gain"].mean()), "n": int(len(g))}
-                                         for (style, right), g in own.groupby(["style", "right"])},
+            "own_by_style_and_outcome": {
+                f"{style}/{'right' if right else 'wrong'}": {
+                    "reward": float(g["reward"].mean()),
+                    "content_gain": float(g["content_gain"].mean()),
+                    "n": int(len(g)),
+                }
+                for (style, right), g in own.groupby(["style", "right"])
+            },
         }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1, default=float))

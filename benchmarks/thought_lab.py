@@ -24,13 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workbench.compare import design_sanity  # noqa: E402
 from workbench.data import find_document, tokenize  # noqa: E402
+from workbench.engine.thought import SamplingConfig
 from workbench.hardware import cpu_kind  # noqa: E402
 from workbench.models import load_model, teacher_of  # noqa: E402
 from workbench.probes import headroom, probe_map  # noqa: E402
 from workbench.rewards import reward_map, run_teacher_pass  # noqa: E402
 from workbench.run_dirs import machine_name, versions
 from workbench.thought_lab import ThoughtLab  # noqa: E402
-from workbench.engine.thought import SamplingConfig
 
 TYPED = "The answer comes next."
 
@@ -54,10 +54,19 @@ def measure(model_name: str, docs: list[str], positions: str, sanity_positions: 
             "tokens": len(ids),
             "positions": len(rm.positions),
             "families": {f: {c: round(float(v), 4) for c, v in row.items()} for f, row in probes.summary().iterrows()},
-            "sampled": {c: round(float(s[c]), 4) for c in ("reward_mean", "share_positive", "content_gain_mean",
-                                                            "share_content_gain_positive", "empty_thought_reward")},
-            "share_positions_empty_beats_every_sampled": round(float(
-                (rm.per_position()["empty_thought_reward"] > rm.per_position()["reward_max"]).mean()), 4),
+            "sampled": {
+                c: round(float(s[c]), 4)
+                for c in (
+                    "reward_mean",
+                    "share_positive",
+                    "content_gain_mean",
+                    "share_content_gain_positive",
+                    "empty_thought_reward",
+                )
+            },
+            "share_positions_empty_beats_every_sampled": round(
+                float((rm.per_position()["empty_thought_reward"] > rm.per_position()["reward_max"]).mean()), 4
+            ),
             "median_headroom": round(float(room["headroom"].median()), 4),
             "best_family_counts": room["best_family"].value_counts().to_dict(),
             "seconds": {"teacher_pass_and_sampling": round(sample_s, 2), "probes": round(probe_s, 2)},
@@ -66,8 +75,12 @@ def measure(model_name: str, docs: list[str], positions: str, sanity_positions: 
         chosen = rm.positions[:: max(1, len(rm.positions) // 10)][:10]
         first = lab.score(chosen[0], TYPED).seconds
         times = [lab.score(t, TYPED).seconds for t in chosen]
-        record["editor_seconds"] = {"first": round(first, 3), "median": round(statistics.median(times), 3),
-                                    "max": round(max(times), 3), "n": len(times)}
+        record["editor_seconds"] = {
+            "first": round(first, 3),
+            "median": round(statistics.median(times), 3),
+            "max": round(max(times), 3),
+            "n": len(times),
+        }
         if k == 0:
             start = time.perf_counter()
             sanity_probes = probe_map(policy, teacher, ids, sanity_positions, teacher_pass=tp)
@@ -95,8 +108,10 @@ def main() -> None:
         "cpu_kind": cpu_kind(),
         "versions": versions(),
         "command": " ".join(sys.argv),
-        "models": [measure(m, args.docs.split(","), args.positions, args.sanity_positions, args.max_tokens)
-                   for m in args.models.split(",")],
+        "models": [
+            measure(m, args.docs.split(","), args.positions, args.sanity_positions, args.max_tokens)
+            for m in args.models.split(",")
+        ],
     }
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -85,8 +85,11 @@ from workbench.run_dirs import package_versions
 
 # workbench-vllm: sampler_backend vllm; workbench-rows: share_prefix_in_loss off (one row per thought in the loss pass)
 ENGINES = ("workbench", "workbench-vllm", "workbench-rows", "trl", "trl-compact")
-WORKBENCH_ENGINES = {"workbench": {}, "workbench-vllm": {"sampler_backend": "vllm"},
-                     "workbench-rows": {"share_prefix_in_loss": False}}
+WORKBENCH_ENGINES = {
+    "workbench": {},
+    "workbench-vllm": {"sampler_backend": "vllm"},
+    "workbench-rows": {"share_prefix_in_loss": False},
+}
 PREFIX = "#"  # child lines starting with this are shown live by the parent
 
 
@@ -108,13 +111,30 @@ def rlp_config(args, output_dir: str, **fields):
     from workbench.training.configs import config_from_dict
 
     docs, positions = split_contexts(args.contexts)
-    return config_from_dict(dict(
-        trainer="rlp", model=args.model, output_dir=output_dir, max_steps=args.steps + 1, seed=args.seed,
-        docs_per_step=docs, positions_per_doc=positions, G=args.G, thought_tokens=args.thought_tokens,
-        temperature=0.7, top_p=1.0, learning_rate=1e-6, lr_scheduler="constant", mixed_precision="bf16",
-        rollout_dtype="bfloat16", eval_data="", checkpoint_every=10**6, progress=False, threads=args.threads,
-        **fields,
-    ))
+    return config_from_dict(
+        dict(
+            trainer="rlp",
+            model=args.model,
+            output_dir=output_dir,
+            max_steps=args.steps + 1,
+            seed=args.seed,
+            docs_per_step=docs,
+            positions_per_doc=positions,
+            G=args.G,
+            thought_tokens=args.thought_tokens,
+            temperature=0.7,
+            top_p=1.0,
+            learning_rate=1e-6,
+            lr_scheduler="constant",
+            mixed_precision="bf16",
+            rollout_dtype="bfloat16",
+            eval_data="",
+            checkpoint_every=10**6,
+            progress=False,
+            threads=args.threads,
+            **fields,
+        )
+    )
 
 
 # --------------------------------------------------------------------------- workbench engine
@@ -137,19 +157,37 @@ def run_workbench(args, tmp: str, **fields) -> dict:
         trainer.refresh_rollout()
         seconds = time.perf_counter() - t0
         thought_tokens = int(round(row["thought_tokens_mean"] * row["thoughts"]))
-        steps.append({
-            "step": step, "seconds": seconds, "thought_tokens": thought_tokens, "thoughts": row["thoughts"],
-            "contexts": row["contexts"], "reward_mean": row["reward_mean"], "time_sample_s": row["time_sample_s"],
-            "time_loss_s": row["time_loss_s"], "warmup": step == 1,
-        })
-        say(f"workbench step {step}{' (warm-up)' if step == 1 else ''}: {seconds:.2f} s, {row['contexts']} contexts, "
+        steps.append(
+            {
+                "step": step,
+                "seconds": seconds,
+                "thought_tokens": thought_tokens,
+                "thoughts": row["thoughts"],
+                "contexts": row["contexts"],
+                "reward_mean": row["reward_mean"],
+                "time_sample_s": row["time_sample_s"],
+                "time_loss_s": row["time_loss_s"],
+                "warmup": step == 1,
+            }
+        )
+        say(
+            f"workbench step {step}{' (warm-up)' if step == 1 else ''}: {seconds:.2f} s, {row['contexts']} contexts, "
             f"{row['thoughts']} thoughts, {thought_tokens} thought tokens, reward {row['reward_mean']:+.2f} "
-            f"(sample+score {row['time_sample_s']:.2f} s, loss {row['time_loss_s']:.2f} s)")
-    return {"steps": steps, "rss_after_load_mb": rss_loaded,
-            "settings": {"mixed_precision": trainer.accelerator.mixed_precision, "rollout_dtype": cfg.rollout_dtype,
-                         "micro_batch_rows": cfg.micro_batch_rows, "docs_per_step": cfg.docs_per_step,
-                         "positions_per_doc": cfg.positions_per_doc, "share_prefix_in_loss": cfg.share_prefix_in_loss,
-                         "packed_loss": trainer.packed_loss}}
+            f"(sample+score {row['time_sample_s']:.2f} s, loss {row['time_loss_s']:.2f} s)"
+        )
+    return {
+        "steps": steps,
+        "rss_after_load_mb": rss_loaded,
+        "settings": {
+            "mixed_precision": trainer.accelerator.mixed_precision,
+            "rollout_dtype": cfg.rollout_dtype,
+            "micro_batch_rows": cfg.micro_batch_rows,
+            "docs_per_step": cfg.docs_per_step,
+            "positions_per_doc": cfg.positions_per_doc,
+            "share_prefix_in_loss": cfg.share_prefix_in_loss,
+            "packed_loss": trainer.packed_loss,
+        },
+    }
 
 
 # --------------------------------------------------------------------------- TRL engine
@@ -164,7 +202,9 @@ def trl_rows(args, tokenizer, open_text: str) -> tuple[dict, float]:
     from workbench.training.trainer import Trainer, load_docs
 
     cfg = rlp_config(args, "unused")
-    train_ids = Trainer._tokenized(SimpleNamespace(tokenizer=tokenizer, config=cfg), load_docs(cfg.train_data), "train_data")
+    train_ids = Trainer._tokenized(
+        SimpleNamespace(tokenizer=tokenizer, config=cfg), load_docs(cfg.train_data), "train_data"
+    )
     fake = SimpleNamespace(config=cfg, train_ids=train_ids)
     open_ids = ThoughtTemplate().open_ids(tokenizer)
     rows: dict[str, list] = {"prompt": [], "document_ids": [], "position": []}
@@ -215,8 +255,10 @@ def run_trl(args, tmp: str, compact: bool) -> dict:
     ema = [p.detach().clone().float() for p in model.parameters()]  # phi's fp32 master (lazy init = theta)
     template = ThoughtTemplate()
     rlp = trl_reward_function(
-        "rlp", ModelHandle(scorer, tok, policy.name, source=policy.source),
-        ModelHandle(teacher, tok, f"ema-teacher({policy.name})", source=policy.source, role="teacher"), template,
+        "rlp",
+        ModelHandle(scorer, tok, policy.name, source=policy.source),
+        ModelHandle(teacher, tok, f"ema-teacher({policy.name})", source=policy.source, role="teacher"),
+        template,
     )
     close_ids = template.close_ids(tok)
     eos = set(stop_token_ids(ModelHandle(scorer, tok, policy.name, source=policy.source)))
@@ -226,7 +268,9 @@ def run_trl(args, tmp: str, compact: bool) -> dict:
         raw = rlp(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs)
         counters["completions"] += len(completion_ids)
         counters["sampled_tokens"] += sum(len(c) for c in completion_ids)
-        counters["thought_tokens"] += sum(len(cut_thought(list(c), close_ids, template.close, eos, tok)) for c in completion_ids)
+        counters["thought_tokens"] += sum(
+            len(cut_thought(list(c), close_ids, template.close, eos, tok)) for c in completion_ids
+        )
         counters["rewards"].extend(raw)
         return [r * G / (G - 1) for r in raw]  # RLOO: A = G/(G-1) (r - mean r), exact with scale_rewards="none"
 
@@ -261,48 +305,94 @@ def run_trl(args, tmp: str, compact: bool) -> dict:
             seconds = end - self.t0
             step = state.global_step
             rewards = counters["rewards"]
-            steps.append({
-                "step": step, "seconds": seconds, "thought_tokens": counters["thought_tokens"],
-                "sampled_tokens": counters["sampled_tokens"], "thoughts": counters["completions"],
-                "contexts": counters["completions"] // G, "reward_mean": statistics.fmean(rewards) if rewards else float("nan"),
-                "end_to_end_s": None if self.last_end is None else end - self.last_end, "warmup": step == 1,
-            })
+            steps.append(
+                {
+                    "step": step,
+                    "seconds": seconds,
+                    "thought_tokens": counters["thought_tokens"],
+                    "sampled_tokens": counters["sampled_tokens"],
+                    "thoughts": counters["completions"],
+                    "contexts": counters["completions"] // G,
+                    "reward_mean": statistics.fmean(rewards) if rewards else float("nan"),
+                    "end_to_end_s": None if self.last_end is None else end - self.last_end,
+                    "warmup": step == 1,
+                }
+            )
             self.last_end = end
-            say(f"{'trl-compact' if compact else 'trl'} step {step}{' (warm-up)' if step == 1 else ''}: {seconds:.2f} s, "
+            say(
+                f"{'trl-compact' if compact else 'trl'} step {step}{' (warm-up)' if step == 1 else ''}: {seconds:.2f} s, "
                 f"{counters['completions'] // G} contexts, {counters['completions']} thoughts, "
                 f"{counters['thought_tokens']} thought tokens ({counters['sampled_tokens']} sampled), "
-                f"reward {steps[-1]['reward_mean']:+.2f}")
+                f"reward {steps[-1]['reward_mean']:+.2f}"
+            )
 
     rows, retokenised = trl_rows(args, tok, template.open)
     n_rows = args.contexts * G
     micro = 8 if n_rows % 8 == 0 else n_rows
     grpo = GRPOConfig(
-        output_dir=str(Path(tmp) / "trl"), seed=args.seed, max_steps=args.steps + 1,
-        per_device_train_batch_size=micro, gradient_accumulation_steps=n_rows // micro, num_generations=G,
-        max_completion_length=args.thought_tokens, temperature=0.7, top_p=1.0, top_k=0,
-        learning_rate=1e-6, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-        adam_beta1=0.9, adam_beta2=0.999, max_grad_norm=1.0,
-        beta=0.0, loss_type="grpo", scale_rewards="none", epsilon=0.2, num_iterations=1,
-        use_cpu=not torch.cuda.is_available(), bf16=True, gradient_checkpointing=False, shuffle_dataset=False,
-        report_to="none", save_strategy="no", logging_steps=10**6, disable_tqdm=True, log_completions=False,
+        output_dir=str(Path(tmp) / "trl"),
+        seed=args.seed,
+        max_steps=args.steps + 1,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=n_rows // micro,
+        num_generations=G,
+        max_completion_length=args.thought_tokens,
+        temperature=0.7,
+        top_p=1.0,
+        top_k=0,
+        learning_rate=1e-6,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        max_grad_norm=1.0,
+        beta=0.0,
+        loss_type="grpo",
+        scale_rewards="none",
+        epsilon=0.2,
+        num_iterations=1,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=True,
+        gradient_checkpointing=False,
+        shuffle_dataset=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=10**6,
+        disable_tqdm=True,
+        log_completions=False,
         dataloader_num_workers=0,
     )
     trainer = GRPOTrainer(
-        model=model, processing_class=tok, reward_funcs=[reward], args=grpo, train_dataset=Dataset.from_dict(rows),
+        model=model,
+        processing_class=tok,
+        reward_funcs=[reward],
+        args=grpo,
+        train_dataset=Dataset.from_dict(rows),
         callbacks=[EMATeacher(), StepTimer()],  # in this order: the EMA update is inside the timed step
     )
     rss_loaded = peak_rss_mb()
     trainer.train()
     settings = {
-        "bf16": grpo.bf16, "accelerate_mixed_precision": trainer.accelerator.mixed_precision,
-        "autocast": bool(trainer.accelerator.native_amp), "per_device_train_batch_size": grpo.per_device_train_batch_size,
+        "bf16": grpo.bf16,
+        "accelerate_mixed_precision": trainer.accelerator.mixed_precision,
+        "autocast": bool(trainer.accelerator.native_amp),
+        "per_device_train_batch_size": grpo.per_device_train_batch_size,
         "gradient_accumulation_steps": grpo.gradient_accumulation_steps,
-        "generation_batch_size": grpo.generation_batch_size, "steps_per_generation": grpo.steps_per_generation,
-        "num_generations": grpo.num_generations, "loss_type": grpo.loss_type, "scale_rewards": grpo.scale_rewards,
-        "gradient_checkpointing": grpo.gradient_checkpointing, "compact_lm_head": compact, "optim": str(grpo.optim),
-        "reward_scoring_dtype": "bfloat16", "retokenised_prompt_share": retokenised,
+        "generation_batch_size": grpo.generation_batch_size,
+        "steps_per_generation": grpo.steps_per_generation,
+        "num_generations": grpo.num_generations,
+        "loss_type": grpo.loss_type,
+        "scale_rewards": grpo.scale_rewards,
+        "gradient_checkpointing": grpo.gradient_checkpointing,
+        "compact_lm_head": compact,
+        "optim": str(grpo.optim),
+        "reward_scoring_dtype": "bfloat16",
+        "retokenised_prompt_share": retokenised,
     }
-    say(f"{'trl-compact' if compact else 'trl'}: {retokenised:.1%} of prompts re-tokenise differently from the scored ids")
+    say(
+        f"{'trl-compact' if compact else 'trl'}: {retokenised:.1%} of prompts re-tokenise differently from the scored ids"
+    )
     return {"steps": steps, "rss_after_load_mb": rss_loaded, "settings": settings}
 
 
@@ -317,10 +407,14 @@ def child(args) -> None:
             out = run_workbench(args, tmp, **WORKBENCH_ENGINES[args.child])
         else:
             out = run_trl(args, tmp, compact=args.child == "trl-compact")
-    out.update(engine=args.child, peak_rss_mb=peak_rss_mb(), wall_s=time.perf_counter() - t0,
-               peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0,
-               gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-               torch_threads=torch.get_num_threads())
+    out.update(
+        engine=args.child,
+        peak_rss_mb=peak_rss_mb(),
+        wall_s=time.perf_counter() - t0,
+        peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0,
+        gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        torch_threads=torch.get_num_threads(),
+    )
     Path(args.child_out).write_text(json.dumps(out))
 
 
@@ -328,8 +422,10 @@ def child(args) -> None:
 
 
 def engine_versions() -> dict[str, str]:
-    return {"python": platform.python_version(),
-            **package_versions(("torch", "transformers", "accelerate", "trl", "datasets", "vllm"))}
+    return {
+        "python": platform.python_version(),
+        **package_versions(("torch", "transformers", "accelerate", "trl", "datasets", "vllm")),
+    }
 
 
 def spawn(engine: str, args, argv: list[str]) -> dict:
@@ -357,7 +453,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per engine run, after 1 warm-up step")
-    ap.add_argument("--contexts", type=int, default=8, help="contexts per step (workbench: 2 docs x contexts/2 positions)")
+    ap.add_argument(
+        "--contexts", type=int, default=8, help="contexts per step (workbench: 2 docs x contexts/2 positions)"
+    )
     ap.add_argument("--G", type=int, default=4, help="thoughts per context")
     ap.add_argument("--thought-tokens", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=1, help="runs per engine, interleaved")
@@ -377,12 +475,29 @@ def main() -> None:
         ap.error(f"--engines must name some of {', '.join(ENGINES)}")
     if args.steps < 1 or args.rounds < 1 or args.contexts < 1 or args.G < 2 or args.thought_tokens < 1:
         ap.error("--steps, --rounds, --contexts, --thought-tokens must be >= 1 and --G >= 2")
-    argv = ["--model", args.model, "--steps", str(args.steps), "--contexts", str(args.contexts), "--G", str(args.G),
-            "--thought-tokens", str(args.thought_tokens), "--threads", str(args.threads), "--seed", str(args.seed)]
+    argv = [
+        "--model",
+        args.model,
+        "--steps",
+        str(args.steps),
+        "--contexts",
+        str(args.contexts),
+        "--G",
+        str(args.G),
+        "--thought-tokens",
+        str(args.thought_tokens),
+        "--threads",
+        str(args.threads),
+        "--seed",
+        str(args.seed),
+    ]
     docs, positions = split_contexts(args.contexts)
-    print(f"# {args.model}: {args.contexts} contexts ({docs} docs x {positions} positions) x G={args.G} x "
-          f"{args.thought_tokens} thought tokens, temperature 0.7, lr 1e-6; {args.steps} timed steps after 1 warm-up, "
-          f"{args.rounds} round(s), engines {', '.join(engines)}", flush=True)
+    print(
+        f"# {args.model}: {args.contexts} contexts ({docs} docs x {positions} positions) x G={args.G} x "
+        f"{args.thought_tokens} thought tokens, temperature 0.7, lr 1e-6; {args.steps} timed steps after 1 warm-up, "
+        f"{args.rounds} round(s), engines {', '.join(engines)}",
+        flush=True,
+    )
 
     runs: dict[str, list[dict]] = {e: [] for e in engines}
     for r in range(args.rounds):
@@ -410,16 +525,22 @@ def main() -> None:
     threads = runs[engines[0]][0]["torch_threads"]
     print()
     gpu = runs[engines[0]][0].get("gpu")
-    print(f"machine: {(gpu + ' + ') if gpu else ''}{cpu_model()}, {os.cpu_count()} cores, {threads} torch threads per engine process; "
-          + ", ".join(f"{k} {v}" for k, v in vers.items()))
+    print(
+        f"machine: {(gpu + ' + ') if gpu else ''}{cpu_model()}, {os.cpu_count()} cores, {threads} torch threads per engine process; "
+        + ", ".join(f"{k} {v}" for k, v in vers.items())
+    )
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print()
-    print("| engine | step time s (median) | range s | thought tokens/s (median) | thought tokens/step | peak RSS MB | peak GPU MB | mean reward (nats) | timed steps |")
+    print(
+        "| engine | step time s (median) | range s | thought tokens/s (median) | thought tokens/step | peak RSS MB | peak GPU MB | mean reward (nats) | timed steps |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for engine, s in summary.items():
         lo, hi = s["step_s_range"]
-        print(f"| {engine} | {s['median_step_s']:.2f} | {lo:.2f} – {hi:.2f} | {s['thought_tokens_per_s']:.1f} | "
-              f"{s['thought_tokens_per_step']:.0f} | {s['peak_rss_mb']:.0f} | {s['peak_gpu_mb']:.0f} | {s['reward_mean']:+.2f} | {s['timed_steps']} |")
+        print(
+            f"| {engine} | {s['median_step_s']:.2f} | {lo:.2f} – {hi:.2f} | {s['thought_tokens_per_s']:.1f} | "
+            f"{s['thought_tokens_per_step']:.0f} | {s['peak_rss_mb']:.0f} | {s['peak_gpu_mb']:.0f} | {s['reward_mean']:+.2f} | {s['timed_steps']} |"
+        )
     ratios = {}
     if "workbench" in summary:
         w = summary["workbench"]
@@ -432,8 +553,10 @@ def main() -> None:
                 "peak_rss": s["peak_rss_mb"] / w["peak_rss_mb"],
             }
             x = ratios[engine]
-            print(f"ratio {engine} / workbench: step time {x['step_time']:.2f}x, peak RSS {x['peak_rss']:.2f}x "
-                  f"(workbench thought tokens/s = {x['thought_tokens_per_s']:.2f}x {engine}'s)")
+            print(
+                f"ratio {engine} / workbench: step time {x['step_time']:.2f}x, peak RSS {x['peak_rss']:.2f}x "
+                f"(workbench thought tokens/s = {x['thought_tokens_per_s']:.2f}x {engine}'s)"
+            )
     if "workbench" in summary and "workbench-rows" in summary:
         packed, rows = summary["workbench"]["median_loss_s"], summary["workbench-rows"]["median_loss_s"]
         ratios["loss_pass_rows_over_packed"] = rows / packed
@@ -443,10 +566,21 @@ def main() -> None:
         print(f"{engine}: retokenised prompts {share:.1%} (TRL's prompt ids differ from the scored ids)")
 
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "command": sys.argv, "machine": cpu_model(), "cores": os.cpu_count(), "versions": vers,
-            "settings": vars(args), "summary": summary, "ratios": ratios, "runs": runs,
-        }, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "command": sys.argv,
+                    "machine": cpu_model(),
+                    "cores": os.cpu_count(),
+                    "versions": vers,
+                    "settings": vars(args),
+                    "summary": summary,
+                    "ratios": ratios,
+                    "runs": runs,
+                },
+                indent=1,
+            )
+        )
         print(f"\nwrote {args.json}")
 
 

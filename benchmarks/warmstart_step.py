@@ -38,8 +38,11 @@ def loss_backward(trainer: WarmStartTrainer, docs: list[int], variant: str) -> t
     trainer.optimizer.zero_grad(set_to_none=True)
     n_tokens = sum(len(trained_targets(trainer.train_ids[d])) for d in docs)
     size = trainer.config.micro_batch_rows
-    chunks = trainer.micro_batches(docs) if variant == "now" else \
-        [[trainer.train_ids[d] for d in docs[start : start + size]] for start in range(0, len(docs), size)]  # draw order
+    chunks = (
+        trainer.micro_batches(docs)
+        if variant == "now"
+        else [[trainer.train_ids[d] for d in docs[start : start + size]] for start in range(0, len(docs), size)]
+    )  # draw order
     rows_total, total = 0, 0.0
     for chunk in chunks:
         ids, attention = right_padded(chunk, trainer.pad_id)
@@ -50,8 +53,9 @@ def loss_backward(trainer: WarmStartTrainer, docs: list[int], variant: str) -> t
             keep = torch.arange(ids.shape[1] - 1)
             logits = trainer.model(input_ids=ids, attention_mask=attention, use_cache=False, logits_to_keep=keep).logits
             rows = ids.shape[0] * (ids.shape[1] - 1)
-            nll = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
-                                                    reduction="none") * attention[:, 1:].reshape(-1)
+            nll = torch.nn.functional.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none"
+            ) * attention[:, 1:].reshape(-1)
         loss = nll.sum() / n_tokens
         trainer.accelerator.backward(loss)
         total += float(loss.detach())
@@ -66,14 +70,15 @@ def main() -> None:
     args = parser.parse_args()
     out_dir = Path(tempfile.mkdtemp(prefix="warmstart-step-"))
     cfg = load_config(ROOT / "configs" / "warmstart_full.yaml")
-    trainer = WarmStartTrainer(config_from_dict({**cfg.to_dict(), "output_dir": str(out_dir / "run"), "eval_data": "",
-                                                 "progress": False}))
+    trainer = WarmStartTrainer(
+        config_from_dict({**cfg.to_dict(), "output_dir": str(out_dir / "run"), "eval_data": "", "progress": False})
+    )
     assert trainer.model is trainer.policy, "one process, no wrapper: the trainer takes the `now` path"
     seconds: dict[str, list[float]] = {"now": [], "before": []}
     rows: dict[str, list[int]] = {"now": [], "before": []}
     losses: list[tuple[float, float]] = []
     try:
-        for step in range(0, args.steps + 1):  # step 0: warm-up (the draw of step 1)
+        for step in range(args.steps + 1):  # step 0: warm-up (the draw of step 1)
             docs = trainer.step_documents(max(step, 1))
             pair = {}
             for variant in ("now", "before"):
@@ -90,17 +95,26 @@ def main() -> None:
         shutil.rmtree(out_dir, ignore_errors=True)
     now, before = statistics.mean(seconds["now"]), statistics.mean(seconds["before"])
     result = {
-        "command": "benchmarks/warmstart_step.py --steps %d" % args.steps,
-        "cpu": cpu_kind(), "torch_capability": torch.backends.cpu.get_cpu_capability(),
-        "mixed_precision": trainer.mixed_precision, "model": cfg.model, "docs_per_step": cfg.docs_per_step,
-        "micro_batch_rows": cfg.micro_batch_rows, "seconds_now": seconds["now"], "seconds_before": seconds["before"],
-        "head_rows_now": rows["now"], "head_rows_before": rows["before"], "losses_now_before": losses,
+        "command": f"benchmarks/warmstart_step.py --steps {args.steps}",
+        "cpu": cpu_kind(),
+        "torch_capability": torch.backends.cpu.get_cpu_capability(),
+        "mixed_precision": trainer.mixed_precision,
+        "model": cfg.model,
+        "docs_per_step": cfg.docs_per_step,
+        "micro_batch_rows": cfg.micro_batch_rows,
+        "seconds_now": seconds["now"],
+        "seconds_before": seconds["before"],
+        "head_rows_now": rows["now"],
+        "head_rows_before": rows["before"],
+        "losses_now_before": losses,
         "speedup": before / now,
     }
     print(f"CPU: {result['cpu']}, mixed precision {trainer.mixed_precision}")
     print(f"now    {now:6.2f} s a step  (LM head rows {statistics.mean(rows['now']):.0f})")
     print(f"before {before:6.2f} s a step  (LM head rows {statistics.mean(rows['before']):.0f})")
-    print(f"before / now: {before / now:.2f}x; losses now vs before: " + ", ".join(f"{a:.5f}/{b:.5f}" for a, b in losses))
+    print(
+        f"before / now: {before / now:.2f}x; losses now vs before: " + ", ".join(f"{a:.5f}/{b:.5f}" for a, b in losses)
+    )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1))

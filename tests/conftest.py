@@ -15,9 +15,12 @@ SMOLLM = os.environ.get("WORKBENCH_TEST_SMOLLM", "smollm2-135m")
 
 
 def pytest_addoption(parser):
-    parser.addoption("--full", action="store_true",
-                     help="the full suite (CI, the README's test command): also the slow tests - notebooks, training "
-                          "runs, resume, FSDP, TRL, lm-eval, the CLI's subprocesses")
+    parser.addoption(
+        "--full",
+        action="store_true",
+        help="the full suite (CI, the README's test command): also the slow tests - notebooks, training "
+        "runs, resume, FSDP, TRL, lm-eval, the CLI's subprocesses",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -26,6 +29,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("notebook"):
             item.add_marker(pytest.mark.slow)
+    # the lint first: a formatting slip fails in seconds, not after twenty minutes of notebooks
+    items.sort(key=lambda item: item.name != "test_the_code_is_clean_under_ruff")
     if config.getoption("--full") or config.getoption("markexpr"):
         return
     slow = [item for item in items if item.get_closest_marker("slow")]
@@ -66,8 +71,10 @@ def gemma_bf16():
     from workbench.models import load_model
 
     if bf16_speedup() < 0.2 and os.environ.get("WORKBENCH_TEST_BF16") != "1":
-        pytest.skip(f"bf16 is not native on this CPU ({cpu_kind()}: a bf16 matmul runs at {bf16_speedup():.2f}x "
-                    "fp32's speed); WORKBENCH_TEST_BF16=1 runs these tests anyway")
+        pytest.skip(
+            f"bf16 is not native on this CPU ({cpu_kind()}: a bf16 matmul runs at {bf16_speedup():.2f}x "
+            "fp32's speed); WORKBENCH_TEST_BF16=1 runs these tests anyway"
+        )
     return load_model(GEMMA, dtype="bfloat16")
 
 
@@ -105,9 +112,18 @@ def tiny_model_dir(tmp_path_factory):
     from transformers import AutoTokenizer
 
     vocab = len(AutoTokenizer.from_pretrained(source))
-    config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(out)
     return out

@@ -22,8 +22,11 @@ def _fsdp2_init(self, *args, **kwargs) -> None:
     _init(self, *args, **kwargs)
     # as configs/accelerate/fsdp.yaml asks for
     self.state.fsdp_plugin = FullyShardedDataParallelPlugin(
-        fsdp_version=2, auto_wrap_policy="transformer_based_wrap", reshard_after_forward=True,
-        state_dict_type="FULL_STATE_DICT", cpu_ram_efficient_loading=False,
+        fsdp_version=2,
+        auto_wrap_policy="transformer_based_wrap",
+        reshard_after_forward=True,
+        state_dict_type="FULL_STATE_DICT",
+        cpu_ram_efficient_loading=False,
     )
     self.state.distributed_type = DistributedType.FSDP
 

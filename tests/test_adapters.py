@@ -17,14 +17,17 @@ from workbench.errors import WorkbenchError
 from workbench.training.configs import config_from_dict
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"rank": 8}, "unknown field(s) rank"),
-    ({"r": "8"}, "r has the wrong type"),
-    ({"r": 0}, "r must be >= 1"),
-    ({"r": True}, "r has the wrong type"),
-    ({"lora_dropout": 1.5}, "lora_dropout must be in [0, 1)"),
-    ("r=8", "peft must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"rank": 8}, "unknown field(s) rank"),
+        ({"r": "8"}, "r has the wrong type"),
+        ({"r": 0}, "r must be >= 1"),
+        ({"r": True}, "r has the wrong type"),
+        ({"lora_dropout": 1.5}, "lora_dropout must be in [0, 1)"),
+        ("r=8", "peft must be a mapping"),
+    ],
+)
 def test_a_bad_peft_spec_is_one_line(spec, message):
     with pytest.raises(WorkbenchError) as err:
         check_peft_spec(spec)
@@ -61,12 +64,28 @@ def test_rlp_on_an_adapter_keeps_the_papers_ema_teacher(tiny_model_dir, tmp_path
     from workbench.training.trainer import load_trained
 
     tau = 0.5  # a fast teacher, so that two steps move it visibly
-    cfg = config_from_dict(dict(
-        trainer="rlp", model=str(tiny_model_dir), output_dir=str(tmp_path / "rlp"), max_steps=2, docs_per_step=1,
-        positions_per_doc=2, G=2, thought_tokens=4, max_doc_tokens=48, eval_data="", checkpoint_every=2,
-        save_optimizer=True, progress=False, learning_rate=5e-2, ema_tau=tau, peft={"r": 4, "lora_alpha": 8},
-        mixed_precision="no", rollout_dtype="float32",
-    ))
+    cfg = config_from_dict(
+        dict(
+            trainer="rlp",
+            model=str(tiny_model_dir),
+            output_dir=str(tmp_path / "rlp"),
+            max_steps=2,
+            docs_per_step=1,
+            positions_per_doc=2,
+            G=2,
+            thought_tokens=4,
+            max_doc_tokens=48,
+            eval_data="",
+            checkpoint_every=2,
+            save_optimizer=True,
+            progress=False,
+            learning_rate=5e-2,
+            ema_tau=tau,
+            peft={"r": 4, "lora_alpha": 8},
+            mixed_precision="no",
+            rollout_dtype="float32",
+        )
+    )
     trainer = trainer_for(cfg)
     base = {n: t.clone() for n, t in load_model(str(tiny_model_dir), dtype="float32").model.named_parameters()}
     expected = dict(base)  # phi_0 = theta_0 = the base (B starts at zero)
@@ -109,11 +128,23 @@ def test_a_lora_run_checkpoints_the_adapter_and_loads_merged(tiny_model_dir, tmp
     from workbench.training.checkpoints import latest_checkpoint
     from workbench.training.launch import trainer_for
 
-    cfg = config_from_dict(dict(
-        trainer="ntp", model=str(tiny_model_dir), output_dir=str(tmp_path / "lora"), max_steps=2, docs_per_step=2,
-        max_doc_tokens=64, eval_data="", checkpoint_every=2, save_optimizer=True, progress=False,
-        learning_rate=1e-2, peft={"r": 4, "lora_alpha": 8}, mixed_precision="no",  # fp32 logits to compare
-    ))
+    cfg = config_from_dict(
+        dict(
+            trainer="ntp",
+            model=str(tiny_model_dir),
+            output_dir=str(tmp_path / "lora"),
+            max_steps=2,
+            docs_per_step=2,
+            max_doc_tokens=64,
+            eval_data="",
+            checkpoint_every=2,
+            save_optimizer=True,
+            progress=False,
+            learning_rate=1e-2,
+            peft={"r": 4, "lora_alpha": 8},
+            mixed_precision="no",  # fp32 logits to compare
+        )
+    )
     trainer = trainer_for(cfg)
     trainer.train()
     ids = torch.tensor([[1, 504, 2876, 314, 253, 1345, 30, 378, 2330]])
@@ -151,12 +182,16 @@ def test_the_shipped_warm_start_installs_in_seconds_and_checks_its_files(tmp_pat
     from workbench.training import warm_start
     from workbench.training.warm_start_cache import cached_warm_start
 
+    for base in ("gemma3-270m", "smollm2-135m"):  # both bundled models' warm starts ship (SmolLM2's for the tests)
+        shipped = warm_start.shipped_warm_start(base)
+        manifest = json.loads((shipped / "manifest.json").read_text())
+        assert manifest["key"] == cached_warm_start(base).name.rsplit("-", 1)[-1], (
+            f"configs/warmstart.yaml, the thinking corpus or the trainer's arithmetic changed: retrain and re-ship the "
+            f"warm start of {base} (training.warm_start.ship_warm_start)"
+        )
+        adapter = next(shipped.glob("checkpoints/step-*/policy.safetensors"))
+        assert adapter.stat().st_size < 20e6
     shipped = warm_start.shipped_warm_start("gemma3-270m")
-    manifest = json.loads((shipped / "manifest.json").read_text())
-    assert manifest["key"] == cached_warm_start("gemma3-270m").name.rsplit("-", 1)[-1], \
-        "configs/warmstart.yaml, the thinking corpus or the trainer's arithmetic changed: retrain and re-ship the warm start"
-    adapter = next(shipped.glob("checkpoints/step-*/policy.safetensors"))
-    assert adapter.stat().st_size < 20e6
     # the notebooks ask for the shipped one by default (another step count would train one inside the notebook)
     from pathlib import Path
 

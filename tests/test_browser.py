@@ -54,8 +54,11 @@ def find_chromium() -> str | None:
 def chromium() -> str:
     path = find_chromium()
     if path is None:
-        where = f"CHROMIUM={os.environ['CHROMIUM']} is not an executable" if os.environ.get("CHROMIUM") else \
-            "no chromium / chromium-browser / google-chrome on PATH"
+        where = (
+            f"CHROMIUM={os.environ['CHROMIUM']} is not an executable"
+            if os.environ.get("CHROMIUM")
+            else "no chromium / chromium-browser / google-chrome on PATH"
+        )
         pytest.skip(f"no Chromium found ({where}): `bash scripts/install.sh --browser` installs Debian's chromium")
     if importlib.util.find_spec("playwright") is None:
         pytest.skip("Playwright for Python is not installed: `bash scripts/install.sh --browser` installs it")
@@ -95,15 +98,24 @@ class Lab:
         self.log_path = work / "lab.log"
         env = {k: v for k, v in os.environ.items() if k != "WORKBENCH_HEADLESS"}  # a person is "there": live widgets
         env.update(HF_HUB_OFFLINE="1", JUPYTER_RUNTIME_DIR=str(work / "runtime"))
-        args = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={self.port}", "--ServerApp.ip=127.0.0.1",
-                f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}",
-                f"--LabApp.user_settings_dir={lab_settings(work / 'settings')}",
-                f"--LabApp.workspaces_dir={work / 'workspaces'}"]
+        args = [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            f"--port={self.port}",
+            "--ServerApp.ip=127.0.0.1",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={root}",
+            f"--LabApp.user_settings_dir={lab_settings(work / 'settings')}",
+            f"--LabApp.workspaces_dir={work / 'workspaces'}",
+        ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             args.append("--allow-root")
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=root,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True
+        )
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}/{path}?token={self.token}"
@@ -128,8 +140,9 @@ class Lab:
         while time.monotonic() < deadline:
             with urllib.request.urlopen(self.url("api/sessions"), timeout=5) as answer:
                 sessions = json.load(answer)
-            if any(s["path"].endswith(notebook) and s.get("kernel", {}).get("execution_state") == "idle"
-                   for s in sessions):
+            if any(
+                s["path"].endswith(notebook) and s.get("kernel", {}).get("execution_state") == "idle" for s in sessions
+            ):
                 return
             time.sleep(0.5)
         pytest.fail(f"no idle kernel for {notebook} within {timeout:.0f} s:\n{self.log_path.read_text()[-3000:]}")
@@ -157,8 +170,7 @@ RUN_STATE_JS = """() => {
 
 def code_cell(page, source_snippet: str):
     """The code cell whose source contains `source_snippet`."""
-    return page.locator(".jp-Notebook .jp-CodeCell").filter(
-        has=page.locator(".jp-InputArea", has_text=source_snippet))
+    return page.locator(".jp-Notebook .jp-CodeCell").filter(has=page.locator(".jp-InputArea", has_text=source_snippet))
 
 
 def has_size(locator) -> bool:
@@ -175,13 +187,16 @@ def screenshot_pages(page, folder: Path, limit: int = 40) -> int:
     for n in range(limit):
         page.wait_for_timeout(400)  # let plotly and content-visibility catch up
         page.screenshot(path=folder / f"page-{n:02d}.png")
-        done = page.eval_on_selector(scroller, """el => {
+        done = page.eval_on_selector(
+            scroller,
+            """el => {
             const footer = el.querySelector('.jp-Notebook-footer');
             if (footer && footer.getBoundingClientRect().bottom <= el.getBoundingClientRect().bottom) return true;
             const top = el.scrollTop;
             el.scrollBy(0, el.clientHeight * 0.9);
             return el.scrollTop === top;
-        }""")
+        }""",
+        )
         if done:
             return n + 1
     return limit
@@ -257,12 +272,18 @@ def test_notebook_02_renders_and_responds_in_chromium(tmp_path, chromium):
             last = re.match(r"t=(\d+)", options.last.inner_text()).group(1)  # options read "t=108 'Step' mean -8.50"
             assert f"t = {last}," not in table.inner_text()
             pick.select_option(index=options.count() - 1)
-            expect(table).to_contain_text(f"t = {last},", timeout=left(30))  # the table's heading: "t = 108, target ..."
+            expect(table).to_contain_text(
+                f"t = {last},", timeout=left(30)
+            )  # the table's heading: "t = 108, target ..."
             explorer.screenshot(path=shots / "explorer-after.png")
 
             # the thought editor: type a thought, press Enter, its reward appears
-            editor = code_cell(page, "thought_editor(lab").locator(".jp-OutputArea-output").filter(
-                has=page.locator(".widget-text")).first
+            editor = (
+                code_cell(page, "thought_editor(lab")
+                .locator(".jp-OutputArea-output")
+                .filter(has=page.locator(".widget-text"))
+                .first
+            )
             typed = editor.locator(".widget-text input")
             typed.fill("The next word is")
             typed.press("Enter")

@@ -19,11 +19,30 @@ FILES = ("policy.safetensors", "teacher.safetensors", "optimizer.pt", "rng.pt", 
 
 
 def _config(tiny_model_dir, out, **extra):
-    return config_from_dict({**dict(
-        trainer="rlp", model=str(tiny_model_dir), output_dir=str(out), max_steps=2, docs_per_step=1,
-        positions_per_doc=2, G=2, thought_tokens=4, min_thought_tokens=4, allow_eos_in_thought=False,
-        max_doc_tokens=64, eval_data="", checkpoint_every=1, keep_last=2, save_optimizer=True, progress=False,
-        learning_rate=1e-2), **extra})
+    return config_from_dict(
+        {
+            **dict(
+                trainer="rlp",
+                model=str(tiny_model_dir),
+                output_dir=str(out),
+                max_steps=2,
+                docs_per_step=1,
+                positions_per_doc=2,
+                G=2,
+                thought_tokens=4,
+                min_thought_tokens=4,
+                allow_eos_in_thought=False,
+                max_doc_tokens=64,
+                eval_data="",
+                checkpoint_every=1,
+                keep_last=2,
+                save_optimizer=True,
+                progress=False,
+                learning_rate=1e-2,
+            ),
+            **extra,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +69,11 @@ def _files(run: Path) -> dict[str, int]:
 
 
 FAST = {("policy.safetensors", "truncate"), ("optimizer.pt", "zero"), ("state.json", "delete")}  # the rest: --full
-CASES = [pytest.param(name, how, marks=() if (name, how) in FAST else pytest.mark.slow)
-         for name in FILES for how in ("truncate", "zero", "delete")]
+CASES = [
+    pytest.param(name, how, marks=() if (name, how) in FAST else pytest.mark.slow)
+    for name in FILES
+    for how in ("truncate", "zero", "delete")
+]
 
 
 @pytest.mark.parametrize("name, how", CASES)
@@ -78,7 +100,12 @@ def test_each_damaged_file_is_one_line_or_a_named_fallback(finished_run, tiny_mo
 
     # export: a damaged last checkpoint is refused with one line (never an older model in silence); --step picks one
     if policy_hurt:
-        with pytest.raises(WorkbenchError, match=r"will not export a damaged checkpoint: .*" + name.replace(".", r"\.") + r".*--step N \(complete: steps \[1\]\)"):
+        with pytest.raises(
+            WorkbenchError,
+            match=r"will not export a damaged checkpoint: .*"
+            + name.replace(".", r"\.")
+            + r".*--step N \(complete: steps \[1\]\)",
+        ):
             export_run(run, tmp_path / "export")
         assert not (tmp_path / "export").exists()
         export_run(run, tmp_path / "export", step=1)
@@ -204,11 +231,33 @@ def test_the_cli_gives_one_line_or_the_fallback(finished_run, tmp_path, capsys):
     _damage(run / "checkpoints" / "step-000002" / "policy.safetensors", "truncate")
     assert main(["export", str(run), str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("workbench export: error: will not export a damaged checkpoint") and len(err.strip().splitlines()) == 1
+    assert (
+        err.startswith("workbench export: error: will not export a damaged checkpoint")
+        and len(err.strip().splitlines()) == 1
+    )
     assert "Traceback" not in err
     corpus = Path(__file__).resolve().parents[1] / "data" / "corpus" / "train.jsonl"
-    assert main(["score", str(corpus), "--doc", "math-01", "--max-tokens", "40", "--at", "20", "--thought", "so",
-                 "--model", str(run), "--json", str(tmp_path / "s.json")]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(corpus),
+                "--doc",
+                "math-01",
+                "--max-tokens",
+                "40",
+                "--at",
+                "20",
+                "--thought",
+                "so",
+                "--model",
+                str(run),
+                "--json",
+                str(tmp_path / "s.json"),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "skipped the damaged checkpoint(s) step-000002" in err and "Traceback" not in err
     assert main(["train", str(run / "config.yaml"), "--resume", str(run), "--set", "max_steps", "2"]) == 0

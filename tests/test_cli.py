@@ -17,7 +17,12 @@ CORPUS = ROOT / "data" / "corpus" / "train.jsonl"
 def workbench(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     return subprocess.run(
-        [sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+        [sys.executable, "-m", "workbench.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
     )
 
 
@@ -50,8 +55,10 @@ def bad_files(tmp_path):
 def test_bad_input_gives_one_line_and_nonzero_exit(bad_files, tmp_path, capsys, case, extra, needle):
     """In-process (a subprocess per case cost ~10 s of start-up each); one real process is checked below."""
     path = CORPUS if case == "corpus" else bad_files[case]
-    extra = [str(bad_files["bad_thoughts"]) if a == "THOUGHTS" else str(bad_files["missing"]) if a == "MISSING" else a
-             for a in extra]
+    extra = [
+        str(bad_files["bad_thoughts"]) if a == "THOUGHTS" else str(bad_files["missing"]) if a == "MISSING" else a
+        for a in extra
+    ]
     out = tmp_path / "out.json"
     code, lines = _main_in_process(capsys, "score", str(path), *extra, "--json", str(out))
     assert code != 0
@@ -95,8 +102,10 @@ def test_bad_given_thoughts_fail_before_a_model_loads(bad_files, tmp_path, capsy
     """In-process (no subprocess start-up): the given-thought flags are checked before anything heavy runs."""
     from workbench.cli import main
 
-    extra = [str(bad_files["bad_thoughts"]) if a == "THOUGHTS" else str(bad_files["missing"]) if a == "MISSING" else a
-             for a in extra]
+    extra = [
+        str(bad_files["bad_thoughts"]) if a == "THOUGHTS" else str(bad_files["missing"]) if a == "MISSING" else a
+        for a in extra
+    ]
     for command in ("score", "compare"):
         assert main([command, str(CORPUS), *extra, "--json", str(tmp_path / "out.json")]) == 1
         err = capsys.readouterr().err.strip().splitlines()
@@ -111,13 +120,38 @@ def test_bad_given_thoughts_fail_before_a_model_loads(bad_files, tmp_path, capsy
 def test_score_writes_the_documented_json(tmp_path):
     out = tmp_path / "scores.json"
     proc = workbench(
-        "score", str(CORPUS), "--doc", "science-01", "--positions", "every:16", "-G", "2",
-        "--thought-tokens", "6", "--seed", "7", "--max-tokens", "100", "--json", str(out),
+        "score",
+        str(CORPUS),
+        "--doc",
+        "science-01",
+        "--positions",
+        "every:16",
+        "-G",
+        "2",
+        "--thought-tokens",
+        "6",
+        "--seed",
+        "7",
+        "--max-tokens",
+        "100",
+        "--json",
+        str(out),
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == str(out)
     data = json.loads(out.read_text())
-    for key in ("model", "teacher", "dtype", "seed", "template", "settings", "document_ids", "positions", "timing", "generated_tokens"):
+    for key in (
+        "model",
+        "teacher",
+        "dtype",
+        "seed",
+        "template",
+        "settings",
+        "document_ids",
+        "positions",
+        "timing",
+        "generated_tokens",
+    ):
         assert key in data
     from workbench.hardware import choose_dtype
 
@@ -126,8 +160,15 @@ def test_score_writes_the_documented_json(tmp_path):
     assert data["hardware"]["dtype_requested"] == "auto" and data["hardware"]["cpu_capability"]
     assert "dtype " + auto.name in proc.stderr  # the choice and its reason are printed once
     assert data["template"] == {"open": "<think>", "close": "</think>"}
-    assert data["settings"] == {"G": 2, "thought_tokens": 6, "temperature": 0.7, "top_p": 1.0, "positions": "every:16",
-                                "allow_eos": True, "min_thought_tokens": 0}
+    assert data["settings"] == {
+        "G": 2,
+        "thought_tokens": 6,
+        "temperature": 0.7,
+        "top_p": 1.0,
+        "positions": "every:16",
+        "allow_eos": True,
+        "min_thought_tokens": 0,
+    }
     ids = data["document_ids"]
     assert len(ids) == 100 and ids[0] == 2  # Gemma's <bos>
     assert [p["position"] for p in data["positions"]] == list(range(16, 100, 16))
@@ -148,17 +189,35 @@ def test_score_writes_the_documented_json(tmp_path):
 @pytest.mark.model
 def test_score_given_thoughts_writes_the_sampled_maps_json(tmp_path):
     thoughts = tmp_path / "mine.jsonl"
-    thoughts.write_text('{"position": 20, "thought": "The next word is"}\n{"position": 20, "thought": ""}\n'
-                        '{"position": 41, "thought": "Add the numbers."}\n')
+    thoughts.write_text(
+        '{"position": 20, "thought": "The next word is"}\n{"position": 20, "thought": ""}\n'
+        '{"position": 41, "thought": "Add the numbers."}\n'
+    )
     out = tmp_path / "given.json"
     # fp32: the comparison below is of arithmetic order, which bf16 rounds over (see the tolerance below)
-    proc = workbench("score", str(CORPUS), "--doc", "math-01", "--max-tokens", "80", "--thoughts", str(thoughts),
-                     "--json", str(out), "--dtype", "float32")
+    proc = workbench(
+        "score",
+        str(CORPUS),
+        "--doc",
+        "math-01",
+        "--max-tokens",
+        "80",
+        "--thoughts",
+        str(thoughts),
+        "--json",
+        str(out),
+        "--dtype",
+        "float32",
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     assert data["source"] == "given" and [p["position"] for p in data["positions"]] == [20, 41]
     first, empty = data["positions"][0]["thoughts"]
-    assert first["text"] == "The next word is" and empty["text"] == "" and empty["content_gain"] == pytest.approx(0, abs=1e-5)
+    assert (
+        first["text"] == "The next word is"
+        and empty["text"] == ""
+        and empty["content_gain"] == pytest.approx(0, abs=1e-5)
+    )
     for key in ("text", "scored_ids", "logp_with_thought", "reward", "content_gain", "thought_ids", "closed_by"):
         assert key in first
     p0 = data["positions"][0]
@@ -168,12 +227,31 @@ def test_score_given_thoughts_writes_the_sampled_maps_json(tmp_path):
     from workbench.cli import main
 
     out2 = tmp_path / "one.json"
-    assert main(["score", str(CORPUS), "--doc", "math-01", "--max-tokens", "80", "--at", "20",
-                 "--thought", "The next word is", "--json", str(out2), "--dtype", "float32"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(CORPUS),
+                "--doc",
+                "math-01",
+                "--max-tokens",
+                "80",
+                "--at",
+                "20",
+                "--thought",
+                "The next word is",
+                "--json",
+                str(out2),
+                "--dtype",
+                "float32",
+            ]
+        )
+        == 0
+    )
     one = json.loads(out2.read_text())["positions"][0]["thoughts"][0]
     # equal up to float rounding, not bitwise: the file's thought shares its batch with another, and matmul kernels
     # differ with a batch's shape on some CPUs (1.9e-6 nats in fp32 on an AVX512 Xeon without bf16, issue 30). The
-    # tolerance the README states for fp32; bf16 rounds far more (0.05 nats seen on an AVX512-BF16 EPYC)
+    # tolerance the docs state for fp32 (how-to/score-a-thought); bf16 rounds far more (0.05 nats seen on an AVX512-BF16 EPYC)
     assert one["logp_with_thought"] == pytest.approx(first["logp_with_thought"], abs=1e-4)
 
 
@@ -181,9 +259,23 @@ def test_score_given_thoughts_writes_the_sampled_maps_json(tmp_path):
 @pytest.mark.model
 def test_compare_probes_writes_the_sanity_table(tmp_path):
     out = tmp_path / "sanity.json"
-    proc = workbench("compare", str(CORPUS), "--doc", "science-01", "--max-tokens", "80", "--probes",
-                     "--positions", "at:30,60", "--designs", "rlp,nover,rpt", "--probe-family", "hint=Maybe {next}",
-                     "--json", str(out))
+    proc = workbench(
+        "compare",
+        str(CORPUS),
+        "--doc",
+        "science-01",
+        "--max-tokens",
+        "80",
+        "--probes",
+        "--positions",
+        "at:30,60",
+        "--designs",
+        "rlp,nover,rpt",
+        "--probe-family",
+        "hint=Maybe {next}",
+        "--json",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     assert set(data["sanity"]) == {"rlp", "nover", "rpt"}
@@ -192,8 +284,9 @@ def test_compare_probes_writes_the_sanity_table(tmp_path):
     assert "design sanity" in proc.stderr and "leak>wrong_hint" in proc.stderr
 
 
-@pytest.mark.parametrize("name", ["01_sampling_thoughts", "02_information_gain", "03_reward_designs", "04_training",
-                                  "05_evaluation"])
+@pytest.mark.parametrize(
+    "name", ["01_sampling_thoughts", "02_information_gain", "03_reward_designs", "04_training", "05_evaluation"]
+)
 def test_run_help_lists_every_parameter_from_the_notebook(name, capsys):
     from workbench.cli import main
     from workbench.notebook_runner import find_notebook, notebook_parameters, parameter_help

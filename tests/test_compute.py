@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from workbench.errors import WorkbenchError
 from workbench.training.configs import config_from_dict
@@ -54,8 +54,9 @@ def test_sampler_counts_every_token_and_head_row(tiny):
 
     ids = tokenize(tiny.tokenizer, find_document("corpus:train#math-01").text, 80)
     L, G, positions = 5, 2, [30, 50]
-    sampler = ThoughtSampler(tiny, ThoughtTemplate(), SamplingConfig(G=G, thought_tokens=L, min_thought_tokens=L,
-                                                                      allow_eos=False, seed=3))
+    sampler = ThoughtSampler(
+        tiny, ThoughtTemplate(), SamplingConfig(G=G, thought_tokens=L, min_thought_tokens=L, allow_eos=False, seed=3)
+    )
     o, c = len(sampler.open_ids), len(sampler.close_ids)
     _, prefix = encode_prefix(tiny.model, ids[:50], 50)
     thoughts = sampler.sample(ids, positions, prefix=prefix)
@@ -67,10 +68,22 @@ def test_sampler_counts_every_token_and_head_row(tiny):
 
 
 def test_merged_rows_sum_every_processs_compute():
-    a = {"flops_step": 10.0, "flops_loss": 6.0, "fwd_tokens_loss": 4, "head_rows_loss": 2, "reward_mean": 1.0,
-         "budget_tokens_step": 7}
-    b = {"flops_step": 30.0, "flops_loss": 20.0, "fwd_tokens_loss": 8, "head_rows_loss": 3, "reward_mean": 3.0,
-         "budget_tokens_step": 9}
+    a = {
+        "flops_step": 10.0,
+        "flops_loss": 6.0,
+        "fwd_tokens_loss": 4,
+        "head_rows_loss": 2,
+        "reward_mean": 1.0,
+        "budget_tokens_step": 7,
+    }
+    b = {
+        "flops_step": 30.0,
+        "flops_loss": 20.0,
+        "fwd_tokens_loss": 8,
+        "head_rows_loss": 3,
+        "reward_mean": 3.0,
+        "budget_tokens_step": 9,
+    }
     merged = merge_process_rows([a, b])
     assert merged["flops_step"] == 40.0 and merged["flops_loss"] == 26.0 and merged["fwd_tokens_loss"] == 12
     assert merged["head_rows_loss"] == 5 and merged["budget_tokens_step"] == 16
@@ -78,10 +91,28 @@ def test_merged_rows_sum_every_processs_compute():
 
 
 def _rlp_config(tiny_model_dir, tmp_path, **extra):
-    return config_from_dict({**dict(
-        trainer="rlp", model=str(tiny_model_dir), output_dir=str(tmp_path / "rlp"), max_steps=1, docs_per_step=1,
-        positions_per_doc=2, G=2, thought_tokens=4, min_thought_tokens=4, allow_eos_in_thought=False,
-        max_doc_tokens=64, eval_data="", checkpoint_every=100, save_optimizer=False, progress=False), **extra})
+    return config_from_dict(
+        {
+            **dict(
+                trainer="rlp",
+                model=str(tiny_model_dir),
+                output_dir=str(tmp_path / "rlp"),
+                max_steps=1,
+                docs_per_step=1,
+                positions_per_doc=2,
+                G=2,
+                thought_tokens=4,
+                min_thought_tokens=4,
+                allow_eos_in_thought=False,
+                max_doc_tokens=64,
+                eval_data="",
+                checkpoint_every=100,
+                save_optimizer=False,
+                progress=False,
+            ),
+            **extra,
+        }
+    )
 
 
 def test_one_rlp_step_counts_by_hand(tiny_model_dir, tmp_path):
@@ -131,11 +162,22 @@ def test_ntp_matches_a_run_in_flops_or_tokens(tiny_model_dir, tmp_path, match):
     rlp.mkdir()
     budget = {"flops": 5.5e9, "tokens": 150}[match]
     (rlp / "summary.json").write_text(json.dumps({"total_flops": 5.5e9, "total_budget_tokens": 150}))
-    cfg = config_from_dict(dict(
-        trainer="ntp", model=str(tiny_model_dir), output_dir=str(tmp_path / "ntp"), max_steps=50, docs_per_step=1,
-        max_doc_tokens=64, eval_data="", checkpoint_every=100, save_optimizer=False, progress=False,
-        match_run=str(rlp), match=match,
-    ))
+    cfg = config_from_dict(
+        dict(
+            trainer="ntp",
+            model=str(tiny_model_dir),
+            output_dir=str(tmp_path / "ntp"),
+            max_steps=50,
+            docs_per_step=1,
+            max_doc_tokens=64,
+            eval_data="",
+            checkpoint_every=100,
+            save_optimizer=False,
+            progress=False,
+            match_run=str(rlp),
+            match=match,
+        )
+    )
     trainer = trainer_for(cfg)
     summary = trainer.train()
     rows = [r for r in read_metrics(trainer.run_dir) if r["step"] > 0]
@@ -155,8 +197,17 @@ def test_ntp_match_needs_a_run_with_counts(tiny_model_dir, tmp_path):
     from workbench.training.launch import trainer_for
 
     (tmp_path / "empty").mkdir()
-    cfg = config_from_dict(dict(trainer="ntp", model=str(tiny_model_dir), output_dir=str(tmp_path / "ntp"),
-                                eval_data="", progress=False, match_run=str(tmp_path / "empty"), match="tokens"))
+    cfg = config_from_dict(
+        dict(
+            trainer="ntp",
+            model=str(tiny_model_dir),
+            output_dir=str(tmp_path / "ntp"),
+            eval_data="",
+            progress=False,
+            match_run=str(tmp_path / "empty"),
+            match="tokens",
+        )
+    )
     with pytest.raises(WorkbenchError, match="no tokens count"):
         trainer_for(cfg)
     with pytest.raises(WorkbenchError, match="match must be"):
@@ -180,8 +231,18 @@ def test_every_trainer_evaluates_alike():
     from workbench.training.trainer import Trainer
 
     shared = dict(eval_docs=3, eval_positions="every:40", eval_G=2, eval_thought_tokens=16, max_doc_tokens=256)
-    rlp = config_from_dict(dict(trainer="rlp", seed=7, G=8, thought_tokens=64, min_thought_tokens=0, temperature=1.0,
-                                allow_eos_in_thought=False, **shared))
+    rlp = config_from_dict(
+        dict(
+            trainer="rlp",
+            seed=7,
+            G=8,
+            thought_tokens=64,
+            min_thought_tokens=0,
+            temperature=1.0,
+            allow_eos_in_thought=False,
+            **shared,
+        )
+    )
     ntp = config_from_dict(dict(trainer="ntp", seed=3, **shared))
     assert eval_settings(rlp) == eval_settings(ntp)
     assert eval_settings(rlp).min_thought_tokens == 1 and eval_settings(rlp).seed == 0
@@ -199,10 +260,9 @@ def test_evaluate_by_hand_on_the_tiny_model(tiny):
     gain log p(with thought) - log p(empty thought)."""
     import torch
 
+    from workbench.data import find_document, tokenize
     from workbench.evaluation import EvalSettings, evaluate
     from workbench.rewards import reward_map
-
-    from workbench.data import find_document, tokenize
 
     ids = tokenize(tiny.tokenizer, find_document("corpus:eval#math-11").text, 60)
     settings = EvalSettings(positions="at:20,40", G=2, thought_tokens=3, seed=5)
@@ -237,8 +297,15 @@ def test_answer_metrics_by_hand_on_the_tiny_model(tiny):
     ids = tokenize_document(tiny.tokenizer, load_thinking_corpus("eval")[0])
     settings = EvalSettings(data="thinking:eval", positions="marked", G=2, thought_tokens=3, seed=5)
     out = evaluate(tiny, [ids], settings)
-    rm = reward_map(tiny, tiny, ids, "marked", settings.sampling(), settings.template(),
-                    teacher_pass=run_teacher_pass(tiny, ids, top_k=2))
+    rm = reward_map(
+        tiny,
+        tiny,
+        ids,
+        "marked",
+        settings.sampling(),
+        settings.template(),
+        teacher_pass=run_teacher_pass(tiny, ids, top_k=2),
+    )
     assert rm.positions == list(ids.marked) and len(rm.positions) >= 2
     right = []
     for th in rm.thoughts:
@@ -255,16 +322,22 @@ def test_answer_metrics_by_hand_on_the_tiny_model(tiny):
         row[open_first] = -float("inf")
         plain.append(int(row.argmax()) == ids[t])
     assert out["eval_answer_accuracy_no_think"] == pytest.approx(float(np.mean(plain)))
-    assert out["eval_share_scratch"] == pytest.approx(float(np.mean([thought_style(th.text) == "scratch" for th in rm.thoughts])))
+    assert out["eval_share_scratch"] == pytest.approx(
+        float(np.mean([thought_style(th.text) == "scratch" for th in rm.thoughts]))
+    )
     assert out["eval_share_positive"] == pytest.approx(float(np.mean(rm.rewards > 0)))
     # standard errors: the G thoughts at one answer are one cluster, so the spread of the per-answer means counts
     by_answer = {t: [r for th, r in zip(rm.thoughts, right) if th.position == t] for t in rm.positions}
     means = [float(np.mean(by_answer[t])) for t in rm.positions]
     assert out["eval_answer_accuracy_thinking_se"] == pytest.approx(np.std(means, ddof=1) / np.sqrt(len(means)))
     assert out["eval_answer_accuracy_no_think_se"] == pytest.approx(np.std(plain, ddof=1) / np.sqrt(len(plain)))
-    rewards_at = [float(np.mean([r for th, r in zip(rm.thoughts, rm.rewards) if th.position == t])) for t in rm.positions]
+    rewards_at = [
+        float(np.mean([r for th, r in zip(rm.thoughts, rm.rewards) if th.position == t])) for t in rm.positions
+    ]
     assert out["eval_reward_mean_se"] == pytest.approx(np.std(rewards_at, ddof=1) / np.sqrt(len(rewards_at)))
-    assert out["eval_answers"] == len(rm.positions) and np.isnan(out["eval_loss_se"])  # one document: no SE over documents
+    assert out["eval_answers"] == len(rm.positions) and np.isnan(
+        out["eval_loss_se"]
+    )  # one document: no SE over documents
     # one record per answer, for paired comparisons of two models on the same answers
     records: list = []
     evaluate(tiny, [ids], settings, records=records)
@@ -280,9 +353,19 @@ def test_the_trainer_writes_a_reward_map_film(tiny_model_dir, tmp_path):
     from workbench.training.launch import train
     from workbench.training_viz import reward_map_film
 
-    summary = train(_rlp_config(tiny_model_dir, tmp_path, max_steps=2, eval_every=1, eval_data="thinking:eval",
-                                eval_positions="marked", eval_docs=1, train_data="thinking:train",
-                                train_positions="marked"))
+    summary = train(
+        _rlp_config(
+            tiny_model_dir,
+            tmp_path,
+            max_steps=2,
+            eval_every=1,
+            eval_data="thinking:eval",
+            eval_positions="marked",
+            eval_docs=1,
+            train_data="thinking:train",
+            train_positions="marked",
+        )
+    )
     frames = read_film(summary["run_dir"])
     assert [f["step"] for f in frames] == [0, 1, 2]
     assert all(f["positions"] and f["tokens"] for f in frames)
@@ -345,14 +428,32 @@ def test_skipping_the_start_evaluation_changes_no_weight(tiny_model_dir, tmp_pat
 
     runs = {}
     for at_start in (True, False):
-        cfg = config_from_dict(dict(
-            trainer="ntp", model=str(tiny_model_dir), output_dir=str(tmp_path / f"ntp-{at_start}"), max_steps=2,
-            docs_per_step=2, max_doc_tokens=48, eval_docs=1, eval_positions="every:16", eval_G=1, eval_thought_tokens=2,
-            eval_every=100, checkpoint_every=100, save_optimizer=False, progress=False, eval_at_start=at_start,
-        ))
+        cfg = config_from_dict(
+            dict(
+                trainer="ntp",
+                model=str(tiny_model_dir),
+                output_dir=str(tmp_path / f"ntp-{at_start}"),
+                max_steps=2,
+                docs_per_step=2,
+                max_doc_tokens=48,
+                eval_docs=1,
+                eval_positions="every:16",
+                eval_G=1,
+                eval_thought_tokens=2,
+                eval_every=100,
+                checkpoint_every=100,
+                save_optimizer=False,
+                progress=False,
+                eval_at_start=at_start,
+            )
+        )
         trainer = trainer_for(cfg)
         trainer.train()
-        runs[at_start] = (cfg, read_metrics(trainer.run_dir), load_file(latest_checkpoint(trainer.run_dir) / "policy.safetensors"))
+        runs[at_start] = (
+            cfg,
+            read_metrics(trainer.run_dir),
+            load_file(latest_checkpoint(trainer.run_dir) / "policy.safetensors"),
+        )
         trainer.close()
     (cfg_a, rows_a, weights_a), (cfg_b, rows_b, weights_b) = runs[True], runs[False]
     assert [r["step"] for r in rows_a] == [0, 1, 2] and [r["step"] for r in rows_b] == [1, 2]

@@ -16,10 +16,28 @@ from workbench.training.rl_math import shuffled_within_groups
 
 
 def _config(tiny_model_dir, out, **extra):
-    return config_from_dict({**dict(
-        trainer="rlp", model=str(tiny_model_dir), output_dir=str(out), max_steps=1, docs_per_step=1,
-        positions_per_doc=3, G=4, thought_tokens=4, min_thought_tokens=4, allow_eos_in_thought=False,
-        max_doc_tokens=64, eval_data="", checkpoint_every=100, save_optimizer=False, progress=False), **extra})
+    return config_from_dict(
+        {
+            **dict(
+                trainer="rlp",
+                model=str(tiny_model_dir),
+                output_dir=str(out),
+                max_steps=1,
+                docs_per_step=1,
+                positions_per_doc=3,
+                G=4,
+                thought_tokens=4,
+                min_thought_tokens=4,
+                allow_eos_in_thought=False,
+                max_doc_tokens=64,
+                eval_data="",
+                checkpoint_every=100,
+                save_optimizer=False,
+                progress=False,
+            ),
+            **extra,
+        }
+    )
 
 
 def test_shuffling_keeps_each_groups_values_and_breaks_their_order():
@@ -56,7 +74,10 @@ def test_the_control_samples_and_scores_as_rlp_and_permutes_the_advantages(tiny_
     assert torch.allclose(a["advantages"].sort(dim=-1).values, b["advantages"].sort(dim=-1).values)
     assert not torch.allclose(a["advantages"], b["advantages"])
     run = json.loads((control.run_dir / "run.json").read_text())
-    assert run["control"] == "shuffled_advantages" and json.loads((rlp.run_dir / "run.json").read_text())["control"] is None
+    assert (
+        run["control"] == "shuffled_advantages"
+        and json.loads((rlp.run_dir / "run.json").read_text())["control"] is None
+    )
     rlp.close()
     control.close()
 
@@ -70,9 +91,23 @@ def test_compare_runs_pairs_the_same_answers(tiny_model_dir, tmp_path):
 
     runs = {}
     for name, extra in (("rlp", {}), ("control", {"control": "shuffled_advantages"})):
-        summary = train(_config(tiny_model_dir, tmp_path / name, max_steps=2, eval_every=2, eval_data="thinking:eval",
-                                eval_positions="marked", eval_docs=2, eval_G=2, train_data="thinking:train",
-                                train_positions="marked", learning_rate=5e-2, max_doc_tokens=160))
+        summary = train(
+            _config(
+                tiny_model_dir,
+                tmp_path / name,
+                max_steps=2,
+                eval_every=2,
+                eval_data="thinking:eval",
+                eval_positions="marked",
+                eval_docs=2,
+                eval_G=2,
+                train_data="thinking:train",
+                train_positions="marked",
+                learning_rate=5e-2,
+                max_doc_tokens=160,
+                **extra,
+            )
+        )
         runs[name] = summary["run_dir"]
     step, a = evaluation_records(runs["rlp"])
     _, b = evaluation_records(runs["control"])
@@ -115,12 +150,30 @@ def test_a_matched_run_reads_step_0_evaluation_from_its_match(tiny_model_dir, tm
     from workbench.training.launch import train, trainer_for
     from workbench.training.trainer import read_metrics
 
-    evaluation = dict(eval_data="thinking:eval", eval_positions="marked", eval_docs=1, eval_G=2, eval_thought_tokens=4,
-                      max_doc_tokens=64)
+    evaluation = dict(
+        eval_data="thinking:eval",
+        eval_positions="marked",
+        eval_docs=1,
+        eval_G=2,
+        eval_thought_tokens=4,
+        max_doc_tokens=64,
+    )
     rlp = train(_config(tiny_model_dir, tmp_path / "rlp", **evaluation))["run_dir"]
-    ntp_cfg = config_from_dict(dict(trainer="ntp", model=str(tiny_model_dir), output_dir=str(tmp_path / "ntp"),
-                                    max_steps=1, docs_per_step=1, checkpoint_every=100, save_optimizer=False,
-                                    progress=False, match_run=rlp, match="flops", **evaluation))
+    ntp_cfg = config_from_dict(
+        dict(
+            trainer="ntp",
+            model=str(tiny_model_dir),
+            output_dir=str(tmp_path / "ntp"),
+            max_steps=1,
+            docs_per_step=1,
+            checkpoint_every=100,
+            save_optimizer=False,
+            progress=False,
+            match_run=rlp,
+            match="flops",
+            **evaluation,
+        )
+    )
     trainer = trainer_for(ntp_cfg)
     own = trainer.evaluate()  # what NTP measures itself at step 0
     trainer.train()
@@ -129,7 +182,9 @@ def test_a_matched_run_reads_step_0_evaluation_from_its_match(tiny_model_dir, tm
     assert copied["step"] == 0 and copied["time_eval_s"] == 0.0
     for key in ("eval_loss", "eval_reward_mean", "eval_answer_accuracy_thinking", "eval_answer_accuracy_no_think"):
         assert copied[key] == own[key] == read_metrics(rlp)[0][key], key
-    assert (tmp_path / "ntp" / "eval" / "step-000000.jsonl").read_text() == (Path(rlp) / "eval" / "step-000000.jsonl").read_text()
+    assert (tmp_path / "ntp" / "eval" / "step-000000.jsonl").read_text() == (
+        Path(rlp) / "eval" / "step-000000.jsonl"
+    ).read_text()
     assert "step 0 evaluation read from" in (tmp_path / "ntp" / "train.log").read_text()
 
     other = config_from_dict({**ntp_cfg.to_dict(), "output_dir": str(tmp_path / "ntp2"), "eval_G": 3})
@@ -143,7 +198,10 @@ def test_frozen_embeddings_are_a_labelled_option_of_every_trainer(tiny_model_dir
     from workbench.training.launch import trainer_for
 
     plain = config_from_dict(dict(trainer="rlp", model="gemma3-270m"))
-    assert plain.fingerprint() == config_from_dict(dict(trainer="rlp", model="gemma3-270m", train_embeddings=True)).fingerprint()
+    assert (
+        plain.fingerprint()
+        == config_from_dict(dict(trainer="rlp", model="gemma3-270m", train_embeddings=True)).fingerprint()
+    )
     frozen_cfg = config_from_dict(dict(trainer="rlp", model="gemma3-270m", train_embeddings=False))
     assert frozen_cfg.fingerprint() != plain.fingerprint()
     assert any(d.startswith("train_embeddings false") for d in frozen_cfg.deviations)
@@ -152,10 +210,22 @@ def test_frozen_embeddings_are_a_labelled_option_of_every_trainer(tiny_model_dir
         if trainer_name == "rlp":
             cfg = _config(tiny_model_dir, tmp_path / trainer_name, train_embeddings=False, **extra)
         else:
-            cfg = config_from_dict(dict(trainer="ntp", model=str(tiny_model_dir), output_dir=str(tmp_path / "ntp"),
-                                        max_steps=1, docs_per_step=1, max_doc_tokens=64, eval_data="",
-                                        checkpoint_every=100, save_optimizer=False, progress=False,
-                                        train_embeddings=False, **extra))
+            cfg = config_from_dict(
+                dict(
+                    trainer="ntp",
+                    model=str(tiny_model_dir),
+                    output_dir=str(tmp_path / "ntp"),
+                    max_steps=1,
+                    docs_per_step=1,
+                    max_doc_tokens=64,
+                    eval_data="",
+                    checkpoint_every=100,
+                    save_optimizer=False,
+                    progress=False,
+                    train_embeddings=False,
+                    **extra,
+                )
+            )
         trainer = trainer_for(cfg)
         before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters()}
         trainer.train_step(1)

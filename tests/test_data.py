@@ -37,8 +37,15 @@ def test_find_document_by_spec_and_id(tmp_path):
         find_document("no-such-doc")
 
 
-@pytest.mark.parametrize("old,new", [("eval:math-11", "corpus:eval#math-11"), ("math-01", "corpus:train#math-01"),
-                                     ("math-11", "corpus:eval#math-11"), ("thinking:eval-0003", "thinking:eval#eval-0003")])
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        ("eval:math-11", "corpus:eval#math-11"),
+        ("math-01", "corpus:train#math-01"),
+        ("math-11", "corpus:eval#math-11"),
+        ("thinking:eval-0003", "thinking:eval#eval-0003"),
+    ],
+)
 def test_old_document_spellings_still_work_and_say_the_new_one(old, new):
     with pytest.warns(FutureWarning, match=re.escape(repr(new))):
         assert find_document(old).id == find_document(new).id
@@ -83,8 +90,9 @@ def test_position_specs():
         select_positions("at:3,12", 10)
 
 
-@pytest.mark.parametrize("spec", ["", "every", "every:0", "every:-2", "random:x", "top:3", "all:2", "top-entropy", "at:", "at:0",
-                                  "at:3,x"])
+@pytest.mark.parametrize(
+    "spec", ["", "every", "every:0", "every:-2", "random:x", "top:3", "all:2", "top-entropy", "at:", "at:0", "at:3,x"]
+)
 def test_unknown_position_specs_are_rejected(spec):
     with pytest.raises(WorkbenchError, match="position spec"):
         parse_positions(spec)
@@ -103,7 +111,9 @@ def test_a_directory_is_a_corpus(tmp_path):
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "notes.txt").write_text("second file")
     (tmp_path / "a.txt").write_text("first file")
-    (tmp_path / "c.jsonl").write_text(json.dumps({"id": "x", "text": "a line"}) + "\n" + json.dumps({"text": "another"}))
+    (tmp_path / "c.jsonl").write_text(
+        json.dumps({"id": "x", "text": "a line"}) + "\n" + json.dumps({"text": "another"})
+    )
     (tmp_path / "skip.md").write_text("not a corpus file")
     (tmp_path / ".hidden").mkdir()
     (tmp_path / ".hidden" / "h.txt").write_text("hidden")

@@ -10,8 +10,18 @@ from hypothesis import strategies as st
 from tests.reference import logp_next
 from workbench.compare import compare_designs, group_stats, parse_designs
 from workbench.data import tokenize
-from workbench.designs import (DESIGNS, DesignInput, clip, delta, flip, floored, group_centred, length_budget, reasoning_pattern,
-                               register_design)
+from workbench.designs import (
+    DESIGNS,
+    DesignInput,
+    clip,
+    delta,
+    flip,
+    floored,
+    group_centred,
+    length_budget,
+    reasoning_pattern,
+    register_design,
+)
 from workbench.engine.scorer import score_continuations
 from workbench.engine.thought import SamplingConfig
 from workbench.errors import WorkbenchError
@@ -28,7 +38,11 @@ def test_hand_checked_modifiers():
     assert group_centred(np.array([1.0, 3.0, 10.0, 10.0]), np.array([0, 0, 1, 1])).tolist() == [-1.0, 1.0, 0.0, 0.0]
     assert reasoning_pattern(["First, because x = 2, then...", "nothing"]).tolist() == [4.0, 0.0]
     assert length_budget(np.array([10, 20, 30, 45]), step=0, total_steps=10, b0=20, b_min=5, gamma=0.5).tolist() == [
-        1.0, 1.0, 0.5, 0.0]
+        1.0,
+        1.0,
+        0.5,
+        0.0,
+    ]
     # the budget shrinks with the step: at the last step B = max(5, 20 * 0.5) = 10
     assert length_budget(np.array([10, 15]), step=10, total_steps=10, b0=20, b_min=5, gamma=0.5).tolist() == [1.0, 0.5]
 
@@ -98,7 +112,9 @@ def test_continuations_and_designs_on_the_real_model(gemma_fp32, math_doc):
     floored_rlp = DESIGNS["rlp"](inp, floor=-1.0).rewards  # the variant: a thought costs at most 1 nat
     np.testing.assert_allclose(floored_rlp, [max(r, -1.0) for r in rm.rewards])
     # one look-ahead token, group-centred, is RLP's reward centred per position (teacher = policy at step 0)
-    np.testing.assert_allclose(DESIGNS["quiet_star"](inp, n_true=1).rewards, group_centred(rlp, inp.groups()), atol=2e-3)
+    np.testing.assert_allclose(
+        DESIGNS["quiet_star"](inp, n_true=1).rewards, group_centred(rlp, inp.groups()), atol=2e-3
+    )
     np.testing.assert_allclose(DESIGNS["vr_cli_live"](inp, segment=1, threshold=-np.inf).rewards, rlp, atol=2e-3)
     # faithful VR-CLI with one token: I = 100 (1 - p_without / p_with), then the step function
     from workbench.designs import vr_cli_step
@@ -128,7 +144,7 @@ def test_compare_all_designs_and_a_user_design(gemma, math_doc):
         )
         js = result.to_json()
         assert set(js["designs"]) == set(DESIGNS)
-        for name, d in js["designs"].items():
+        for d in js["designs"].values():
             assert len(d["rewards"]) == len(result.reward_map.thoughts)
             assert {"mean", "std", "degenerate_group_share", "cost"} <= set(d)
         assert js["spearman"]["rlp"]["rlp"] == pytest.approx(1.0)
@@ -193,7 +209,9 @@ def test_pretrainzero_and_rlpt_on_the_real_model(gemma_fp32, math_doc):
     inp = DesignInput(gemma_fp32, teacher_of(gemma_fp32), rm)
     tok = gemma_fp32.tokenizer
     fills = sample_after_thoughts(gemma_fp32, ids, rm.thoughts, rm.template, 2, config)
-    expected = [float(tok.decode(f) == tok.decode(ids[th.position : th.position + 2])) for th, f in zip(rm.thoughts, fills)]
+    expected = [
+        float(tok.decode(f) == tok.decode(ids[th.position : th.position + 2])) for th, f in zip(rm.thoughts, fills)
+    ]
     np.testing.assert_array_equal(DESIGNS["pretrainzero"](inp, span_tokens=2).rewards, expected)
     sims = DESIGNS["rlpt"](inp, segment_tokens=6).rewards
     assert ((sims >= -1.0001) & (sims <= 1.0001)).all()
@@ -248,7 +266,9 @@ def test_rlpt_generative_judge_reads_yes_no_probabilities(gemma, smollm_fp32, ma
 
     from workbench.designs import JUDGE_PROMPT, judge_consistency
 
-    scores = judge_consistency(smollm_fp32, ["The cost is 134 dollars.", "Cats sleep a lot."], ["The total is $134.", "The total is $134."])
+    scores = judge_consistency(
+        smollm_fp32, ["The cost is 134 dollars.", "Cats sleep a lot."], ["The total is $134.", "The total is $134."]
+    )
     assert ((scores >= 0) & (scores <= 1)).all()
     # the same number, computed the plain way for the first pair
     tok = smollm_fp32.tokenizer
@@ -263,8 +283,9 @@ def test_rlpt_generative_judge_reads_yes_no_probabilities(gemma, smollm_fp32, ma
     assert scores[0] == pytest.approx(p_yes / (p_yes + p_no), abs=1e-4)
     ids_doc = tokenize(gemma.tokenizer, math_doc.text, 60)
     rm = reward_map(gemma, teacher_of(gemma), ids_doc, "every:30", SamplingConfig(G=2, thought_tokens=3))
-    rewards = DESIGNS["rlpt"](DesignInput(gemma, teacher_of(gemma), rm), segment_tokens=4, judge=smollm_fp32,
-                              threshold=0.5).rewards
+    rewards = DESIGNS["rlpt"](
+        DesignInput(gemma, teacher_of(gemma), rm), segment_tokens=4, judge=smollm_fp32, threshold=0.5
+    ).rewards
     assert set(rewards.tolist()) <= {0.0, 1.0}
 
 
@@ -272,7 +293,16 @@ def test_vr_cli_step_function_is_the_authors():
     from workbench.designs import percent_improvement, vr_cli_step
 
     assert [vr_cli_step(i) for i in (-5.0, 0.0, 0.049, 0.05, 0.99, 1.0, 1.99, 2.0, 40.0)] == [
-        0.0, 0.0, 0.0, 0.5, 0.5, 0.9, 0.9, 1.0, 1.0]
+        0.0,
+        0.0,
+        0.0,
+        0.5,
+        0.5,
+        0.9,
+        0.9,
+        1.0,
+        1.0,
+    ]
     # PPL 10 without, 8 with: 20 % better
     assert percent_improvement(np.full(3, -np.log(8.0)), np.full(3, -np.log(10.0))) == pytest.approx(20.0)
     # NOVER's reward is named for what it computes: exp(-mean NLL) is the inverse perplexity
@@ -305,4 +335,6 @@ def test_vr_cli_scores_both_terms_with_the_frozen_reference(gemma_fp32, math_doc
         improvement = percent_improvement(np.array(with_ref), np.array(without_ref))
         assert r == vr_cli_step(improvement) or min(abs(improvement - x) for x in (0.05, 1.0, 2.0)) < 0.05
     live = DESIGNS["vr_cli_live"](inp, segment=1, threshold=-np.inf).rewards
-    np.testing.assert_allclose(live, [th.logp_with_thought - rm.no_think.logp[th.position] for th in rm.thoughts], atol=2e-3)
+    np.testing.assert_allclose(
+        live, [th.logp_with_thought - rm.no_think.logp[th.position] for th in rm.thoughts], atol=2e-3
+    )

@@ -28,43 +28,94 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _rows(flops_per_step: float, steps: int) -> list[dict]:
-    rows = [{"step": 0, "flops": 0.0, "budget_tokens": 0, "eval_loss": 2.5, "eval_perplexity": 12.1825,
-             "eval_reward_mean": -0.75, "time_eval_s": 1.0}]
+    rows = [
+        {
+            "step": 0,
+            "flops": 0.0,
+            "budget_tokens": 0,
+            "eval_loss": 2.5,
+            "eval_perplexity": 12.1825,
+            "eval_reward_mean": -0.75,
+            "time_eval_s": 1.0,
+        }
+    ]
     for step in range(1, steps + 1):
-        rows.append({"step": step, "reward_mean": 0.1 * step, "flops": flops_per_step * step, "budget_tokens": 100 * step,
-                     "step_time_s": 2.0, "eval_loss": 2.5 - 0.125 * step, "eval_perplexity": 12.1825 - step,
-                     "eval_reward_mean": -0.75 + 0.3125 * step, "time_eval_s": 1.0})
+        rows.append(
+            {
+                "step": step,
+                "reward_mean": 0.1 * step,
+                "flops": flops_per_step * step,
+                "budget_tokens": 100 * step,
+                "step_time_s": 2.0,
+                "eval_loss": 2.5 - 0.125 * step,
+                "eval_perplexity": 12.1825 - step,
+                "eval_reward_mean": -0.75 + 0.3125 * step,
+                "time_eval_s": 1.0,
+            }
+        )
     return rows
 
 
-def fake_run(path: Path, trainer: str, model: str, steps: int = 2, flops_per_step: float = 1.5e12,
-             model_path: str | None = None, train_data: str = "thinking:train", film: bool = True) -> Path:
+def fake_run(
+    path: Path,
+    trainer: str,
+    model: str,
+    steps: int = 2,
+    flops_per_step: float = 1.5e12,
+    model_path: str | None = None,
+    train_data: str = "thinking:train",
+    film: bool = True,
+) -> Path:
     """A run directory as a trainer leaves it (config, run.json, metrics, a checkpoint, the film), without weights."""
     path.mkdir(parents=True)
-    (path / "config.yaml").write_text(f"trainer: {trainer}\nmodel: {model}\nseed: 7\ntrain_data: {train_data}\n"
-                                      f"eval_data: thinking:eval\nmax_steps: {steps}\nthink_open: <think>\n"
-                                      "think_close: </think>\n")
-    (path / "run.json").write_text(json.dumps({"seed": 7, "trainer": trainer, "model_path": model_path or model,
-                                               "device": "cpu", "processes": 1,
-                                               "hardware": {"mixed_precision": "no", "rollout_dtype": "float32",
-                                                            "cpu": "a test CPU"}}))
+    (path / "config.yaml").write_text(
+        f"trainer: {trainer}\nmodel: {model}\nseed: 7\ntrain_data: {train_data}\n"
+        f"eval_data: thinking:eval\nmax_steps: {steps}\nthink_open: <think>\n"
+        "think_close: </think>\n"
+    )
+    (path / "run.json").write_text(
+        json.dumps(
+            {
+                "seed": 7,
+                "trainer": trainer,
+                "model_path": model_path or model,
+                "device": "cpu",
+                "processes": 1,
+                "hardware": {"mixed_precision": "no", "rollout_dtype": "float32", "cpu": "a test CPU"},
+            }
+        )
+    )
     rows = _rows(flops_per_step, steps)
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (path / "summary.json").write_text(json.dumps({"steps": steps, "stopped_by": "max_steps",
-                                                   "total_flops": flops_per_step * steps, "wall_time_s": 12.5}))
+    (path / "summary.json").write_text(
+        json.dumps(
+            {"steps": steps, "stopped_by": "max_steps", "total_flops": flops_per_step * steps, "wall_time_s": 12.5}
+        )
+    )
     ckpt = path / "checkpoints" / f"step-{steps:06d}"
     ckpt.mkdir(parents=True)
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(2)}, str(ckpt / "policy.safetensors"))  # whole, though the card does not read it
-    (ckpt / "state.json").write_text(json.dumps({"step": steps, "flops": flops_per_step * steps,
-                                                 "budget_tokens": 100 * steps}))
+    (ckpt / "state.json").write_text(
+        json.dumps({"step": steps, "flops": flops_per_step * steps, "budget_tokens": 100 * steps})
+    )
     if film:
         (path / "film").mkdir()
         for step in (0, steps):
-            frame = {"step": step, "model": model, "tokens": ["A", "B", "C", "D"],
-                     "positions": [{"position": 2, "reward_mean": 0.5 * step, "content_gain_mean": 0.1,
-                                    "best_thought": "B comes before C"}]}
+            frame = {
+                "step": step,
+                "model": model,
+                "tokens": ["A", "B", "C", "D"],
+                "positions": [
+                    {
+                        "position": 2,
+                        "reward_mean": 0.5 * step,
+                        "content_gain_mean": 0.1,
+                        "best_thought": "B comes before C",
+                    }
+                ],
+            }
             (path / "film" / f"step-{step:06d}.json").write_text(json.dumps(frame))
     return path
 
@@ -72,8 +123,15 @@ def fake_run(path: Path, trainer: str, model: str, steps: int = 2, flops_per_ste
 @pytest.fixture
 def rlp_on_warm_start(tmp_path):
     """An RLP run on `warm:gemma3-270m`: run.json names the warm start's (run) directory, whose model is the base."""
-    warm = fake_run(tmp_path / "warm", "warmstart", "gemma3-270m", steps=32, flops_per_step=2e12,
-                    train_data="thinking:train+corpus:train", film=False)
+    warm = fake_run(
+        tmp_path / "warm",
+        "warmstart",
+        "gemma3-270m",
+        steps=32,
+        flops_per_step=2e12,
+        train_data="thinking:train+corpus:train",
+        film=False,
+    )
     return fake_run(tmp_path / "rlp", "rlp", "warm:gemma3-270m", steps=3, model_path=str(warm))
 
 
@@ -92,9 +150,14 @@ def test_card_names_the_base_its_licence_and_the_runs_numbers(rlp_on_warm_start)
     text = card.text
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     first, last = rows[0], rows[-1]
-    for number in (f"{first['eval_loss']:.4f}", f"{last['eval_loss']:.4f}", f"{last['eval_perplexity']:.4f}",
-                   f"{last['eval_reward_mean'] - first['eval_reward_mean']:.4f}", flops_text(last["flops"]),
-                   flops_text(last["flops"] + 64e12)):  # this run, and with its warm start
+    for number in (
+        f"{first['eval_loss']:.4f}",
+        f"{last['eval_loss']:.4f}",
+        f"{last['eval_perplexity']:.4f}",
+        f"{last['eval_reward_mean'] - first['eval_reward_mean']:.4f}",
+        flops_text(last["flops"]),
+        flops_text(last["flops"] + 64e12),
+    ):  # this run, and with its warm start
         assert number in text, number
     assert "| step 0 (before) | step 3 (after) |" in text
     assert "`warm:gemma3-270m`" in text and "`thinking:train+corpus:train`" in text  # the lineage
@@ -115,7 +178,9 @@ def test_licence_of_smollm2_and_of_a_warm_start_no_longer_cached(tmp_path):
     assert card.data.license == "apache-2.0" and card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert "held-out reward map" not in card.text  # no film, no film section
 
-    local = fake_run(tmp_path / "local", "ntp", str(tmp_path), film=False)  # a model directory the workbench cannot name
+    local = fake_run(
+        tmp_path / "local", "ntp", str(tmp_path), film=False
+    )  # a model directory the workbench cannot name
     card = model_card(lineage(local), dtype="float32")
     assert card.data.license == "other" and card.data.base_model is None and "check it before sharing" in card.text
 
@@ -153,8 +218,9 @@ def test_errors_are_one_line(rlp_on_warm_start, tmp_path, capsys):
     assert (full / "keep.txt").read_text() == "mine" and not (tmp_path / "o1").exists()
 
 
-def test_push_to_hub_offline_or_without_a_token_stops_before_exporting(rlp_on_warm_start, tmp_path, capsys,
-                                                                        monkeypatch):
+def test_push_to_hub_offline_or_without_a_token_stops_before_exporting(
+    rlp_on_warm_start, tmp_path, capsys, monkeypatch
+):
     from huggingface_hub import constants
 
     out = tmp_path / "out"
@@ -221,8 +287,9 @@ PLAIN_LOAD = textwrap.dedent("""
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600
+    )
 
 
 @pytest.mark.slow
@@ -236,25 +303,59 @@ def test_round_trip_plain_transformers_gives_the_runs_logits(tiny_model_dir, tmp
     from workbench.training.launch import train
 
     run = tmp_path / "run"
-    train(config_from_dict(dict(
-        trainer="rlp", model=str(tiny_model_dir), output_dir=str(run), max_steps=2, docs_per_step=1, positions_per_doc=2,
-        G=2, thought_tokens=4, min_thought_tokens=4, allow_eos_in_thought=False, max_doc_tokens=64,
-        learning_rate=1e-2, eval_data="corpus:eval", eval_docs=1, eval_positions="every:16", eval_G=2,
-        eval_thought_tokens=4, checkpoint_every=100, save_optimizer=False, progress=False, seed=3)))
+    train(
+        config_from_dict(
+            dict(
+                trainer="rlp",
+                model=str(tiny_model_dir),
+                output_dir=str(run),
+                max_steps=2,
+                docs_per_step=1,
+                positions_per_doc=2,
+                G=2,
+                thought_tokens=4,
+                min_thought_tokens=4,
+                allow_eos_in_thought=False,
+                max_doc_tokens=64,
+                learning_rate=1e-2,
+                eval_data="corpus:eval",
+                eval_docs=1,
+                eval_positions="every:16",
+                eval_G=2,
+                eval_thought_tokens=4,
+                checkpoint_every=100,
+                save_optimizer=False,
+                progress=False,
+                seed=3,
+            )
+        )
+    )
     out = tmp_path / "export"
     done = _cli("export", str(run), str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == str(out.resolve())
     files = {p.name for p in out.iterdir()}
-    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-            "README.md", "film_last_frame.png"} <= files, files
+    assert {
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+        "film_last_frame.png",
+    } <= files, files
     assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in files)
 
     # plain transformers, in a process without the workbench
     text = "Two and two make <think> 2 + 2 = 4 </think> four."
-    got = subprocess.run([sys.executable, "-c", PLAIN_LOAD, str(out), text, str(tmp_path / "plain.pt")],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    got = subprocess.run(
+        [sys.executable, "-c", PLAIN_LOAD, str(out), text, str(tmp_path / "plain.pt")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
     assert got.returncode == 0, got.stderr[-3000:]
     plain = torch.load(tmp_path / "plain.pt", weights_only=True)
     assert plain["modules"] == [] and plain["dtype"] == "torch.float32"
@@ -291,8 +392,22 @@ def test_round_trip_plain_transformers_gives_the_runs_logits(tiny_model_dir, tmp
 
     # --push-to-hub offline: one line, no traceback, non-zero
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
-    pushed = subprocess.run([sys.executable, "-m", "workbench.cli", "export", str(run), str(tmp_path / "pushed"),
-                             "--push-to-hub", "someone/rlp-tiny"], capture_output=True, text=True, cwd=ROOT,
-                            env={**env, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}, timeout=300)
+    pushed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workbench.cli",
+            "export",
+            str(run),
+            str(tmp_path / "pushed"),
+            "--push-to-hub",
+            "someone/rlp-tiny",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**env, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")},
+        timeout=300,
+    )
     lines = pushed.stderr.strip().splitlines()
     assert pushed.returncode == 1 and len(lines) == 1 and "offline" in lines[0] and "Traceback" not in pushed.stderr

@@ -29,23 +29,40 @@ def offline_route(monkeypatch):
 
 def heatmap_figure() -> go.Figure:
     z = np.array([[0.1, -0.8, 0.5], [0.9, 0.0, -0.3]])
-    fig = go.Figure(go.Heatmap(z=z, x=["a", "b", "c"], y=["r1", "r2"], colorscale="RdBu", zmid=0,
-                               texttemplate="%{z:.2f}", colorbar={"title": {"text": "reward"}}))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=["a", "b", "c"],
+            y=["r1", "r2"],
+            colorscale="RdBu",
+            zmid=0,
+            texttemplate="%{z:.2f}",
+            colorbar={"title": {"text": "reward"}},
+        )
+    )
     fig.update_layout(title="Heat of the tokens", width=600, height=400)
     return fig
 
 
 def line_figure() -> go.Figure:
-    fig = go.Figure([go.Scatter(x=[0, 1, 2, 3], y=[1, 3, 2, 4], mode="lines+markers", name="policy"),
-                     go.Scatter(x=[0, 1, 2, 3], y=[2, 2, 1, 0], mode="lines", name="teacher", line={"dash": "dot"})])
+    fig = go.Figure(
+        [
+            go.Scatter(x=[0, 1, 2, 3], y=[1, 3, 2, 4], mode="lines+markers", name="policy"),
+            go.Scatter(x=[0, 1, 2, 3], y=[2, 2, 1, 0], mode="lines", name="teacher", line={"dash": "dot"}),
+        ]
+    )
     fig.add_hline(y=0, line_dash="dot", line_color="grey")
     fig.update_layout(title="Reward along the document", xaxis_title="position t", yaxis_title="nats")
     return fig
 
 
 def bar_figure() -> go.Figure:
-    fig = go.Figure([go.Bar(x=["empty", "leak", "echo"], y=[-1.0, 2.0, 0.5], name="reward"),
-                     go.Bar(x=["empty", "leak", "echo"], y=[0.0, 3.0, 1.5], name="content gain")])
+    fig = go.Figure(
+        [
+            go.Bar(x=["empty", "leak", "echo"], y=[-1.0, 2.0, 0.5], name="reward"),
+            go.Bar(x=["empty", "leak", "echo"], y=[0.0, 3.0, 1.5], name="content gain"),
+        ]
+    )
     fig.update_layout(barmode="group", title="What each kind of thought earns")
     return fig
 
@@ -53,8 +70,9 @@ def bar_figure() -> go.Figure:
 def subplots_figure() -> go.Figure:
     fig = make_subplots(rows=2, cols=2, subplot_titles=["loss", "reward", "length", "drift"])
     for i in range(4):
-        fig.add_trace(go.Scatter(x=[1, 2, 3], y=[i, i + 1, i * 2], name=f"m{i}", showlegend=False),
-                      row=i // 2 + 1, col=i % 2 + 1)
+        fig.add_trace(
+            go.Scatter(x=[1, 2, 3], y=[i, i + 1, i * 2], name=f"m{i}", showlegend=False), row=i // 2 + 1, col=i % 2 + 1
+        )
     fig.update_layout(title="Training curves", height=500)
     return fig
 
@@ -80,12 +98,15 @@ def svg_text(path: Path) -> str:
     return " ".join(t for t in root.itertext())
 
 
-@pytest.mark.parametrize("make, words", [
-    (heatmap_figure, ["Heat of the tokens", "reward", "r1", "0.90", "-0.80"]),
-    (line_figure, ["Reward along the document", "policy", "teacher", "position t", "nats"]),
-    (bar_figure, ["What each kind of thought earns", "content gain", "leak"]),
-    (subplots_figure, ["Training curves", "loss", "reward", "length", "drift"]),
-])
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (heatmap_figure, ["Heat of the tokens", "reward", "r1", "0.90", "-0.80"]),
+        (line_figure, ["Reward along the document", "policy", "teacher", "position t", "nats"]),
+        (bar_figure, ["What each kind of thought earns", "content gain", "leak"]),
+        (subplots_figure, ["Training curves", "loss", "reward", "length", "drift"]),
+    ],
+)
 def test_each_trace_type_becomes_a_png_and_an_svg_with_its_text(tmp_path, make, words):
     paths = save_figure(make(), tmp_path / "sub" / "fig")
     assert paths == [tmp_path / "sub" / "fig.png", tmp_path / "sub" / "fig.svg"]
@@ -155,8 +176,11 @@ def test_the_route(monkeypatch, tmp_path):
     assert figure_route() == "matplotlib"  # no browser: never kaleido, whatever is installed
     monkeypatch.setattr(figure_files, "find_browser", lambda: "/usr/bin/chromium")
     real_find_spec = figure_files.importlib.util.find_spec
-    monkeypatch.setattr(figure_files.importlib.util, "find_spec",
-                        lambda name, *a: object() if name == "kaleido" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        figure_files.importlib.util,
+        "find_spec",
+        lambda name, *a: object() if name == "kaleido" else real_find_spec(name, *a),
+    )
     assert figure_route() == "kaleido"
     monkeypatch.setenv(figure_files.ROUTE_ENV, "matplotlib")
     assert figure_route() == "matplotlib"
@@ -179,19 +203,30 @@ def executed_notebook(path: Path, figures: list[go.Figure]) -> Path:
     notebook renderer leaves in the .ipynb), then an HTML output."""
     outputs = [{"output_type": "stream", "name": "stdout", "text": ["hello\n"]}]
     for fig in figures:
-        outputs.append({"output_type": "display_data", "metadata": {},
-                        "data": {PLOTLY_MIME: json.loads(fig.to_json()), "text/html": ["<div>plot</div>"]}})
+        outputs.append(
+            {
+                "output_type": "display_data",
+                "metadata": {},
+                "data": {PLOTLY_MIME: json.loads(fig.to_json()), "text/html": ["<div>plot</div>"]},
+            }
+        )
     outputs.append({"output_type": "display_data", "metadata": {}, "data": {"text/html": ["<b>token map</b>"]}})
-    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {},
-          "cells": [{"cell_type": "markdown", "metadata": {}, "source": ["# t"]},
-                    {"cell_type": "code", "metadata": {}, "execution_count": 1, "source": ["x"], "outputs": outputs}]}
+    nb = {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {},
+        "cells": [
+            {"cell_type": "markdown", "metadata": {}, "source": ["# t"]},
+            {"cell_type": "code", "metadata": {}, "execution_count": 1, "source": ["x"], "outputs": outputs},
+        ],
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(nb))
     return path
 
 
 def test_the_report_writes_and_links_every_plotly_figure(tmp_path):
-    from workbench.notebook_runner import write_index
+    from workbench.report_index import write_index
 
     report = tmp_path / "report-1"
     run_a = report / "02_information_gain"
@@ -204,20 +239,25 @@ def test_the_report_writes_and_links_every_plotly_figure(tmp_path):
     index = write_index(report, [("02_information_gain", run_a), ("05_evaluation", run_b)])
 
     names = sorted(p.name for p in (report / "figures").iterdir())
-    assert names == ["02_information_gain-01-heat-of-the-tokens.png", "02_information_gain-01-heat-of-the-tokens.svg",
-                     "02_information_gain-02-what-each-kind-of-thought-earns.png",
-                     "02_information_gain-02-what-each-kind-of-thought-earns.svg"]
+    assert names == [
+        "02_information_gain-01-heat-of-the-tokens.png",
+        "02_information_gain-01-heat-of-the-tokens.svg",
+        "02_information_gain-02-what-each-kind-of-thought-earns.png",
+        "02_information_gain-02-what-each-kind-of-thought-earns.svg",
+    ]
     check_png(report / "figures" / names[0])
     assert "Heat of the tokens" in svg_text(report / "figures" / names[1])
     page = index.read_text()
     links = [h for h in re.findall(r'href="([^"]+)"', page) if h.startswith("figures/")]
     assert sorted(Path(h).name for h in links) == names
     assert all((report / h).is_file() for h in links)
-    assert "05_evaluation" in page and "mean_reward = -1.5" in page
+    assert "05_evaluation" in page and "<td>mean_reward</td><td>-1.5</td>" in page
 
 
-@pytest.mark.skipif(not (figure_files.importlib.util.find_spec("kaleido") and figure_files.find_browser()),
-                    reason="plotly's static export needs kaleido and a Chrome/Chromium binary")
+@pytest.mark.skipif(
+    not (figure_files.importlib.util.find_spec("kaleido") and figure_files.find_browser()),
+    reason="plotly's static export needs kaleido and a Chrome/Chromium binary",
+)
 def test_the_kaleido_route_where_a_browser_is_available(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="workbench"):
         png, svg = save_figure(bar_figure(), tmp_path / "kaleido", route="kaleido")

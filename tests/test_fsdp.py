@@ -22,8 +22,10 @@ from safetensors.torch import load_file
 from workbench.training.trainer import TIMING_KEYS, merge_process_rows, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without torch.distributed")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without torch.distributed"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +35,17 @@ def tiny_llama(tmp_path_factory) -> Path:
     from workbench.models import bundled_model_dir
 
     tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir("smollm2-135m"))
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny-llama")
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
@@ -44,8 +54,20 @@ def tiny_llama(tmp_path_factory) -> Path:
 
 
 def _torchrun(script: list[str], config: Path, out: Path, *extra: str, **env_extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           *script, "train", str(config), "--output-dir", str(out), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        *script,
+        "train",
+        str(config),
+        "--output-dir",
+        str(out),
+        *extra,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "WORKBENCH_COMPILE": "0", **env_extra}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -62,12 +84,38 @@ def _checkpoint(run: Path, step: int) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def test_merge_process_rows():
-    rows = [{"step": 3, "reward_mean": -1.0, "reward_max": 2.0, "contexts": 4, "thoughts": 16, "peak_rss_mb": 900.0,
-             "train_tokens_per_s": 10.0, "note": "a"},
-            {"step": 3, "reward_mean": -3.0, "reward_max": 5.0, "contexts": 4, "thoughts": 16, "peak_rss_mb": 1000.0,
-             "train_tokens_per_s": 30.0, "note": "b"}]
-    assert merge_process_rows(rows) == {"step": 3, "reward_mean": -2.0, "reward_max": 5.0, "contexts": 8, "thoughts": 32,
-                                        "peak_rss_mb": 1000.0, "train_tokens_per_s": 40.0, "note": "a"}
+    rows = [
+        {
+            "step": 3,
+            "reward_mean": -1.0,
+            "reward_max": 2.0,
+            "contexts": 4,
+            "thoughts": 16,
+            "peak_rss_mb": 900.0,
+            "train_tokens_per_s": 10.0,
+            "note": "a",
+        },
+        {
+            "step": 3,
+            "reward_mean": -3.0,
+            "reward_max": 5.0,
+            "contexts": 4,
+            "thoughts": 16,
+            "peak_rss_mb": 1000.0,
+            "train_tokens_per_s": 30.0,
+            "note": "b",
+        },
+    ]
+    assert merge_process_rows(rows) == {
+        "step": 3,
+        "reward_mean": -2.0,
+        "reward_max": 5.0,
+        "contexts": 8,
+        "thoughts": 32,
+        "peak_rss_mb": 1000.0,
+        "train_tokens_per_s": 40.0,
+        "note": "a",
+    }
     assert merge_process_rows(rows[:1]) == rows[0]
 
 

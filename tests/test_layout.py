@@ -94,16 +94,15 @@ def test_the_package_has_no_import_cycles():
 
 def test_one_rule_for_where_a_thought_ends():
     """`end_of_thought` is the only definition: the sampler, the vLLM backend and the TRL adapter call it."""
-    defined = [p.relative_to(PACKAGE.parent) for p in PACKAGE.rglob("*.py")
-               if "def end_of_thought(" in p.read_text()]
+    defined = [p.relative_to(PACKAGE.parent) for p in PACKAGE.rglob("*.py") if "def end_of_thought(" in p.read_text()]
     assert [str(p) for p in defined] == ["workbench/engine/thought.py"]
     for user in ("engine/sampler.py", "engine/vllm_backend.py", "trl_rewards.py"):
         assert "end_of_thought(" in (PACKAGE / user).read_text(), user
 
 
 def test_the_code_is_clean_under_ruff():
-    """`ruff check .` with the rules in pyproject.toml ([tool.ruff.lint]): no unused import or variable, no undefined
-    name, no ambiguous name; the CI runs it through this test."""
+    """`ruff check .` with the rules in pyproject.toml ([tool.ruff.lint]) and `ruff format --check .`: the CI runs both
+    through this test, before the slow tests (tests/conftest.py orders it first)."""
     import shutil
     import subprocess
     import sys
@@ -116,3 +115,8 @@ def test_the_code_is_clean_under_ruff():
         pytest.skip("ruff is not installed (pip install ruff, or the dev extra)")
     proc = subprocess.run([ruff, "check", "--no-cache", "."], cwd=PACKAGE.parent, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:]
+    # and formatted as `ruff format` writes it (line length 120): run `ruff format .` before committing
+    proc = subprocess.run(
+        [ruff, "format", "--check", "--no-cache", "."], cwd=PACKAGE.parent, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, "not formatted (run `ruff format .`): " + proc.stdout[-3000:]

@@ -104,7 +104,7 @@ def _scored_positions(handle, item: MCItem) -> set[tuple[tuple[int, ...], int]]:
     context_ids = list(handle.tokenizer(item.context).input_ids)
     out = set()
     for c in item.choices:
-        whole = context_ids + list(handle.tokenizer(item.context + TARGET_DELIMITER + c).input_ids)[len(context_ids):]
+        whole = context_ids + list(handle.tokenizer(item.context + TARGET_DELIMITER + c).input_ids)[len(context_ids) :]
         inp = tuple(whole[:-1])
         out |= {(inp, t) for t in range(len(context_ids) - 1, len(inp))}
     return out
@@ -113,7 +113,9 @@ def _scored_positions(handle, item: MCItem) -> set[tuple[tuple[int, ...], int]]:
 def _plain_scores(handle, items: list[MCItem]) -> dict:
     logprobs = [_plain_logprobs(handle, item) for item in items]
     preds = [_first_argmax(lps) for lps in logprobs]
-    preds_norm = [_first_argmax([lp / len(c) for lp, c in zip(lps, item.choices)]) for lps, item in zip(logprobs, items)]
+    preds_norm = [
+        _first_argmax([lp / len(c) for lp, c in zip(lps, item.choices)]) for lps, item in zip(logprobs, items)
+    ]
     return {
         "logprobs": logprobs,
         "pred": preds,
@@ -134,7 +136,9 @@ def _assert_same(result: dict, expected: dict, items: list[MCItem]):
 
 
 @pytest.mark.model
-@pytest.mark.parametrize("fixture", [pytest.param("gemma_fp32", marks=pytest.mark.slow), "smollm_fp32"])  # gemma: full suite
+@pytest.mark.parametrize(
+    "fixture", [pytest.param("gemma_fp32", marks=pytest.mark.slow), "smollm_fp32"]
+)  # gemma: full suite
 def test_lm_eval_scores_match_a_plain_forward(request, tmp_path, fixture):
     _needs_lm_eval()
     from workbench.mc_eval import mc_scores
@@ -177,10 +181,20 @@ def test_summary_reads_lm_eval_samples():
         MCItem("b", "Tie?", ("p", "q", "r"), 2, "prose"),
     ]
     samples = [  # lm-eval's log_samples entries, out of order as lm-eval may log them
-        {"doc_id": 1, "doc": {"question": "Tie?"}, "resps": [[[-3.0, False]], [[-3.0, False]], [[-5.0, False]]],
-         "acc": 0.0, "acc_norm": 0.0},
-        {"doc_id": 0, "doc": {"question": "Which?"}, "resps": [[[-1.0, True]], [[-2.0, False]]],
-         "acc": 0.0, "acc_norm": 1.0},
+        {
+            "doc_id": 1,
+            "doc": {"question": "Tie?"},
+            "resps": [[[-3.0, False]], [[-3.0, False]], [[-5.0, False]]],
+            "acc": 0.0,
+            "acc_norm": 0.0,
+        },
+        {
+            "doc_id": 0,
+            "doc": {"question": "Which?"},
+            "resps": [[[-1.0, True]], [[-2.0, False]]],
+            "acc": 0.0,
+            "acc_norm": 1.0,
+        },
     ]
     results = {"results": {LM_EVAL_TASK: {"acc,none": 0.0, "acc_norm,none": 0.5}}, "samples": {LM_EVAL_TASK: samples}}
     summary = mc_summary(results, items, label="m")
@@ -189,7 +203,10 @@ def test_summary_reads_lm_eval_samples():
     assert first["correct"] is False and first["correct_norm"] is True and first["logprobs"] == [-1.0, -2.0]
     assert (second["pred"], second["pred_norm"]) == (0, 0)  # ties go to the first choice, as numpy's argmax
     assert summary["acc"] == 0.0 and summary["acc_norm"] == 0.5 and summary["n"] == 2
-    assert summary["by_topic"] == {"math": {"acc": 0.0, "acc_norm": 1.0, "n": 1}, "prose": {"acc": 0.0, "acc_norm": 0.0, "n": 1}}
+    assert summary["by_topic"] == {
+        "math": {"acc": 0.0, "acc_norm": 1.0, "n": 1},
+        "prose": {"acc": 0.0, "acc_norm": 0.0, "n": 1},
+    }
     with pytest.raises(WorkbenchError, match="not the task file's item"):
         mc_summary(results, items[::-1])
     with pytest.raises(WorkbenchError, match="log_samples=True"):
@@ -201,7 +218,7 @@ def test_a_bad_task_file_is_named_before_lm_eval_runs(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # not even lm-eval's absence hides the bad line
     path = _write(tmp_path, [json.dumps({**GOOD, "answer": 5})])
-    with pytest.raises(WorkbenchError, match=f"{path}:1 needs \"answer\""):
+    with pytest.raises(WorkbenchError, match=f'{path}:1 needs "answer"'):
         mc_scores(None, task_file=path)
 
 

@@ -17,7 +17,9 @@ def test_thought_stats_against_a_plain_count():
     assert s["thought_tokens_p50"] == pytest.approx(4.0)
     assert s["share_empty"] == pytest.approx(2 / 6)
     assert s["share_closed"] == pytest.approx(5 / 6)
-    assert (s["share_closed_by_marker"], s["share_closed_by_eos"], s["share_budget"]) == pytest.approx((3 / 6, 2 / 6, 1 / 6))
+    assert (s["share_closed_by_marker"], s["share_closed_by_eos"], s["share_budget"]) == pytest.approx(
+        (3 / 6, 2 / 6, 1 / 6)
+    )
     assert thought_stats([], []) == {}
 
 

@@ -6,8 +6,13 @@ from workbench.training.monitor import RewardHackingMonitor
 
 
 def _row(step, reward, acc, se=0.05):
-    return {"step": step, "eval_reward_mean": reward, "eval_reward_mean_se": 0.1,
-            "eval_answer_accuracy_thinking": acc, "eval_answer_accuracy_thinking_se": se}
+    return {
+        "step": step,
+        "eval_reward_mean": reward,
+        "eval_reward_mean_se": 0.1,
+        "eval_answer_accuracy_thinking": acc,
+        "eval_answer_accuracy_thinking_se": se,
+    }
 
 
 def test_it_fires_once_after_k_evaluations_in_a_row():
@@ -32,8 +37,11 @@ def test_noise_and_a_broken_streak_do_not_fire():
 def test_the_chart_marks_the_band():
     from workbench.training_viz import training_curves
 
-    rows = [{"step": 0, "reward_mean": -1.0}, {"step": 1, "reward_mean": 0.0},
-            {"step": 2, "reward_mean": 0.5, "reward_hacking_warning": 1, "reward_hacking_since_step": 1}]
+    rows = [
+        {"step": 0, "reward_mean": -1.0},
+        {"step": 1, "reward_mean": 0.0},
+        {"step": 2, "reward_mean": 0.5, "reward_hacking_warning": 1, "reward_hacking_since_step": 1},
+    ]
     fig = training_curves({"run": rows})
     assert any(shape.fillcolor == "crimson" for shape in fig.layout.shapes)
     assert not training_curves({"run": rows[:2]}).layout.shapes

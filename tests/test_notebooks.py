@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -14,17 +15,77 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SMALL = {
-    "01_sampling_thoughts": ["positions", "every:60", "G", "2", "thought_tokens", "6",
-                             "sweep_temperatures", "[0.0, 1.0]", "sweep_budgets", "[2, 6]", "max_tokens", "160"],
+    "01_sampling_thoughts": [
+        "positions",
+        "every:60",
+        "G",
+        "2",
+        "thought_tokens",
+        "6",
+        "sweep_temperatures",
+        "[0.0, 1.0]",
+        "sweep_budgets",
+        "[2, 6]",
+        "max_tokens",
+        "160",
+    ],
     # the thinking-ready sections run on the warm start shipped in data/warmstart (no training)
     "02_information_gain": ["positions", "every:12", "G", "2", "thought_tokens", "6", "max_tokens", "120"],
-    "03_reward_designs": ["positions", "every:30", "G", "2", "thought_tokens", "6", "max_tokens", "120",
-                          "sweep_G", "[1, 2]", "sweep_budgets", "[2, 6]", "probe_positions", "every:40"],
+    "03_reward_designs": [
+        "positions",
+        "every:30",
+        "G",
+        "2",
+        "thought_tokens",
+        "6",
+        "max_tokens",
+        "120",
+        "sweep_G",
+        "[1, 2]",
+        "sweep_budgets",
+        "[2, 6]",
+        "probe_positions",
+        "every:40",
+    ],
     # 04-05 train on SmolLM2-135M here: the same code paths, a quarter of Gemma's cost (the report runs Gemma)
-    "04_training": ["model", "smollm2-135m", "max_steps", "2", "thought_tokens", "6", "positions_per_doc", "1", "G", "2",
-                    "guard_experiment", "True", "guard_steps", "2", "guard_thought_tokens", "4",
-                    "arena", "True", "arena_designs", "rlp,nover", "arena_steps", "1", "thinking_steps", "1"],
-    "05_evaluation": ["model", "smollm2-135m", "train_steps", "1", "positions", "every:20", "G", "2", "thought_tokens", "6"],
+    "04_training": [
+        "model",
+        "smollm2-135m",
+        "max_steps",
+        "2",
+        "thought_tokens",
+        "6",
+        "positions_per_doc",
+        "1",
+        "G",
+        "2",
+        "guard_experiment",
+        "True",
+        "guard_steps",
+        "2",
+        "guard_thought_tokens",
+        "4",
+        "arena",
+        "True",
+        "arena_designs",
+        "rlp,nover",
+        "arena_steps",
+        "1",
+        "thinking_steps",
+        "1",
+    ],
+    "05_evaluation": [
+        "model",
+        "smollm2-135m",
+        "train_steps",
+        "1",
+        "positions",
+        "every:20",
+        "G",
+        "2",
+        "thought_tokens",
+        "6",
+    ],
 }
 
 
@@ -39,14 +100,17 @@ def check_work_budget(stem: str, metrics: dict) -> None:
     record = os.environ.get("WORKBENCH_RECORD_WORK")
     if record:  # a maintainer re-measuring the budgets: write what was counted, check nothing
         with open(record, "a") as fh:
-            fh.write(json.dumps({"notebook": stem, **{k: v for k, v in metrics.items() if k.startswith("work_")}}) + "\n")
+            fh.write(
+                json.dumps({"notebook": stem, **{k: v for k, v in metrics.items() if k.startswith("work_")}}) + "\n"
+            )
         return
     budget = BUDGETS["notebooks"][stem]["test_work"]
     allowed = budget["work_flops"] * (1 + BUDGETS["tolerance"])
     assert metrics["work_flops"] <= allowed, (
         f"{stem} did {metrics['work_flops']:.4g} FLOPs of counted work at the test's parameters, over its budget of "
         f"{budget['work_flops']:.4g} (+{BUDGETS['tolerance']:.0%}) in notebooks/work_budgets.json. If the new work "
-        f"belongs on the default path, raise the budget there on purpose (and say what it costs in the notebook)")
+        f"belongs on the default path, raise the budget there on purpose (and say what it costs in the notebook)"
+    )
     assert metrics["work_flops"] > 0 and metrics["work_tokens"] > 0
 
 
@@ -60,13 +124,20 @@ def test_default_parameters_are_the_ones_budgeted():
         recorded = BUDGETS["notebooks"][path.stem]["defaults"]
         changed = {k: (recorded.get(k), v) for k, v in defaults.items() if recorded.get(k) != v}
         assert not changed and set(recorded) == set(defaults), (
-            f"{path.stem}: default parameters differ from notebooks/work_budgets.json (recorded, now): {changed}")
+            f"{path.stem}: default parameters differ from notebooks/work_budgets.json (recorded, now): {changed}"
+        )
 
 
 def run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "workbench.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def test_notebooks_are_committed_without_outputs():
@@ -97,6 +168,8 @@ def test_papermill_parses_every_parameter_line():
 
 # the 04 case's training runs, handed to 05 as `workbench report` does (05 trains its own when run alone)
 TRAINED: dict[str, str] = {}
+# every executed notebook's run directory: the report index test below builds its index from them
+EXECUTED: dict[str, Path] = {}
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +186,19 @@ def test_notebook_runs_headlessly(tmp_path, kept_runs, stem):
     for name, value in zip(pairs[::2], pairs[1::2]):
         args += ["-p", name, value]
     if stem == "05_evaluation" and TRAINED:
-        args += ["-p", "rlp_run", TRAINED["rlp_run"], "-p", "ntp_run", TRAINED["ntp_run"],
-                 "-p", "rlp_warm_run", TRAINED["rlp_warm_run"]]
-    runs = kept_runs if stem == "04_training" else tmp_path
-    proc = run("run", stem, *args, "--runs", str(runs))
+        args += [
+            "-p",
+            "rlp_run",
+            TRAINED["rlp_run"],
+            "-p",
+            "ntp_run",
+            TRAINED["ntp_run"],
+            "-p",
+            "rlp_warm_run",
+            TRAINED["rlp_warm_run"],
+        ]
+    runs = kept_runs  # they outlive the test: 05 reads 04's runs, the index test reads all five
+    proc = run("run", stem, *args, "--runs", str(runs), "--code", "fold")
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = Path(proc.stdout.strip().splitlines()[-1])  # the last line printed is the run directory
     assert run_dir.parent == runs and run_dir.is_dir()
@@ -136,6 +218,8 @@ def test_notebook_runs_headlessly(tmp_path, kept_runs, stem):
         assert metrics["model"] == "gemma3-270m" and metrics["thoughts"] > 0
     page = (run_dir / f"{stem}.html").read_text()
     assert "Plotly.newPlot" in page  # charts are embedded with plotly.js inline: the report works offline
+    assert "wb-code" in page and "overflow-x:auto" in page  # code folded under a click, wide tables scroll
+    EXECUTED[stem] = run_dir
     if stem == "02_information_gain":
         assert "mean reward (nats)" in page and "hover a token" in page  # the token heat map
         assert "mean content gain" in page and "headroom (best probe" in page  # its two new layers
@@ -148,8 +232,17 @@ def test_notebook_runs_headlessly(tmp_path, kept_runs, stem):
     if stem == "03_reward_designs":
         assert "The designs on a thinking-ready model" in page and "RLP's information gain: base" in page
         assert page.count("hover a token") >= 9  # one token map per design
-        assert set(metrics["designs"]) >= {"rlp", "quiet_star", "vr_cli", "nover", "intuitor", "rpt", "pretrainzero", "rlpt",
-                                            "reasoning_pattern"}
+        assert set(metrics["designs"]) >= {
+            "rlp",
+            "quiet_star",
+            "vr_cli",
+            "nover",
+            "intuitor",
+            "rpt",
+            "pretrainzero",
+            "rlpt",
+            "reasoning_pattern",
+        }
         assert set(metrics["sanity"]) == set(metrics["designs"])  # the sanity table covers every design
         assert all(0 <= row["leak>wrong_hint"] <= 1 for row in metrics["sanity"].values())
     if stem == "04_training":
@@ -164,15 +257,21 @@ def test_notebook_runs_headlessly(tmp_path, kept_runs, stem):
         assert (Path(metrics["empty_allowed_run"]) / "metrics.jsonl").exists()
         faithful = json.loads((Path(metrics["faithful_run"]) / "run.json").read_text())
         allowed = json.loads((Path(metrics["empty_allowed_run"]) / "run.json").read_text())
-        assert faithful["deviations_from_paper"] == [] and any("empty thought" in d for d in allowed["deviations_from_paper"])
+        assert faithful["deviations_from_paper"] == [] and any(
+            "empty thought" in d for d in allowed["deviations_from_paper"]
+        )
         # the arena: the same compute for the second design (to one step), the same evaluation for all runs
         assert metrics["arena_designs"] == ["rlp", "nover"]
         assert metrics["arena_nover_flops"] >= metrics["arena_rlp_flops"]
-        evaluations = {json.dumps(json.loads((Path(p) / "run.json").read_text())["evaluation"], sort_keys=True)
-                       for p in (rlp, ntp, metrics["faithful_run"], metrics["guarded_run"])}
+        evaluations = {
+            json.dumps(json.loads((Path(p) / "run.json").read_text())["evaluation"], sort_keys=True)
+            for p in (rlp, ntp, metrics["faithful_run"], metrics["guarded_run"])
+        }
         assert len(evaluations) == 1  # RLP, NTP and the guard runs were evaluated alike
         # section 5: RLP from the (one-step) warm start at the thinking corpus's answers, with its film
-        warm_rows = [json.loads(line) for line in (Path(metrics["rlp_warm_run"]) / "metrics.jsonl").read_text().splitlines()]
+        warm_rows = [
+            json.loads(line) for line in (Path(metrics["rlp_warm_run"]) / "metrics.jsonl").read_text().splitlines()
+        ]
         assert "eval_answer_accuracy_thinking" in warm_rows[-1] and warm_rows[-1]["step"] == 1
         assert len(list((Path(metrics["rlp_warm_run"]) / "film").glob("step-*.json"))) == 2
         assert "held-out worksheet, reward at the answers" in page
@@ -210,3 +309,60 @@ def test_failing_cell_is_named_and_the_partial_notebook_kept(tmp_path):
     run_dirs = list((tmp_path / "runs").iterdir())
     assert len(run_dirs) == 1
     assert (run_dirs[0] / "broken.ipynb").exists() and (run_dirs[0] / "broken.html").exists()
+
+
+@pytest.mark.notebook
+def test_the_report_index_tells_the_findings_and_survives_a_move(tmp_path):
+    """The report's front page, built from the five notebooks executed above: what ran and on which machine, each
+    notebook's headline sentences with its numbers, a thumbnail of its key figure, the raw metrics a click away - and
+    every link relative, so the folder still works after it is moved. In Chromium too, where one is installed."""
+    import re
+    import shutil
+
+    from workbench.report_index import write_index
+
+    if set(EXECUTED) != set(SMALL):
+        pytest.skip(f"needs all five notebooks executed above (have {sorted(EXECUTED)})")
+    report = tmp_path / "report"
+    for stem, run_dir in EXECUTED.items():
+        shutil.copytree(run_dir, report / stem)
+    write_index(report, [(stem, report / stem) for stem in SMALL])
+    moved = tmp_path / "elsewhere" / "copied-report"
+    shutil.move(str(report), moved)
+    page = (moved / "index.html").read_text()
+    for stem in SMALL:
+        assert f"id='{stem}'" in page
+    assert "gemma3-270m" in page and "dtype " in page and "all five" in page  # model, machine, timing
+    assert "nats on average" in page and "The empty thought alone scores" in page  # 01's sentences, with numbers
+    assert "After the warm start, at" in page and "best action at" in page  # 02: base vs thinking-ready probes
+    assert "reward designs scored the same" in page  # 03
+    assert "RLP on the base model, 2 steps: training reward" in page and "RLP from the warm start" in page  # 04
+    assert "Held-out perplexity without thoughts: base" in page  # 05
+    assert "all metrics (" in page
+    targets = re.findall(r'(?:href|src)="([^"#]+)"', page) + re.findall(r"(?:href|src)='([^'#]+)'", page)
+    assert targets and not [t for t in targets if t.startswith("/") or "://" in t]  # relative only
+    missing = [t for t in targets if not (moved / t).exists()]
+    assert not missing, missing  # and each one resolves in the moved folder
+    thumbs = re.findall(r'<img src="(figures/[^"]+\.png)"', page)
+    assert len(thumbs) >= 4, thumbs  # 01-05 draw plotly figures; each notebook's key one is its thumbnail
+
+    from test_browser import find_chromium
+
+    chromium = find_chromium()
+    if chromium is None or importlib.util.find_spec("playwright") is None:
+        return  # the browser half needs Chromium and Playwright (scripts/install.sh --browser)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        tab = browser.new_page(viewport={"width": 1300, "height": 1000})
+        tab.goto((moved / "index.html").as_uri())
+        tab.wait_for_load_state("load")
+        sizes = tab.evaluate("Array.from(document.images).map(i => i.naturalWidth)")
+        assert len(sizes) == len(thumbs) and all(w > 100 for w in sizes), sizes  # every thumbnail drew
+        text = tab.inner_text("body")
+        assert "RLP on the base model" in text and "all metrics" in text
+        out = ROOT / "test-output" / "report-index"
+        out.mkdir(parents=True, exist_ok=True)
+        tab.screenshot(path=str(out / "index.png"), full_page=True)
+        browser.close()

@@ -38,9 +38,7 @@ def _check_against_reference(handle, ids, rm, tol):
 def test_gemma_rewards_equal_plain_transformers_fp32(gemma_fp32, math_doc):
     ids = tokenize(gemma_fp32.tokenizer, math_doc.text, 160)
     assert ids[0] == gemma_fp32.tokenizer.bos_token_id, "Gemma scores with <bos> first"
-    rm = reward_map(
-        gemma_fp32, teacher_of(gemma_fp32), ids, "random:5", SamplingConfig(G=3, thought_tokens=10, seed=3)
-    )
+    rm = reward_map(gemma_fp32, teacher_of(gemma_fp32), ids, "random:5", SamplingConfig(G=3, thought_tokens=10, seed=3))
     assert len(rm.positions) == 5 and len(rm.thoughts) == 15
     _check_against_reference(gemma_fp32, ids, rm, tol=2e-3)
 
@@ -99,7 +97,11 @@ def test_marker_written_with_other_tokens_is_cut_and_rescored(gemma_fp32, math_d
     template = ThoughtTemplate(open=" (", close=". ")
     ids = tokenize(gemma_fp32.tokenizer, math_doc.text, 120)
     rm = reward_map(
-        gemma_fp32, teacher_of(gemma_fp32), ids, "every:13", SamplingConfig(G=4, thought_tokens=24, seed=0),
+        gemma_fp32,
+        teacher_of(gemma_fp32),
+        ids,
+        "every:13",
+        SamplingConfig(G=4, thought_tokens=24, seed=0),
         template=template,
     )
     rewound = [th for th in rm.thoughts if th.hidden_tokens > 0]
@@ -111,9 +113,7 @@ def test_marker_written_with_other_tokens_is_cut_and_rescored(gemma_fp32, math_d
 def test_bf16_engine_close_to_fp32_reference(gemma_bf16, gemma_fp32, math_doc):
     ids = tokenize(gemma_bf16.tokenizer, math_doc.text, 120)
     rm = reward_map(gemma_bf16, teacher_of(gemma_bf16), ids, "every:20", SamplingConfig(G=2, thought_tokens=8))
-    diffs = [
-        th.logp_with_thought - logp_next(gemma_fp32.model, th.scored_ids, ids[th.position]) for th in rm.thoughts
-    ]
+    diffs = [th.logp_with_thought - logp_next(gemma_fp32.model, th.scored_ids, ids[th.position]) for th in rm.thoughts]
     # bf16 carries ~3 significant digits; per-score deviations stay within a fraction of a nat
     assert np.median(np.abs(diffs)) < 0.15
     assert np.max(np.abs(diffs)) < 1.0

@@ -7,8 +7,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workbench.training.rl_math import (clipped_surrogate, ema_update_, guarded_advantages, kl_k3, normalise_loss,
-                                        relative_drift, rloo_advantages)
+from workbench.training.rl_math import (
+    clipped_surrogate,
+    ema_update_,
+    guarded_advantages,
+    kl_k3,
+    normalise_loss,
+    relative_drift,
+    rloo_advantages,
+)
 
 
 def test_rloo_advantage_by_hand():
@@ -104,9 +111,15 @@ def test_ema_update_by_hand():
 def test_drift_by_group_names_the_part_that_moved():
     from workbench.training.rl_math import drift_by_group, module_group
 
-    assert [module_group(n) for n in ("model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
-                                      "model.layers.0.mlp.up_proj.weight", "model.norm.weight")] == \
-        ["embedding", "attention", "mlp", "norm"]
+    assert [
+        module_group(n)
+        for n in (
+            "model.embed_tokens.weight",
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.0.mlp.up_proj.weight",
+            "model.norm.weight",
+        )
+    ] == ["embedding", "attention", "mlp", "norm"]
     teacher = [torch.ones(4), torch.ones(4)]
     policy = [("model.embed_tokens.weight", torch.ones(4)), ("model.layers.0.mlp.up_proj.weight", 2 * torch.ones(4))]
     out = drift_by_group(teacher, policy)

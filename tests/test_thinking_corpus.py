@@ -6,12 +6,29 @@ import json
 
 import pytest
 
-from workbench.data import (DocumentIds, data_dir, interleave_thoughts, load_documents, load_thinking_corpus,
-                            parse_positions, select_positions, tokenize_document)
+from workbench.data import (
+    DocumentIds,
+    data_dir,
+    interleave_thoughts,
+    load_documents,
+    load_thinking_corpus,
+    parse_positions,
+    select_positions,
+    tokenize_document,
+)
 from workbench.errors import WorkbenchError
+from workbench.thinking_corpus import (
+    DAYS,
+    FAMILIES,
+    NAMES,
+    SPLIT_SEEDS,
+    SPLIT_SIZES,
+    CorpusSpec,
+    generate,
+    thought_style,
+    write_corpus,
+)
 from workbench.training.warmstart_trainer import recipe_thoughts
-from workbench.thinking_corpus import (DAYS, FAMILIES, NAMES, SPLIT_SEEDS, SPLIT_SIZES, CorpusSpec, generate, thought_style,
-                                       write_corpus)
 
 
 def test_generator_is_deterministic_and_the_shipped_files_are_its_output(tmp_path):
@@ -20,12 +37,14 @@ def test_generator_is_deterministic_and_the_shipped_files_are_its_output(tmp_pat
     paths = write_corpus(tmp_path)
     for split in SPLIT_SEEDS:
         assert paths[split].read_bytes() == (data_dir() / "thinking" / f"{split}.jsonl").read_bytes(), (
-            f"data/thinking/{split}.jsonl is not what the generator writes: run python -m workbench.thinking_corpus")
+            f"data/thinking/{split}.jsonl is not what the generator writes: run python -m workbench.thinking_corpus"
+        )
 
 
 def test_splits_are_disjoint_and_sized():
     train, held_out = load_thinking_corpus("train"), load_thinking_corpus("eval")
     assert (len(train), len(held_out)) == (SPLIT_SIZES["train"], SPLIT_SIZES["eval"])
+
     # no problem (question + answer) of the held-out split appears in the training split
     def problems(docs):
         return {p for d in docs for p in d.text.split("\n\n")[1:] if "?" in p}
@@ -89,7 +108,9 @@ def test_bad_answer_fields_are_one_line_errors(tmp_path):
 
 
 @pytest.mark.model
-@pytest.mark.parametrize("model", [pytest.param("gemma3-270m", marks=pytest.mark.slow), "smollm2-135m"])  # gemma: full suite
+@pytest.mark.parametrize(
+    "model", [pytest.param("gemma3-270m", marks=pytest.mark.slow), "smollm2-135m"]
+)  # gemma: full suite
 def test_splicing_builds_the_sequence_rlp_scores(model):
     """Every answer is one token in both tokenizers, and the warm start's ids are ids[:t] + open + thought + close +
     ids[t:] at each thought's answer token t: the sequence RLP scores when it samples that thought there."""
@@ -116,16 +137,21 @@ def test_splicing_builds_the_sequence_rlp_scores(model):
         expected += plain[last:]
         assert list(spliced) == expected
         assert [spliced[t] for t in spliced.marked] == [plain[t] for t in plain.marked]  # answers moved with the splice
-        inserted = sum(len(open_ids) + len(tok.encode(x, add_special_tokens=False)) + len(close_ids) for _, x, _ in doc.thoughts)
+        inserted = sum(
+            len(open_ids) + len(tok.encode(x, add_special_tokens=False)) + len(close_ids) for _, x, _ in doc.thoughts
+        )
         assert len(spliced.trained) == inserted + len(plain.marked)
         assert set(spliced.marked) <= set(spliced.trained)
         only_scratch = interleave_thoughts(tok, doc, open_ids, close_ids, thoughts=recipe_thoughts(doc, ["scratch"]))
-        with_restatements = interleave_thoughts(tok, doc, open_ids, close_ids,
-                                                thoughts=recipe_thoughts(doc, ["scratch", "restate"]))
+        with_restatements = interleave_thoughts(
+            tok, doc, open_ids, close_ids, thoughts=recipe_thoughts(doc, ["scratch", "restate"])
+        )
         assert only_scratch.trained is None and len(only_scratch) <= len(with_restatements)
         # without slips in the recipe, the answer's correct scratchpad stands in for a slip (the corpus before slips)
         scratch_of = {a: dict(options)["scratch"] for (a, _), options in zip(doc.answers, doc.answer_thoughts)}
-        no_slips = interleave_thoughts(tok, doc, open_ids, close_ids, thoughts=recipe_thoughts(doc, ["scratch", "restate"]))
+        no_slips = interleave_thoughts(
+            tok, doc, open_ids, close_ids, thoughts=recipe_thoughts(doc, ["scratch", "restate"])
+        )
         expected, last = [], 0
         for at, text, style in doc.thoughts:
             t = by_char[at]
@@ -145,11 +171,20 @@ def test_splicing_builds_the_sequence_rlp_scores(model):
             assert read_only.trained is None
 
 
-@pytest.mark.parametrize("text, style", [
-    ("So 4", "guess"), ("4", "guess"), ("So Monday.", "guess"), ("The answer is 4", "guess"), ("Answer: Pablo", "guess"),
-    ("I think it is a big number", "guess"), ("the white box holds 7", "scratch"), ("6 plus 2: 7 is 1, 8 is 2. So 8", "scratch"),
-    ("The question asks how many", "restate"),
-])
+@pytest.mark.parametrize(
+    "text, style",
+    [
+        ("So 4", "guess"),
+        ("4", "guess"),
+        ("So Monday.", "guess"),
+        ("The answer is 4", "guess"),
+        ("Answer: Pablo", "guess"),
+        ("I think it is a big number", "guess"),
+        ("the white box holds 7", "scratch"),
+        ("6 plus 2: 7 is 1, 8 is 2. So 8", "scratch"),
+        ("The question asks how many", "restate"),
+    ],
+)
 def test_a_scratchpad_needs_a_counted_step(text, style):
     """A bare guess ("So 4") is not a scratchpad: the style needs at least one step that works with a number."""
     assert thought_style(text) == style
@@ -158,8 +193,12 @@ def test_a_scratchpad_needs_a_counted_step(text, style):
 def test_style_stats_count_reward_and_budget_by_style():
     from workbench.thinking_corpus import style_stats
 
-    out = style_stats(["5 is 1, 10 is 2. So 2", "So 3", "The question asks", "5 is 1, 10 is"], [1.0, -1.0, 0.5, -3.0],
-                      ["marker", "marker", "marker", "budget"], prefix="eval_")
+    out = style_stats(
+        ["5 is 1, 10 is 2. So 2", "So 3", "The question asks", "5 is 1, 10 is"],
+        [1.0, -1.0, 0.5, -3.0],
+        ["marker", "marker", "marker", "budget"],
+        prefix="eval_",
+    )
     assert out["eval_n_scratch"] == 2 and out["eval_n_guess"] == 1 and out["eval_n_restate"] == 1
     assert out["eval_reward_scratch_mean"] == -1.0 and out["eval_share_scratch_at_budget"] == 0.5
     assert out["eval_reward_guess_mean"] == -1.0 and out["eval_share_restate_at_budget"] == 0.0

@@ -11,7 +11,7 @@ from workbench.data import find_document, tokenize
 from workbench.engine.thought import SamplingConfig, ThoughtTemplate
 from workbench.errors import WorkbenchError
 from workbench.models import teacher_of
-from workbench.probes import NEXT_WORD, NEUTRAL, probe_map
+from workbench.probes import NEUTRAL, NEXT_WORD, probe_map
 from workbench.rewards import empty_thought_logp, reward_map, run_teacher_pass, score_thoughts
 
 pytestmark = pytest.mark.model
@@ -44,8 +44,15 @@ def test_empty_thought_on_the_given_path_equals_a_sampled_budget_of_zero(gemma_f
     ids = tokenize(gemma_fp32.tokenizer, math_doc.text, 120)
     positions = [9, 40, 77, 100]
     done = run_teacher_pass(teacher_of(gemma_fp32), ids)  # one prefix for both (a fresh encoding rounds differently)
-    sampled = reward_map(gemma_fp32, teacher_of(gemma_fp32), ids, "at:9,40,77,100", SamplingConfig(G=1, thought_tokens=0),
-                         empty_reference=False, teacher_pass=done)
+    sampled = reward_map(
+        gemma_fp32,
+        teacher_of(gemma_fp32),
+        ids,
+        "at:9,40,77,100",
+        SamplingConfig(G=1, thought_tokens=0),
+        empty_reference=False,
+        teacher_pass=done,
+    )
     given = empty_thought_logp(gemma_fp32, ids, positions, prefix=done.cache)
     assert [th.logp_with_thought for th in sampled.thoughts] == given.tolist()
 
@@ -55,7 +62,12 @@ def test_given_text_thought_equals_plain_transformers(request, which, math_doc):
     handle = request.getfixturevalue(which)
     tok = handle.tokenizer
     ids = tokenize(tok, math_doc.text, 120)
-    thoughts = [(30, "The next number is 12."), (30, ""), (71, "Add the two numbers first."), (110, [int(ids[5]), int(ids[6])])]
+    thoughts = [
+        (30, "The next number is 12."),
+        (30, ""),
+        (71, "Add the two numbers first."),
+        (110, [int(ids[5]), int(ids[6])]),
+    ]
     rm = score_thoughts(handle, teacher_of(handle), ids, thoughts, top_k=5)
     template = ThoughtTemplate()
     open_ids, close_ids = template.open_ids(tok), template.close_ids(tok)
@@ -99,9 +111,20 @@ def test_bad_given_thoughts_are_rejected(gemma_fp32, math_doc):
 def test_probe_families_are_built_from_the_document(gemma_fp32, math_doc):
     tok = gemma_fp32.tokenizer
     ids = tokenize(tok, math_doc.text, 120)
-    probes = probe_map(gemma_fp32, teacher_of(gemma_fp32), ids, [20, 50, 90],
-                       families={"empty": None, "leak": None, "echo": None, "wrong_hint": None, "neutral": None,
-                                 "hint": "Maybe {next}"})
+    probes = probe_map(
+        gemma_fp32,
+        teacher_of(gemma_fp32),
+        ids,
+        [20, 50, 90],
+        families={
+            "empty": None,
+            "leak": None,
+            "echo": None,
+            "wrong_hint": None,
+            "neutral": None,
+            "hint": "Maybe {next}",
+        },
+    )
     df = probes.frame()
     assert list(df["family"][:6]) == ["empty", "leak", "echo", "wrong_hint", "neutral", "hint"]
     nt = probes.reward_map.no_think
@@ -168,7 +191,8 @@ def test_design_sanity_table_scores_every_design_on_the_probes(gemma, math_doc):
     rewards = probes.table()
     assert table.loc["rlp", "leak>wrong_hint"] == pytest.approx((rewards["leak"] > rewards["wrong_hint"]).mean())
     assert table.loc["rlp", "empty>informative"] == pytest.approx(
-        (rewards["empty"] > rewards[["leak", "echo"]].max(axis=1)).mean())
+        (rewards["empty"] > rewards[["leak", "echo"]].max(axis=1)).mean()
+    )
     assert table.loc["rlp", "mean_leak"] == pytest.approx(rewards["leak"].mean())
     # intuitor scores the empty thought 0 by definition; a binary design is degenerate where all probes tie
     assert table.loc["intuitor", "mean_empty"] == 0.0
@@ -205,7 +229,11 @@ def test_thought_editor_widget_scores_what_is_typed(gemma, math_doc):
     lab = ThoughtLab(gemma, teacher, ids)
     probes = probe_map(gemma, teacher, ids, [30, 60], teacher_pass=lab.teacher_pass)
     editor = thought_editor(lab, [30, 60], probes)
-    (pick,), (text, _), result_box, table_box = editor.children[0].children, editor.children[1].children, *editor.children[2:]
+    (pick,), (text, _), result_box, table_box = (
+        editor.children[0].children,
+        editor.children[1].children,
+        *editor.children[2:],
+    )
     assert "leak" in table_box.value and "typed" not in table_box.value
     pick.value = 60
     text.value = "Add the two costs."

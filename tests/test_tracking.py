@@ -18,10 +18,27 @@ from workbench.training.trainer import read_metrics
 
 
 def _rlp(tiny_model_dir, tmp_path, **extra):
-    return config_from_dict({**dict(
-        trainer="rlp", model=str(tiny_model_dir), output_dir=str(tmp_path / "rlp"), max_steps=2, docs_per_step=1,
-        positions_per_doc=2, G=2, thought_tokens=4, min_thought_tokens=1, max_doc_tokens=64, eval_data="",
-        checkpoint_every=100, save_optimizer=False, progress=False), **extra})
+    return config_from_dict(
+        {
+            **dict(
+                trainer="rlp",
+                model=str(tiny_model_dir),
+                output_dir=str(tmp_path / "rlp"),
+                max_steps=2,
+                docs_per_step=1,
+                positions_per_doc=2,
+                G=2,
+                thought_tokens=4,
+                min_thought_tokens=1,
+                max_doc_tokens=64,
+                eval_data="",
+                checkpoint_every=100,
+                save_optimizer=False,
+                progress=False,
+            ),
+            **extra,
+        }
+    )
 
 
 def test_tracker_names():
@@ -117,7 +134,9 @@ def _trackio_logs(db):
     return runs, {run_name: json.loads(config) for run_name, config in configs}
 
 
-@pytest.mark.skipif(importlib.util.find_spec("trackio") is None, reason="trackio is not installed (pip install trackio)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("trackio") is None, reason="trackio is not installed (pip install trackio)"
+)
 def test_rlp_run_reports_to_trackio(tiny_model_dir, tmp_path, monkeypatch):
     from workbench.training.launch import trainer_for
 
@@ -137,7 +156,8 @@ def test_rlp_run_reports_to_trackio(tiny_model_dir, tmp_path, monkeypatch):
     (steps,) = runs.values()
     assert sorted(steps) == [0, 1, 2]
     assert {s: steps[s]["reward_mean"] for s in (1, 2)} == pytest.approx(
-        {s: rows[s]["reward_mean"] for s in (1, 2)}, abs=1e-9)
+        {s: rows[s]["reward_mean"] for s in (1, 2)}, abs=1e-9
+    )
     assert steps[2]["flops"] == pytest.approx(rows[2]["flops"])
     # and a table of each step's first 3 thoughts, with the table's columns
     for s in (1, 2):
@@ -153,8 +173,9 @@ def test_rlp_run_reports_to_trackio(tiny_model_dir, tmp_path, monkeypatch):
     trainer.close()
 
     # a second run in the same process (a notebook) gets its own database: trackio reads TRACKIO_DIR once, on import
-    second = trainer_for(_rlp(tiny_model_dir, tmp_path, output_dir=str(tmp_path / "rlp2"), report_to="trackio",
-                              max_steps=1))
+    second = trainer_for(
+        _rlp(tiny_model_dir, tmp_path, output_dir=str(tmp_path / "rlp2"), report_to="trackio", max_steps=1)
+    )
     second.train()
     second_runs, _ = _trackio_logs(second.run_dir / "tracking" / "trackio" / f"{second.config.run_name}.db")
     assert [sorted(steps) for steps in second_runs.values()] == [[0, 1]]
@@ -181,10 +202,26 @@ def test_rollouts_off_and_resume_fields_are_not_in_the_fingerprint(tiny_model_di
 
 def _records():
     rng = np.random.default_rng(0)
-    return [{"step": s, "doc": "corpus:train#math-01", "position": 10 + k, "context_tail": "2 + 2 =", "target": " 4",
-             "index": k % 2, "thought": f"thought {s}.{k}", "thought_ids": [1, 2], "reward": float(rng.normal()),
-             "info_gain": 0.0, "content_gain": float(rng.normal()), "advantage": float(rng.normal()),
-             "length": int(rng.integers(1, 9)), "closed_by": "marker"} for s in (1, 2, 3) for k in range(4)]
+    return [
+        {
+            "step": s,
+            "doc": "corpus:train#math-01",
+            "position": 10 + k,
+            "context_tail": "2 + 2 =",
+            "target": " 4",
+            "index": k % 2,
+            "thought": f"thought {s}.{k}",
+            "thought_ids": [1, 2],
+            "reward": float(rng.normal()),
+            "info_gain": 0.0,
+            "content_gain": float(rng.normal()),
+            "advantage": float(rng.normal()),
+            "length": int(rng.integers(1, 9)),
+            "closed_by": "marker",
+        }
+        for s in (1, 2, 3)
+        for k in range(4)
+    ]
 
 
 def test_rollout_figure_pages_through_steps():

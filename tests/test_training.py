@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from reference import logp_next
+
 from workbench.data import tokenize
 from workbench.engine.sampler import ThoughtSampler, _Row
 from workbench.engine.thought import SamplingConfig, Thought, ThoughtTemplate
@@ -38,8 +38,9 @@ def _thought(ids, closed_by, hidden=0, eos=None, position=3, stop=None):
     doc = [10, 11, 12, 13, 14]
     if stop is None:
         stop = {"marker": [91, 92], "eos": [eos] if eos is not None else []}.get(closed_by, [])
-    return Thought(position, 0, ids, "", closed_by, doc[:position] + [90] + ids + [91, 92], -1.0, hidden, eos,
-                   stop_ids=stop)
+    return Thought(
+        position, 0, ids, "", closed_by, doc[:position] + [90] + ids + [91, 92], -1.0, hidden, eos, stop_ids=stop
+    )
 
 
 def test_train_row_trains_the_policys_own_actions():
@@ -123,13 +124,17 @@ def test_loss_chunks_keep_documents_apart():
     assert [[r.doc for r in c] for c in loss_chunks(rows, 2, True)] == [[0, 0], [0], [1, 1], [2]]
     assert [[r.doc for r in c] for c in loss_chunks(rows, 4, False)] == [[0, 0, 0, 1], [1, 2]]
     # FLOPs of the loss pass: each document's prefix once (up to its last position) when packed
-    doc_rows = [TrainRow(list(range(10)) + [90, 5, 6], [5, 6, 91], 0.0, doc=0, position=10),
-                TrainRow(list(range(4)) + [90], [7], 0.0, doc=0, position=4)]
+    doc_rows = [
+        TrainRow(list(range(10)) + [90, 5, 6], [5, 6, 91], 0.0, doc=0, position=10),
+        TrainRow(list(range(4)) + [90], [7], 0.0, doc=0, position=4),
+    ]
     assert fed_tokens(doc_rows, packed=False) == 13 + 5
     assert fed_tokens(doc_rows, packed=True) == 10 + 3 + 1
     assert len(pack_document(doc_rows).input_ids) == fed_tokens(doc_rows, packed=True)
     with pytest.raises(ValueError, match="prefix"):
-        pack_document([TrainRow([1, 2, 3], [4], 0.0, doc=0, position=2), TrainRow([1, 9, 3], [4], 0.0, doc=0, position=2)])
+        pack_document(
+            [TrainRow([1, 2, 3], [4], 0.0, doc=0, position=2), TrainRow([1, 9, 3], [4], 0.0, doc=0, position=2)]
+        )
 
 
 @pytest.mark.slow
@@ -146,7 +151,9 @@ def test_packed_logps_equal_one_row_per_thought(gemma_fp32, math_doc, window):
     full = tokenize(tok, math_doc.text)
     rows = []
     for doc, ids in enumerate([full, full[7:]]):
-        thoughts = ThoughtSampler(gemma_fp32, template, SamplingConfig(G=2, thought_tokens=6, seed=doc)).sample(ids, [9, 40, 71])
+        thoughts = ThoughtSampler(gemma_fp32, template, SamplingConfig(G=2, thought_tokens=6, seed=doc)).sample(
+            ids, [9, 40, 71]
+        )
         rows += [r for th in thoughts if (r := train_row(th, open_ids, 1.0, True, doc)) is not None]
     assert len({r.doc for r in rows}) == 2 and len({r.position for r in rows}) == 3
     saved_window = model.config.sliding_window
@@ -159,7 +166,9 @@ def test_packed_logps_equal_one_row_per_thought(gemma_fp32, math_doc, window):
             model.zero_grad(set_to_none=True)
             logp, mask = run()
             (logp * torch.linspace(0.5, 1.5, logp.shape[1])).sum().backward()  # weights differ per column
-            grads.append((logp.detach(), mask, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+            grads.append(
+                (logp.detach(), mask, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+            )
     finally:
         model.config.sliding_window = saved_window
         model.zero_grad(set_to_none=True)
@@ -214,7 +223,9 @@ def test_loss_equals_a_straightforward_computation(smollm_fp32, math_doc, mode):
     tok = smollm_fp32.tokenizer
     ids = tokenize(tok, math_doc.text)
     template = ThoughtTemplate()
-    thoughts = ThoughtSampler(smollm_fp32, template, SamplingConfig(G=3, thought_tokens=6, temperature=1.0, seed=3)).sample(ids, [20, 41])
+    thoughts = ThoughtSampler(
+        smollm_fp32, template, SamplingConfig(G=3, thought_tokens=6, temperature=1.0, seed=3)
+    ).sample(ids, [20, 41])
     open_ids = template.open_ids(tok)
     advantages = [1.0, -0.5, -0.5, 2.0, 0.0, -2.0]
     rows = [train_row(th, open_ids, a, True) for th, a in zip(thoughts, advantages)]
@@ -259,7 +270,9 @@ def test_guard_no_eos_inside_thoughts(smollm_fp32, math_doc):
     positions = list(range(16, len(ids), 24))
     base = dict(G=8, thought_tokens=8, temperature=1.0, seed=1)
     free = ThoughtSampler(smollm_fp32, ThoughtTemplate(), SamplingConfig(**base)).sample(ids, positions)
-    guarded = ThoughtSampler(smollm_fp32, ThoughtTemplate(), SamplingConfig(**base, allow_eos=False)).sample(ids, positions)
+    guarded = ThoughtSampler(smollm_fp32, ThoughtTemplate(), SamplingConfig(**base, allow_eos=False)).sample(
+        ids, positions
+    )
     assert Counter(th.closed_by for th in free)["eos"] >= 1  # this seed samples EOS inside some thoughts
     assert all(th.closed_by != "eos" for th in guarded)
 
@@ -334,10 +347,24 @@ def test_rlp_raises_the_reward_of_a_fixed_batch(tmp_path):
     LR 5e-5: -> -9.99) - six steps on one batch are a smoke test of learning, not a precision study."""
     from workbench.training.launch import trainer_for
 
-    cfg = config_from_dict(dict(
-        trainer="rlp", model="smollm2-135m", output_dir=str(tmp_path / "run"), max_steps=6, G=8, thought_tokens=8,
-        learning_rate=1e-4, eval_data="", rollout_dtype="float32", mixed_precision="no", checkpoint_every=100, progress=False, docs_per_step=1, positions_per_doc=2,
-    ))
+    cfg = config_from_dict(
+        dict(
+            trainer="rlp",
+            model="smollm2-135m",
+            output_dir=str(tmp_path / "run"),
+            max_steps=6,
+            G=8,
+            thought_tokens=8,
+            learning_rate=1e-4,
+            eval_data="",
+            rollout_dtype="float32",
+            mixed_precision="no",
+            checkpoint_every=100,
+            progress=False,
+            docs_per_step=1,
+            positions_per_doc=2,
+        )
+    )
     trainer = trainer_for(cfg)
     fixed = trainer.draw_contexts(np.random.default_rng(7))
     trainer.draw_contexts = lambda rng: fixed
@@ -366,11 +393,24 @@ def test_kl_and_ntp_ablations_run(tmp_path):
     another context) would give nats."""
     from workbench.training.launch import trainer_for
 
-    cfg = config_from_dict(dict(
-        trainer="rlp", model="smollm2-135m", output_dir=str(tmp_path / "run"), max_steps=1, G=2, thought_tokens=6,
-        docs_per_step=2, positions_per_doc=2, micro_batch_rows=3, beta=0.1, ntp_coef=0.1, eval_data="",
-        checkpoint_every=100, progress=False,
-    ))
+    cfg = config_from_dict(
+        dict(
+            trainer="rlp",
+            model="smollm2-135m",
+            output_dir=str(tmp_path / "run"),
+            max_steps=1,
+            G=2,
+            thought_tokens=6,
+            docs_per_step=2,
+            positions_per_doc=2,
+            micro_batch_rows=3,
+            beta=0.1,
+            ntp_coef=0.1,
+            eval_data="",
+            checkpoint_every=100,
+            progress=False,
+        )
+    )
     trainer = trainer_for(cfg)
     assert trainer.packed_loss
     row = trainer.train_step(1)
@@ -418,8 +458,9 @@ def test_resume_after_sigkill_gives_the_same_metrics(tiny_model_dir, tmp_path):
     subprocess.run(_train_cmd(config, "--output-dir", str(straight)), check=True, env=env, capture_output=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(config, "--output-dir", str(killed)), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(config, "--output-dir", str(killed)), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while not (killed / "checkpoints" / "step-000002").exists():
         assert proc.poll() is None and time.time() < deadline, "the run ended before its second checkpoint"
@@ -430,7 +471,9 @@ def test_resume_after_sigkill_gives_the_same_metrics(tiny_model_dir, tmp_path):
     # it must refuse to start over a run with checkpoints, and resume from the last complete one
     again = subprocess.run(_train_cmd(config, "--output-dir", str(killed)), env=env, capture_output=True, text=True)
     assert again.returncode == 1 and "--resume" in again.stderr
-    subprocess.run(_train_cmd(config, "--output-dir", str(killed), "--resume"), check=True, env=env, capture_output=True)
+    subprocess.run(
+        _train_cmd(config, "--output-dir", str(killed), "--resume"), check=True, env=env, capture_output=True
+    )
 
     def reproducible(run):
         return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in read_metrics(run)]
@@ -445,7 +488,10 @@ def test_resume_after_sigkill_gives_the_same_metrics(tiny_model_dir, tmp_path):
     assert read_rollouts(killed) == read_rollouts(straight)
     assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["step-000005", "step-000006"]
     summary = json.loads((killed / "summary.json").read_text())
-    assert summary["steps"] == 6 and summary["total_flops"] == json.loads((straight / "summary.json").read_text())["total_flops"]
+    assert (
+        summary["steps"] == 6
+        and summary["total_flops"] == json.loads((straight / "summary.json").read_text())["total_flops"]
+    )
     assert "resumed from" in (killed / "train.log").read_text()
 
 
@@ -465,7 +511,9 @@ def test_weights_only_checkpoints_load_but_refuse_to_resume(tiny_model_dir, tmp_
     assert {"policy.safetensors", "teacher.safetensors"} <= {p.name for p in ckpt.iterdir()}
     assert not (ckpt / "optimizer.pt").exists()
     assert load_trained(run, "teacher").step == 1
-    again = subprocess.run(_train_cmd(config, "--output-dir", str(run), "--resume"), env=env, capture_output=True, text=True)
+    again = subprocess.run(
+        _train_cmd(config, "--output-dir", str(run), "--resume"), env=env, capture_output=True, text=True
+    )
     assert again.returncode == 1 and "save_optimizer: false" in again.stderr
 
 
@@ -480,11 +528,17 @@ def test_empty_thought_guards_on_real_thoughts(gemma, math_doc):
     ids = tokenize(gemma.tokenizer, math_doc.text)
     positions = list(range(16, len(ids), 24))
     G = 8
-    thoughts = ThoughtSampler(gemma, ThoughtTemplate("<think>", "."),
-                              SamplingConfig(G=G, thought_tokens=8, temperature=1.0, seed=1)).sample(ids, positions)
+    thoughts = ThoughtSampler(
+        gemma, ThoughtTemplate("<think>", "."), SamplingConfig(G=G, thought_tokens=8, temperature=1.0, seed=1)
+    ).sample(ids, positions)
     scores, _ = no_think_scores(gemma, ids)
-    rewards = torch.tensor([[th.logp_with_thought - scores.logp[th.position] for th in thoughts[i : i + G]]
-                            for i in range(0, len(thoughts), G)], dtype=torch.float64)
+    rewards = torch.tensor(
+        [
+            [th.logp_with_thought - scores.logp[th.position] for th in thoughts[i : i + G]]
+            for i in range(0, len(thoughts), G)
+        ],
+        dtype=torch.float64,
+    )
     empty = torch.tensor([[th.length == 0 for th in thoughts[i : i + G]] for i in range(0, len(thoughts), G)])
     assert empty.any() and not empty.all()
     plain = guarded_advantages(rewards, empty)
@@ -519,12 +573,26 @@ def test_trainer_teacher_and_advantages_on_the_real_model(tmp_path, monkeypatch)
     from workbench.training.launch import trainer_for
     from workbench.training.rl_math import ema_update_
 
-    cfg = config_from_dict(dict(
-        trainer="rlp", model="smollm2-135m", output_dir=str(tmp_path / "run"), max_steps=2, G=3, thought_tokens=4,
-        rollout_dtype="float32", mixed_precision="no",  # checked against plain fp32 forwards to 2e-4
-        docs_per_step=1, positions_per_doc=2, learning_rate=1e-4, ema_tau=0.5, eval_data="", checkpoint_every=100,
-        progress=False, max_doc_tokens=96,
-    ))
+    cfg = config_from_dict(
+        dict(
+            trainer="rlp",
+            model="smollm2-135m",
+            output_dir=str(tmp_path / "run"),
+            max_steps=2,
+            G=3,
+            thought_tokens=4,
+            rollout_dtype="float32",
+            mixed_precision="no",  # checked against plain fp32 forwards to 2e-4
+            docs_per_step=1,
+            positions_per_doc=2,
+            learning_rate=1e-4,
+            ema_tau=0.5,
+            eval_data="",
+            checkpoint_every=100,
+            progress=False,
+            max_doc_tokens=96,
+        )
+    )
     trainer = trainer_for(cfg)
     before = [t.clone() for t in trainer.ema]
     import copy
@@ -569,14 +637,17 @@ def test_paper_faithful_configs_sample_thoughts_of_at_least_one_token():
 
     assert RLPConfig().min_thought_tokens == 1 and RLPConfig().deviations == []
     assert RLPConfig(design_options={"floor": -1.0}).deviations == [
-        "reward_design rlp with options {'floor': -1.0}: a variant of RLP's information gain"]
+        "reward_design rlp with options {'floor': -1.0}: a variant of RLP's information gain"
+    ]
     from workbench.training.configs import config_from_dict
 
     with pytest.raises(WorkbenchError, match="rlp has no option flor; its options: floor"):
         config_from_dict({"trainer": "rlp", "design_options": {"flor": -1}})
     with pytest.raises(WorkbenchError, match="floor of rlp must be a number, got 'x'"):
         config_from_dict({"trainer": "rlp", "design_options": {"floor": "x"}})
-    assert config_from_dict({"trainer": "rlp", "reward_design": "nover", "design_options": {"segment": 8}}).design_options
+    assert config_from_dict(
+        {"trainer": "rlp", "reward_design": "nover", "design_options": {"segment": 8}}
+    ).design_options
     faithful = load_config(REPO / "configs" / "collapse_faithful.yaml")
     allowed = load_config(REPO / "configs" / "collapse_empty_allowed.yaml")
     guarded = load_config(REPO / "configs" / "collapse_guarded.yaml")
@@ -584,8 +655,11 @@ def test_paper_faithful_configs_sample_thoughts_of_at_least_one_token():
     assert allowed.min_thought_tokens == 0 and any("empty thought" in d for d in allowed.deviations)
     assert guarded.guarded and any("guards" in d for d in guarded.deviations)
     # the three differ only in the fields under test
-    strip = lambda c: {k: v for k, v in c.to_dict().items() if k not in (  # noqa: E731
-        "run_name", "min_thought_tokens", "loss_normalisation", "allow_eos_in_thought", "empty_advantage_cap")}
+    under_test = ("run_name", "min_thought_tokens", "loss_normalisation", "allow_eos_in_thought", "empty_advantage_cap")
+
+    def strip(c):
+        return {k: v for k, v in c.to_dict().items() if k not in under_test}
+
     assert strip(faithful) == strip(allowed) == strip(guarded)
     assert load_config(REPO / "configs" / "rlp_tiny.yaml").min_thought_tokens == 1
 
@@ -597,8 +671,8 @@ def test_inference_copy_equals_the_model_loaded_in_that_dtype(smollm_fp32):
     module also cast those buffers; a run's step-0 evaluation then differed from the same weights evaluated in a
     notebook.)"""
     import torch
-
     from conftest import SMOLLM
+
     from workbench.models import load_model
     from workbench.training.sharding import plain_copy
 

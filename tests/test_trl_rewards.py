@@ -22,7 +22,10 @@ def test_cut_thought_at_eos_and_markers(gemma):
     assert cut_thought(words, close, "</think>", {1}, tok) == words
     # a marker spelled with other tokens: ". " written as "." then " The"
     dot_the = tok.encode(". The end", add_special_tokens=False)
-    assert tok.decode(cut_thought(words + dot_the, tok.encode(". ", add_special_tokens=False), ". ", {1}, tok)) == " so x = 3"
+    assert (
+        tok.decode(cut_thought(words + dot_the, tok.encode(". ", add_special_tokens=False), ". ", {1}, tok))
+        == " so x = 3"
+    )
 
 
 @pytest.mark.slow  # fast tier: a sibling test covers the same code; this one in the full suite
@@ -90,9 +93,20 @@ def test_one_grpo_trainer_step_on_cpu_with_the_rlp_reward(gemma_fp32, tmp_path):
 
     recorded.__name__ = "rlp"
     args = GRPOConfig(
-        output_dir=str(tmp_path), per_device_train_batch_size=2, num_generations=2, max_completion_length=6,
-        max_steps=1, learning_rate=1e-5, beta=0.0, use_cpu=True, report_to="none", logging_steps=1,
-        gradient_checkpointing=False, bf16=False, save_strategy="no", temperature=0.7,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2,
+        num_generations=2,
+        max_completion_length=6,
+        max_steps=1,
+        learning_rate=1e-5,
+        beta=0.0,
+        use_cpu=True,
+        report_to="none",
+        logging_steps=1,
+        gradient_checkpointing=False,
+        bf16=False,
+        save_strategy="no",
+        temperature=0.7,
     )
     before = next(policy.model.parameters()).detach().clone()
     trainer = GRPOTrainer(

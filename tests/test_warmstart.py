@@ -8,18 +8,31 @@ import sys
 
 import pytest
 import torch
+from conftest import SMOLLM
 
 from workbench.data import interleave_thoughts, load_thinking_corpus, tokenize_document
 from workbench.training.configs import config_from_dict
 
-from conftest import SMOLLM
-
 
 def _config(tmp_path, **extra):
-    return config_from_dict(dict(
-        trainer="warmstart", model=SMOLLM, output_dir=str(tmp_path / "warm"), max_steps=1, docs_per_step=2,
-        max_doc_tokens=160, learning_rate=1e-4, eval_docs=1, eval_G=1, eval_thought_tokens=8, checkpoint_every=100,
-        save_optimizer=False, progress=False, **extra))
+    return config_from_dict(
+        dict(
+            trainer="warmstart",
+            model=SMOLLM,
+            output_dir=str(tmp_path / "warm"),
+            max_steps=1,
+            docs_per_step=2,
+            max_doc_tokens=160,
+            learning_rate=1e-4,
+            eval_docs=1,
+            eval_G=1,
+            eval_thought_tokens=8,
+            checkpoint_every=100,
+            save_optimizer=False,
+            progress=False,
+            **extra,
+        )
+    )
 
 
 @pytest.mark.model
@@ -28,15 +41,16 @@ def test_loss_at_targets_equals_the_full_forward(tmp_path, loss_on):
     """The NTP / warm-start loss (decoder, then the LM head on the trained rows only, never on padding) equals the
     cross entropy read off a plain full forward at the same positions (SmolLM2-135M, the real model), both when only
     thoughts and answers are trained and when every token is."""
-    from workbench.training.launch import trainer_for
-    from workbench.training.ntp_trainer import right_padded, trained_targets
-
     from contextlib import nullcontext
 
     from workbench.models import load_model
+    from workbench.training.launch import trainer_for
+    from workbench.training.ntp_trainer import right_padded, trained_targets
 
     trainer = trainer_for(_config(tmp_path, loss_on=loss_on))
-    trainer.accelerator.autocast = nullcontext  # fp32 here whatever this CPU's mixed precision: the rows must match exactly
+    trainer.accelerator.autocast = (
+        nullcontext  # fp32 here whatever this CPU's mixed precision: the rows must match exactly
+    )
     plain = load_model(SMOLLM, dtype="float32").model  # the same weights (no step taken), never prepared by accelerate
     try:
         chunk = trainer.train_ids[:2]
@@ -79,7 +93,9 @@ def test_one_warm_start_step_and_the_run_directory_as_a_model(tmp_path):
     docs_eval = load_thinking_corpus("eval")
     template = ThoughtTemplate()
     docs = load_thinking_corpus("train")
-    spliced = [interleave_thoughts(tok, d, template.open_ids(tok), template.close_ids(tok), 160, train_all=False) for d in docs]
+    spliced = [
+        interleave_thoughts(tok, d, template.open_ids(tok), template.close_ids(tok), 160, train_all=False) for d in docs
+    ]
     assert step["head_rows_loss"] < step["train_tokens"] / 2  # the question text is read, not predicted
     assert "eval_answer_accuracy_thinking" in rows[-1] and "eval_share_scratch" in rows[-1]
     assert summary["steps"] == 1 and any(x.trained for x in spliced)
@@ -96,11 +112,32 @@ def test_one_warm_start_step_and_the_run_directory_as_a_model(tmp_path):
     assert moved, "no layer weight changed in a warm-start step"
     assert warm.step == 1 and warm.name == str(run)
 
-    out = subprocess.run([sys.executable, "-m", "workbench.cli", "score", "thinking:eval", "--model", str(run),
-                          "--positions", "marked", "-G", "1", "--thought-tokens", "4", "--dtype", "float32",
-                          "--json", str(tmp_path / "scores.json")],
-                         capture_output=True, text=True, env={"TQDM_DISABLE": "1", **__import__("os").environ})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workbench.cli",
+            "score",
+            "thinking:eval",
+            "--model",
+            str(run),
+            "--positions",
+            "marked",
+            "-G",
+            "1",
+            "--thought-tokens",
+            "4",
+            "--dtype",
+            "float32",
+            "--json",
+            str(tmp_path / "scores.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env={"TQDM_DISABLE": "1", **__import__("os").environ},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert scores["model"] == str(run) and [p["position"] for p in scores["positions"]] == list(
-        tokenize_document(tok, docs_eval[0]).marked)
+        tokenize_document(tok, docs_eval[0]).marked
+    )

@@ -8,8 +8,17 @@ scoring) is `workbench.engine`, training runs are `workbench.training`; the trai
 from importlib import import_module
 from typing import Any
 
-from workbench.data import (Document, find_document, load_corpus, load_documents, load_thinking_corpus, parse_positions,
-                            select_positions, tokenize, tokenize_document)
+from workbench.data import (
+    Document,
+    find_document,
+    load_corpus,
+    load_documents,
+    load_thinking_corpus,
+    parse_positions,
+    select_positions,
+    tokenize,
+    tokenize_document,
+)
 from workbench.engine.sampler import ThoughtSampler
 from workbench.engine.scorer import NoThinkScores, no_think_scores
 from workbench.engine.thought import SamplingConfig, Thought, ThoughtTemplate
@@ -41,6 +50,7 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+
 
 __all__ = [
     "BUNDLED",

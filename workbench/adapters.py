@@ -85,10 +85,14 @@ def load_adapter_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
     missing = [k for k in (getattr(result, "missing_keys", []) or []) if "lora_" in k]
     if unexpected or missing:
-        raise WorkbenchError(f"{where}: adapter does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise WorkbenchError(
+            f"{where}: adapter does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
 
 
-def merged(model: torch.nn.Module, spec: dict[str, Any], tensors: dict[str, torch.Tensor], where: str) -> torch.nn.Module:
+def merged(
+    model: torch.nn.Module, spec: dict[str, Any], tensors: dict[str, torch.Tensor], where: str
+) -> torch.nn.Module:
     """`model` (a plain transformers model) with the adapter `tensors` merged into its weights: a plain model again."""
     dtype = next(model.parameters()).dtype
     adapted = with_adapter(model.float(), spec)  # merged in fp32, then rounded once to the model's dtype
@@ -125,7 +129,12 @@ def merged_named_tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor
         module_name, _, leaf = name.rpartition(".base_layer.")
         if leaf == "weight" and module_name in adapted:
             module = adapted[module_name]
-            out.append((f"{module_name}.weight", param.detach() + module.get_delta_weight(module.active_adapters[0]).to(param.dtype)))
+            out.append(
+                (
+                    f"{module_name}.weight",
+                    param.detach() + module.get_delta_weight(module.active_adapters[0]).to(param.dtype),
+                )
+            )
         else:
             out.append((name.replace(".base_layer.", "."), param.detach()))
     return out
@@ -135,4 +144,6 @@ def adapted_weight_names(model: torch.nn.Module) -> set[str]:
     """The plain names of the weights an adapter changes (the only ones whose EMA differs from the base's)."""
     from peft.tuners.lora import LoraLayer
 
-    return {f"{name}.weight" for name, module in model.get_base_model().named_modules() if isinstance(module, LoraLayer)}
+    return {
+        f"{name}.weight" for name, module in model.get_base_model().named_modules() if isinstance(module, LoraLayer)
+    }

@@ -18,16 +18,23 @@ its control's has shown no signal beyond update noise.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from workbench.errors import WorkbenchError
 from workbench.run_dirs import new_run_dir, write_json
 from workbench.training.configs import config_from_dict, read_config_file
 
 ARENA_KEY = "arena_designs"
-TABLE_METRICS = ("eval_reward_mean", "eval_content_gain_mean", "eval_logp_with_thought", "eval_loss", "eval_accuracy",
-                 "eval_thought_tokens")
+TABLE_METRICS = (
+    "eval_reward_mean",
+    "eval_content_gain_mean",
+    "eval_logp_with_thought",
+    "eval_loss",
+    "eval_accuracy",
+    "eval_thought_tokens",
+)
 
 
 CONTROL_SUFFIX = "+control"
@@ -69,8 +76,13 @@ def run_arena(config, designs: list[str], root: str | Path | None = None, log: C
     runs: dict[str, dict[str, Any]] = {}
     for name in designs:
         design, control = design_of(name)
-        values = {**config.to_dict(), "reward_design": design, "control": control,
-                  "run_name": f"{config.run_name}-{name}", "output_dir": str(root / name)}
+        values = {
+            **config.to_dict(),
+            "reward_design": design,
+            "control": control,
+            "run_name": f"{config.run_name}-{name}",
+            "output_dir": str(root / name),
+        }
         if budget is not None:  # the same compute as the first design, however many steps that takes
             values.update(flops_budget=budget, max_steps=config.max_steps * 4)
         log(f"arena: training {name}" + (f" to {budget:.3g} FLOPs" if budget else f" for {config.max_steps} steps"))
@@ -82,15 +94,22 @@ def run_arena(config, designs: list[str], root: str | Path | None = None, log: C
         first_eval = next((r for r in rows if "eval_loss" in r), {})
         steps = [r for r in rows if r["step"] > 0]
         runs[name] = {
-            "run_dir": str(root / name), "steps": summary["steps"], "flops": summary["total_flops"],
+            "run_dir": str(root / name),
+            "steps": summary["steps"],
+            "flops": summary["total_flops"],
             "degenerate_group_share": sum(r["degenerate_group_share"] for r in steps) / max(1, len(steps)),
             "reward_mean": [r["reward_mean"] for r in steps],
             **{f"first_{k}": first_eval.get(k) for k in TABLE_METRICS},
             **{k: last_eval.get(k) for k in TABLE_METRICS},
         }
     settings = require_same_settings({name: settings_of_run(info["run_dir"]) for name, info in runs.items()})
-    result = {"designs": designs, "flops_budget": budget, "evaluation": settings.as_dict(), "runs": runs,
-              "config": config.to_dict()}
+    result = {
+        "designs": designs,
+        "flops_budget": budget,
+        "evaluation": settings.as_dict(),
+        "runs": runs,
+        "config": config.to_dict(),
+    }
     write_json(root / "arena.json", result)
     return {**result, "root": str(root)}
 
@@ -101,8 +120,12 @@ def arena_table(result: dict):
 
     rows = []
     for name, info in result["runs"].items():
-        row = {"design": name, "steps": info["steps"], "flops": info["flops"],
-               "degenerate_group_share": info["degenerate_group_share"]}
+        row = {
+            "design": name,
+            "steps": info["steps"],
+            "flops": info["flops"],
+            "degenerate_group_share": info["degenerate_group_share"],
+        }
         for k in TABLE_METRICS:
             row[k] = info[k]
             if info.get(f"first_{k}") is not None and info[k] is not None:

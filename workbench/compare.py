@@ -32,10 +32,16 @@ from workbench.training.rl_math import degenerate_groups
 
 
 def parse_designs(spec: str | list[str]) -> list[str]:
-    names = list(DESIGNS) if spec == "all" else ([s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec))
+    names = (
+        list(DESIGNS)
+        if spec == "all"
+        else ([s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec))
+    )
     unknown = [n for n in names if n not in DESIGNS]
     if unknown or not names:
-        raise WorkbenchError(f"unknown design(s) {', '.join(unknown) or '(none)'}; available: {', '.join(DESIGNS)}, or all")
+        raise WorkbenchError(
+            f"unknown design(s) {', '.join(unknown) or '(none)'}; available: {', '.join(DESIGNS)}, or all"
+        )
     return names
 
 
@@ -243,11 +249,22 @@ def sweep(
     return pd.DataFrame(rows)
 
 
-def _same_run(done: Comparison, document_ids: list[int], positions: str, config: SamplingConfig,
-              template: ThoughtTemplate, designs: list[str]) -> bool:
+def _same_run(
+    done: Comparison,
+    document_ids: list[int],
+    positions: str,
+    config: SamplingConfig,
+    template: ThoughtTemplate,
+    designs: list[str],
+) -> bool:
     rm = done.reward_map
-    return (rm.document_ids == list(document_ids) and rm.config == config and rm.template == template
-            and rm.positions_spec == str(parse_positions(positions)) and set(designs) <= set(done.stats))
+    return (
+        rm.document_ids == list(document_ids)
+        and rm.config == config
+        and rm.template == template
+        and rm.positions_spec == str(parse_positions(positions))
+        and set(designs) <= set(done.stats)
+    )
 
 
 def _option(fn, opts: dict[str, Any], names: tuple[str, ...]) -> int:

@@ -19,9 +19,9 @@ import json
 import os
 import random
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from workbench.errors import WorkbenchError
 
@@ -148,8 +148,12 @@ def _answers(obj: dict, where: str) -> tuple[tuple[int, int], ...]:
     spans = obj.get("answers", [])
     n = len(obj["text"])
     ok = isinstance(spans, list) and all(
-        isinstance(s, list) and len(s) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in s)
-        and 0 < s[0] < s[1] <= n for s in spans)
+        isinstance(s, list)
+        and len(s) == 2
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in s)
+        and 0 < s[0] < s[1] <= n
+        for s in spans
+    )
     if not ok:
         raise WorkbenchError(f'{where}: "answers" must be a list of [start, end] character spans inside "text"')
     return tuple((s[0], s[1]) for s in spans)
@@ -159,8 +163,13 @@ def _thoughts(obj: dict, where: str) -> tuple[tuple[int, str, str], ...]:
     items = obj.get("thoughts", [])
     n = len(obj["text"])
     ok = isinstance(items, list) and all(
-        isinstance(x, dict) and isinstance(x.get("at"), int) and not isinstance(x.get("at"), bool)
-        and 0 < x["at"] < n and isinstance(x.get("text"), str) for x in items)
+        isinstance(x, dict)
+        and isinstance(x.get("at"), int)
+        and not isinstance(x.get("at"), bool)
+        and 0 < x["at"] < n
+        and isinstance(x.get("text"), str)
+        for x in items
+    )
     if not ok:
         raise WorkbenchError(f'{where}: "thoughts" must be a list of {{"at": character offset, "text": thought}}')
     return tuple((x["at"], x["text"], str(x.get("style", ""))) for x in sorted(items, key=lambda x: x["at"]))
@@ -168,8 +177,13 @@ def _thoughts(obj: dict, where: str) -> tuple[tuple[int, str, str], ...]:
 
 def _answer_thoughts(obj: dict, where: str) -> tuple[tuple[tuple[str, str], ...], ...]:
     items = obj.get("answer_thoughts", [])
-    ok = isinstance(items, list) and len(items) in (0, len(obj.get("answers", []))) and all(
-        isinstance(x, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in x.items()) for x in items)
+    ok = (
+        isinstance(items, list)
+        and len(items) in (0, len(obj.get("answers", [])))
+        and all(
+            isinstance(x, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in x.items()) for x in items
+        )
+    )
     if not ok:
         raise WorkbenchError(f'{where}: "answer_thoughts" must be one {{style: thought}} mapping per answer')
     return tuple(tuple(sorted(x.items())) for x in items)
@@ -197,8 +211,13 @@ def load_thoughts(path: str | Path) -> list[tuple[int, str | list[int]]]:
 
 def _load_directory(root: Path) -> list[Document]:
     files = sorted(
-        (p for p in root.rglob("*") if p.is_file() and p.suffix in DOCUMENT_SUFFIXES
-         and not any(part.startswith(".") for part in p.relative_to(root).parts)),
+        (
+            p
+            for p in root.rglob("*")
+            if p.is_file()
+            and p.suffix in DOCUMENT_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        ),
         key=lambda p: p.relative_to(root).as_posix(),
     )
     if not files:
@@ -258,13 +277,18 @@ def find_document(ref: str) -> Document:
         return pick_document(load_documents_spec(spec), which)
     new = _old_document_ref(ref)
     if new is not None:
-        warnings.warn(f"document {ref!r}: write {new!r} (SPEC#ID, the spelling of data specs in configs)", FutureWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"document {ref!r}: write {new!r} (SPEC#ID, the spelling of data specs in configs)",
+            FutureWarning,
+            stacklevel=2,
+        )
         return find_document(new)
     if Path(ref).expanduser().exists():
         return pick_document(load_documents(ref))
-    raise WorkbenchError(f"no document {ref!r}: write SPEC#ID, e.g. corpus:train#math-01, corpus:eval#prose-11, "
-                         f"thinking:eval#eval-0001, or a .txt/.jsonl path (path#id for one of its documents)")
+    raise WorkbenchError(
+        f"no document {ref!r}: write SPEC#ID, e.g. corpus:train#math-01, corpus:eval#prose-11, "
+        f"thinking:eval#eval-0001, or a .txt/.jsonl path (path#id for one of its documents)"
+    )
 
 
 def stream_hf_dataset(
@@ -340,7 +364,9 @@ def token_index_at(tokenizer, text: str, chars: Sequence[int]) -> list[int]:
     out = []
     for c in chars:
         if c not in starts:
-            raise WorkbenchError(f"character {c} ({text[max(0, c - 10):c]!r}|{text[c:c + 10]!r}) is not at a token boundary")
+            raise WorkbenchError(
+                f"character {c} ({text[max(0, c - 10) : c]!r}|{text[c : c + 10]!r}) is not at a token boundary"
+            )
         out.append(starts[c])
     return out
 
@@ -359,9 +385,16 @@ def tokenize_documents(tokenizer, docs: Sequence[Document], max_tokens: int | No
     return [x for x in ids if len(x) >= MIN_DOC_TOKENS]
 
 
-def interleave_thoughts(tokenizer, doc: Document, open_ids: Sequence[int], close_ids: Sequence[int],
-                        max_tokens: int | None = None, train_all: bool = True, read_only: Sequence[str] = (),
-                        thoughts: Sequence[tuple[int, str, str]] | None = None) -> DocumentIds:
+def interleave_thoughts(
+    tokenizer,
+    doc: Document,
+    open_ids: Sequence[int],
+    close_ids: Sequence[int],
+    max_tokens: int | None = None,
+    train_all: bool = True,
+    read_only: Sequence[str] = (),
+    thoughts: Sequence[tuple[int, str, str]] | None = None,
+) -> DocumentIds:
     """The document's ids with its thoughts spliced in: ids[:t] + open + thought + close + ids[t:] at each thought's
     token t - the very sequence RLP scores when it samples that thought at t (thought text tokenised as given thoughts
     are, `encode(text)` without specials). Marked positions move with
@@ -419,7 +452,10 @@ def parse_positions(spec: str) -> PositionSpec:
 
 
 def select_positions(
-    spec: PositionSpec | str, n_tokens: int, seed: int = 0, entropy: Sequence[float] | None = None,
+    spec: PositionSpec | str,
+    n_tokens: int,
+    seed: int = 0,
+    entropy: Sequence[float] | None = None,
     marked: Sequence[int] | None = None,
 ) -> list[int]:
     """Target indices t in [1, n_tokens - 1], sorted. `marked`: the document's answer positions (DocumentIds.marked),
@@ -428,8 +464,10 @@ def select_positions(
     candidates = range(1, n_tokens)
     if spec.kind == "marked":
         if not marked:
-            raise WorkbenchError("positions 'marked' need a document with marked answers (a JSONL \"answers\" field, "
-                                 "e.g. thinking:eval); this one has none")
+            raise WorkbenchError(
+                "positions 'marked' need a document with marked answers (a JSONL \"answers\" field, "
+                "e.g. thinking:eval); this one has none"
+            )
         inside = sorted(t for t in set(marked) if 1 <= t < n_tokens)
         return inside if not spec.n else sorted(random.Random(seed).sample(inside, min(spec.n, len(inside))))
     if spec.kind == "all":

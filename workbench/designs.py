@@ -16,8 +16,8 @@ same thoughts (same seed and temperature).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -54,7 +54,9 @@ class DesignInput:
         """The position of each thought: thoughts sharing it form a group of G."""
         return np.array([th.position for th in self.thoughts])
 
-    def continuations(self, n_next: int, self_certainty: bool = False, model: ModelHandle | None = None) -> ContinuationScores:
+    def continuations(
+        self, n_next: int, self_certainty: bool = False, model: ModelHandle | None = None
+    ) -> ContinuationScores:
         """`model`'s log-probs (default: the policy's) of (at least) the next n true tokens after each thought,
         computed once per model and shared between designs."""
         model = model or self.policy
@@ -65,8 +67,9 @@ class DesignInput:
         n_next = max(n_next, self.prefetch_n)
         self_certainty = self_certainty or (self.prefetch_certainty and key == id(self.policy))
         rm = self.reward_map
-        scores = score_continuations(model, rm.document_ids, rm.thoughts, rm.template, n_next, self_certainty=self_certainty,
-                                     count=self.count)
+        scores = score_continuations(
+            model, rm.document_ids, rm.thoughts, rm.template, n_next, self_certainty=self_certainty, count=self.count
+        )
         self._continuations[(key, n_next, self_certainty)] = scores
         return scores
 
@@ -84,7 +87,9 @@ class DesignInput:
         rm = self.reward_map
         start = time.perf_counter()
         count = ForwardCount()
-        generated = sample_after_thoughts(self.policy, rm.document_ids, rm.thoughts, rm.template, m, rm.config, count=count)
+        generated = sample_after_thoughts(
+            self.policy, rm.document_ids, rm.thoughts, rm.template, m, rm.config, count=count
+        )
         self._after[m] = (generated, count.tokens, time.perf_counter() - start, count.head_rows)
         self.count.add(count.tokens, count.head_rows)
         return self.after_thoughts(n_tokens)
@@ -141,8 +146,6 @@ def register_design(name: str) -> Callable[[DesignFn], DesignFn]:
     return add
 
 
-
-
 # --------------------------------------------------------------------------- designs
 
 
@@ -177,7 +180,9 @@ def quiet_star(inp: DesignInput, n_true: int = 4, clamp: bool = False) -> Design
     rewards = group_centred(raw, inp.groups())
     if clamp:
         rewards = np.maximum(rewards, 0.0)
-    return DesignOutput(rewards, scores.forward_tokens + base_tokens, scores.seconds + base_s, scores.head_rows + base_tokens)
+    return DesignOutput(
+        rewards, scores.forward_tokens + base_tokens, scores.seconds + base_s, scores.head_rows + base_tokens
+    )
 
 
 # VR-CLI's step function of the percentage improvement I, as its authors' code computes it
@@ -205,11 +210,17 @@ def vr_cli(inp: DesignInput, segment: int = 8, steps: tuple[tuple[float, float],
     ref = inp.reference_model()
     scores = inp.continuations(segment, model=ref)
     base, base_tokens, base_s = inp.no_think_of(ref)
-    rewards = np.array([
-        vr_cli_step(percent_improvement(lp[:segment], base[th.position : th.position + min(segment, len(lp))]), steps)
-        for th, lp in zip(inp.thoughts, scores.logp)
-    ])
-    return DesignOutput(rewards, scores.forward_tokens + base_tokens, scores.seconds + base_s, scores.head_rows + base_tokens)
+    rewards = np.array(
+        [
+            vr_cli_step(
+                percent_improvement(lp[:segment], base[th.position : th.position + min(segment, len(lp))]), steps
+            )
+            for th, lp in zip(inp.thoughts, scores.logp)
+        ]
+    )
+    return DesignOutput(
+        rewards, scores.forward_tokens + base_tokens, scores.seconds + base_s, scores.head_rows + base_tokens
+    )
 
 
 @register_design("vr_cli_live")
@@ -225,7 +236,9 @@ def vr_cli_live(inp: DesignInput, segment: int = 8, threshold: float = 0.0) -> D
             for th, lp in zip(inp.thoughts, scores.logp)
         ]
     )
-    return DesignOutput(np.where(gains > threshold, gains, 0.0), scores.forward_tokens, scores.seconds, scores.head_rows)
+    return DesignOutput(
+        np.where(gains > threshold, gains, 0.0), scores.forward_tokens, scores.seconds, scores.head_rows
+    )
 
 
 @register_design("nover")
@@ -290,7 +303,9 @@ def flip(rewards: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
 REASONING_PHRASES = ("because", "therefore", "so ", "first", "then", "step", "which means", "let ", "=")
 
 
-def reasoning_pattern(texts: list[str], phrases: tuple[str, ...] = REASONING_PHRASES, weight: float = 1.0) -> np.ndarray:
+def reasoning_pattern(
+    texts: list[str], phrases: tuple[str, ...] = REASONING_PHRASES, weight: float = 1.0
+) -> np.ndarray:
     """Reasoning-pattern reward (arXiv 2505.22653): weight x the number of key reasoning phrases in each thought."""
     return np.array([weight * sum(t.lower().count(p) for p in phrases) for t in texts], dtype=float)
 
@@ -400,7 +415,9 @@ def judge_consistency(judge: ModelHandle, predictions: list[str], references: li
     for prediction, reference in zip(predictions, references):
         question = JUDGE_PROMPT.format(reference=reference.strip(), prediction=prediction.strip())
         if getattr(tok, "chat_template", None):
-            ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True, tokenize=True)
+            ids = tok.apply_chat_template(
+                [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=True
+            )
             ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
         else:
             ids = list(tok(question + "\nAnswer:").input_ids)
@@ -441,4 +458,6 @@ def rlpt(
             judge = _JUDGES[judge]
         scores = judge_consistency(judge, predicted, truth)
     rewards = scores if threshold is None else (scores >= threshold).astype(float)
-    return DesignOutput(rewards, forward_tokens, seconds + time.perf_counter() - start, inp.after_head_rows(segment_tokens))
+    return DesignOutput(
+        rewards, forward_tokens, seconds + time.perf_counter() - start, inp.after_head_rows(segment_tokens)
+    )

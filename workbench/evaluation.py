@@ -71,9 +71,15 @@ class EvalSettings:
     think_close: str = "</think>"
 
     def sampling(self) -> SamplingConfig:
-        return SamplingConfig(G=max(1, self.G), thought_tokens=self.thought_tokens, temperature=self.temperature,
-                              top_p=self.top_p, seed=self.seed, allow_eos=self.allow_eos,
-                              min_thought_tokens=min(self.min_thought_tokens, self.thought_tokens))
+        return SamplingConfig(
+            G=max(1, self.G),
+            thought_tokens=self.thought_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            allow_eos=self.allow_eos,
+            min_thought_tokens=min(self.min_thought_tokens, self.thought_tokens),
+        )
 
     def template(self) -> ThoughtTemplate:
         return ThoughtTemplate(self.think_open, self.think_close)
@@ -85,10 +91,18 @@ class EvalSettings:
 def eval_settings(config) -> EvalSettings:
     """The evaluation of a training config: read from the `eval_*` fields every config shares, and nothing else."""
     return EvalSettings(
-        data=config.eval_data, docs=config.eval_docs, max_doc_tokens=config.max_doc_tokens,
-        positions=config.eval_positions, G=config.eval_G, thought_tokens=config.eval_thought_tokens,
-        temperature=config.eval_temperature, top_p=config.eval_top_p, min_thought_tokens=config.eval_min_thought_tokens,
-        allow_eos=config.eval_allow_eos, seed=config.eval_seed, think_open=config.think_open,
+        data=config.eval_data,
+        docs=config.eval_docs,
+        max_doc_tokens=config.max_doc_tokens,
+        positions=config.eval_positions,
+        G=config.eval_G,
+        thought_tokens=config.eval_thought_tokens,
+        temperature=config.eval_temperature,
+        top_p=config.eval_top_p,
+        min_thought_tokens=config.eval_min_thought_tokens,
+        allow_eos=config.eval_allow_eos,
+        seed=config.eval_seed,
+        think_open=config.think_open,
         think_close=config.think_close,
     )
 
@@ -101,9 +115,13 @@ def require_same_settings(settings: dict[str, EvalSettings | dict[str, Any]]) ->
     for name in names[1:]:
         other = items[name]
         if other != first:
-            diff = [f.name for f in dataclasses.fields(EvalSettings) if getattr(other, f.name) != getattr(first, f.name)]
-            raise WorkbenchError(f"{names[0]} and {name} were evaluated under different settings ({', '.join(diff)}); "
-                                 "re-evaluate both with one EvalSettings (workbench.evaluation.evaluate)")
+            diff = [
+                f.name for f in dataclasses.fields(EvalSettings) if getattr(other, f.name) != getattr(first, f.name)
+            ]
+            raise WorkbenchError(
+                f"{names[0]} and {name} were evaluated under different settings ({', '.join(diff)}); "
+                "re-evaluate both with one EvalSettings (workbench.evaluation.evaluate)"
+            )
     return first
 
 
@@ -158,18 +176,30 @@ def position_records(rm, doc: int, answers: bool, open_first: int) -> list[dict[
     for t in rm.positions:
         idx = at.get(t, [])
         target = rm.document_ids[t]
-        record = {"doc": doc, "position": int(t), "target": int(target),
-                  "reward_mean": float(rewards[idx].mean()) if idx else nan,
-                  "logp_with_thought": float(np.mean([rm.thoughts[i].logp_with_thought for i in idx])) if idx else nan}
+        record = {
+            "doc": doc,
+            "position": int(t),
+            "target": int(target),
+            "reward_mean": float(rewards[idx].mean()) if idx else nan,
+            "logp_with_thought": float(np.mean([rm.thoughts[i].logp_with_thought for i in idx])) if idx else nan,
+        }
         if answers:
             record["no_think_right"] = float(no_think_answer(rm, t, open_first) == target)
-            record["thinking_right"] = float(np.mean([rm.thoughts[i].next_top[0][0] == target for i in idx])) if idx else nan
+            record["thinking_right"] = (
+                float(np.mean([rm.thoughts[i].next_top[0][0] == target for i in idx])) if idx else nan
+            )
         out.append(record)
     return out
 
 
-def evaluate(policy: ModelHandle, documents: list[list[int]], settings: EvalSettings, progress: bool = False,
-             maps: list | None = None, records: list | None = None) -> dict[str, float]:
+def evaluate(
+    policy: ModelHandle,
+    documents: list[list[int]],
+    settings: EvalSettings,
+    progress: bool = False,
+    maps: list | None = None,
+    records: list | None = None,
+) -> dict[str, float]:
     """The held-out metrics of `policy` on tokenised `documents` (already cut to settings.max_doc_tokens), each mean
     with its standard error (`<metric>_se`). `maps`: a list that receives each document's RewardMap (with thoughts),
     e.g. for the reward-map film; `records`: a list that receives one record per scored position (paired comparisons)."""
@@ -200,8 +230,16 @@ def evaluate(policy: ModelHandle, documents: list[list[int]], settings: EvalSett
             own = scores.logp
         else:
             done = run_teacher_pass(policy, ids, top_k=2) if answers else None
-            rm = reward_map(policy, policy, ids, settings.positions, settings.sampling(), settings.template(),
-                            teacher_pass=done, top_k=1 if answers else 0)
+            rm = reward_map(
+                policy,
+                policy,
+                ids,
+                settings.positions,
+                settings.sampling(),
+                settings.template(),
+                teacher_pass=done,
+                top_k=1 if answers else 0,
+            )
             own = rm.no_think.logp
             if maps is not None:
                 maps.append(rm)
@@ -227,33 +265,41 @@ def evaluate(policy: ModelHandle, documents: list[list[int]], settings: EvalSett
             bar.update(1)
     if bar is not None:
         bar.close()
-    out = {"eval_loss": nll / count, "eval_loss_se": clustered_se(doc_nll, range(len(doc_nll))),
-           "eval_perplexity": float(np.exp(nll / count)), "eval_accuracy": correct / count}
+    out = {
+        "eval_loss": nll / count,
+        "eval_loss_se": clustered_se(doc_nll, range(len(doc_nll))),
+        "eval_perplexity": float(np.exp(nll / count)),
+        "eval_accuracy": correct / count,
+    }
     if thoughts:
         stats = {**reward_stats(rewards), **thoughts_stats(thoughts)}
-        out.update({
-            "eval_reward_mean": stats["reward_mean"],
-            "eval_logp_with_thought": float(np.mean(with_thought)),
-            "eval_content_gain_mean": float(np.mean(content)),
-            "eval_empty_thought_reward": float(np.mean(empty)),
-            "eval_share_positive": stats["share_positive"],
-            "eval_thought_tokens_mean": stats["thought_tokens_mean"],
-            "eval_share_empty": stats["share_empty"],
-            "eval_share_closed_by_marker": stats["share_closed_by_marker"],
-            "eval_reward_mean_se": clustered_se(rewards, at),
-            "eval_logp_with_thought_se": clustered_se(with_thought, at),
-            "eval_content_gain_mean_se": clustered_se(content, at),
-        })
+        out.update(
+            {
+                "eval_reward_mean": stats["reward_mean"],
+                "eval_logp_with_thought": float(np.mean(with_thought)),
+                "eval_content_gain_mean": float(np.mean(content)),
+                "eval_empty_thought_reward": float(np.mean(empty)),
+                "eval_share_positive": stats["share_positive"],
+                "eval_thought_tokens_mean": stats["thought_tokens_mean"],
+                "eval_share_empty": stats["share_empty"],
+                "eval_share_closed_by_marker": stats["share_closed_by_marker"],
+                "eval_reward_mean_se": clustered_se(rewards, at),
+                "eval_logp_with_thought_se": clustered_se(with_thought, at),
+                "eval_content_gain_mean_se": clustered_se(content, at),
+            }
+        )
     if right_thinking:
-        out.update({
-            "eval_answer_accuracy_thinking": float(np.mean(right_thinking)),
-            "eval_answer_accuracy_no_think": float(np.mean(right_no_think)),
-            "eval_share_scratch": float(np.mean([thought_style(th.text) == "scratch" for th in thoughts])),
-            **style_stats([th.text for th in thoughts], rewards, [th.closed_by for th in thoughts], prefix="eval_"),
-            "eval_answer_accuracy_thinking_se": clustered_se(np.asarray(right_thinking, dtype=float), at),
-            "eval_answer_accuracy_no_think_se": clustered_se(np.asarray(right_no_think, dtype=float), answer_at),
-            "eval_answers": len(right_no_think),
-        })
+        out.update(
+            {
+                "eval_answer_accuracy_thinking": float(np.mean(right_thinking)),
+                "eval_answer_accuracy_no_think": float(np.mean(right_no_think)),
+                "eval_share_scratch": float(np.mean([thought_style(th.text) == "scratch" for th in thoughts])),
+                **style_stats([th.text for th in thoughts], rewards, [th.closed_by for th in thoughts], prefix="eval_"),
+                "eval_answer_accuracy_thinking_se": clustered_se(np.asarray(right_thinking, dtype=float), at),
+                "eval_answer_accuracy_no_think_se": clustered_se(np.asarray(right_no_think, dtype=float), answer_at),
+                "eval_answers": len(right_no_think),
+            }
+        )
     out["time_eval_s"] = time.perf_counter() - start
     return out
 
@@ -275,9 +321,12 @@ def film_frame(rm, step: int) -> dict[str, Any]:
         "model": rm.model,
         "tokens": list(rm.tokens),
         "positions": [
-            {"position": int(r.position), "reward_mean": float(r.reward_mean),
-             "content_gain_mean": None if np.isnan(r.content_gain_mean) else float(r.content_gain_mean),
-             "best_thought": str(r.best_thought)}
+            {
+                "position": int(r.position),
+                "reward_mean": float(r.reward_mean),
+                "content_gain_mean": None if np.isnan(r.content_gain_mean) else float(r.content_gain_mean),
+                "best_thought": str(r.best_thought),
+            }
             for r in per.itertuples()
         ],
     }

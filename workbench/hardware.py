@@ -114,8 +114,11 @@ def cpu_kind() -> str:
             parts.append("AMX-BF16" if "amx_bf16" in flags else "no AMX")
         elif "bf16" in flags:
             parts.append("bf16")
-    lowered = [f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
-                                                 "MKL_ENABLE_INSTRUCTIONS") if os.environ.get(k)]
+    lowered = [
+        f"{k}={os.environ[k]}"
+        for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+        if os.environ.get(k)
+    ]
     if lowered:
         parts.append("lowered by " + " ".join(lowered))
     return f"{cpu_model()} ({', '.join(parts)})"
@@ -191,7 +194,10 @@ def auto_dtype(device_type: str = "cpu") -> tuple[torch.dtype, str]:
             return torch.bfloat16, f"CUDA GPU {torch.cuda.get_device_name()} computes bf16 natively"
         return torch.float32, "CUDA GPU without bf16 (float16 overflows Gemma 3's activations)"
     if device_type == "mps":
-        return torch.float32, "Apple MPS: float32 (bf16 depends on the macOS version and chip; float16 overflows Gemma 3)"
+        return (
+            torch.float32,
+            "Apple MPS: float32 (bf16 depends on the macOS version and chip; float16 overflows Gemma 3)",
+        )
     if device_type == "cpu":
         return _cpu_choice()
     return torch.float32, f"device {device_type}: float32 is the safe default"

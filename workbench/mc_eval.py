@@ -56,11 +56,7 @@ def _parse_item(obj: object, where: str, default_id: str) -> MCItem:
     question, choices, answer = obj.get("question"), obj.get("choices"), obj.get("answer")
     if not isinstance(question, str) or not question.strip():
         raise WorkbenchError(f'{where} needs a non-empty string field "question"')
-    if (
-        not isinstance(choices, list)
-        or len(choices) < 2
-        or not all(isinstance(c, str) and c.strip() for c in choices)
-    ):
+    if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c.strip() for c in choices):
         raise WorkbenchError(f'{where} needs "choices": a list of at least two non-empty strings')
     if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(choices):
         raise WorkbenchError(f'{where} needs "answer": an integer index from 0 to {len(choices) - 1}')
@@ -168,7 +164,7 @@ def _head_at_continuations(hflm: type) -> type:
             for _, context, continuation in requests:
                 if not context or not continuation:
                     raise WorkbenchError("lm-eval request with an empty context or continuation")
-                inp = tuple((context + continuation)[-(self.max_length + 1):][:-1])
+                inp = tuple((context + continuation)[-(self.max_length + 1) :][:-1])
                 where.append(inputs.setdefault(inp, len(inputs)))
                 spans.append((len(inp) - len(continuation), len(inp)))
             unique = list(inputs)
@@ -177,10 +173,15 @@ def _head_at_continuations(hflm: type) -> type:
             users: dict[int, list[int]] = {}
             for i, u in enumerate(where):
                 users.setdefault(u, []).append(i)
-            for start in tqdm(range(0, len(order), batch_size), disable=disable_tqdm or self.rank != 0,
-                              desc="Running loglikelihood requests (head at continuations)"):
-                chunk = order[start:start + batch_size]
-                batch = torch.zeros(len(chunk), max(len(unique[u]) for u in chunk), dtype=torch.long, device=self.device)
+            for start in tqdm(
+                range(0, len(order), batch_size),
+                disable=disable_tqdm or self.rank != 0,
+                desc="Running loglikelihood requests (head at continuations)",
+            ):
+                chunk = order[start : start + batch_size]
+                batch = torch.zeros(
+                    len(chunk), max(len(unique[u]) for u in chunk), dtype=torch.long, device=self.device
+                )
                 for r, u in enumerate(chunk):
                     batch[r, : len(unique[u])] = torch.tensor(unique[u], dtype=torch.long)
                 served = [(r, i) for r, u in enumerate(chunk) for i in users[u]]
@@ -196,9 +197,12 @@ def _head_at_continuations(hflm: type) -> type:
                 for r, i in served:
                     a, b = spans[i]
                     request_str, _, continuation = requests[i]
-                    cont = torch.tensor(continuation[-(b - a):], dtype=torch.long, device=self.device)
+                    cont = torch.tensor(continuation[-(b - a) :], dtype=torch.long, device=self.device)
                     rows_logp = logp[[at[(r, t)] for t in range(a, b)]]
-                    answer = (float(rows_logp.gather(1, cont[:, None]).sum()), bool((rows_logp.argmax(-1) == cont).all()))
+                    answer = (
+                        float(rows_logp.gather(1, cont[:, None]).sum()),
+                        bool((rows_logp.argmax(-1) == cont).all()),
+                    )
                     answers[i] = answer
                     if request_str is not None:
                         self.cache_hook.add_partial("loglikelihood", request_str, answer)

@@ -9,7 +9,8 @@ thoughts where something happened, `eval_<name>` for the same on held-out docume
 from __future__ import annotations
 
 import warnings
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +28,8 @@ VOCABULARY: dict[str, str] = {
     "share_budget": "share of thoughts cut at the token budget",
     "loss": "next-token loss (nats/token) of the training batch; eval_loss: on the held-out documents, no thought",
     "work_flops": "counted work (workbench/work.py): FLOPs of every forward a process asked for, plus its training runs' "
-                  "own counts; work_tokens / work_head_rows: tokens fed and LM-head rows; work_flops_evaluation: a "
-                  "training run's held-out evaluations",
+    "own counts; work_tokens / work_head_rows: tokens fed and LM-head rows; work_flops_evaluation: a "
+    "training run's held-out evaluations",
 }
 
 # old spellings -> the vocabulary's; read_metrics and RewardMap.summary() still answer to them, with a warning
@@ -85,14 +86,17 @@ def thoughts_stats(thoughts: Sequence[Any]) -> dict[str, float]:
     return thought_stats([th.length for th in thoughts], [th.closed_by for th in thoughts])
 
 
-def reward_stats(rewards: Sequence[float] | np.ndarray,
-                 content_gains: Sequence[float] | np.ndarray | None = None) -> dict[str, float]:
+def reward_stats(
+    rewards: Sequence[float] | np.ndarray, content_gains: Sequence[float] | np.ndarray | None = None
+) -> dict[str, float]:
     """reward_mean and share_positive of some rewards; with their content gains also content_gain_mean and
     share_content_gain_positive (the mean leaves out NaN gains - no empty-thought reference -, the share counts them
     as not positive). Empty input: NaN."""
     r = np.asarray(rewards, dtype=float)
-    out = {"reward_mean": float(r.mean()) if r.size else float("nan"),
-           "share_positive": float((r > 0).mean()) if r.size else float("nan")}
+    out = {
+        "reward_mean": float(r.mean()) if r.size else float("nan"),
+        "share_positive": float((r > 0).mean()) if r.size else float("nan"),
+    }
     if content_gains is not None:
         g = np.asarray(content_gains, dtype=float)
         finite = g[~np.isnan(g)]

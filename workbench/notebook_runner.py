@@ -1,10 +1,10 @@
 """Headless notebook runs: validate parameters, execute with papermill, export HTML, keep everything.
 
-    runs/<notebook>-<timestamp>/
-        <notebook>.ipynb   the executed notebook (written even when a cell fails)
-        <notebook>.html    an offline HTML export: token maps are plain HTML, plotly.js is embedded
-        params.json        the parameters as run, with the seed and package versions
-        metrics.json       what the notebook recorded with workbench.save_metrics(run_dir, ...)
+runs/<notebook>-<timestamp>/
+    <notebook>.ipynb   the executed notebook (written even when a cell fails)
+    <notebook>.html    an offline HTML export: token maps are plain HTML, plotly.js is embedded
+    params.json        the parameters as run, with the seed and package versions
+    metrics.json       what the notebook recorded with workbench.save_metrics(run_dir, ...)
 """
 
 from __future__ import annotations
@@ -67,14 +67,18 @@ def parameter_help(path: Path) -> list[ParameterHelp]:
     """Every parameter of a notebook, read from the notebook itself: the literal it is set to and the comment at the
     end of its line (the one-line help `workbench run NOTEBOOK --help` prints)."""
     source = _parameters_source(path)
-    comments = {tok.start[0]: tok.string.lstrip("#").strip()
-                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    comments = {
+        tok.start[0]: tok.string.lstrip("#").strip()
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+        if tok.type == tokenize.COMMENT
+    }
     out = []
     for node in ast.parse(source).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             default = ast.literal_eval(node.value)
-            out.append(ParameterHelp(node.targets[0].id, default, type(default).__name__,
-                                     comments.get(node.end_lineno, "")))
+            out.append(
+                ParameterHelp(node.targets[0].id, default, type(default).__name__, comments.get(node.end_lineno, ""))
+            )
     return out
 
 
@@ -109,6 +113,7 @@ def run_notebook(
     runs_root: str | Path | None = None,
     run_dir: Path | None = None,
     log=None,
+    code: str = "show",
 ) -> Path:
     """Execute one notebook headlessly into a new run directory; returns the directory.
 
@@ -128,8 +133,10 @@ def run_notebook(
     run_dir.mkdir(parents=True, exist_ok=True)
     params["run_dir"] = str(run_dir.resolve())
     hardware = hardware_record(params.get("dtype", "auto"))
-    write_json(run_dir / "params.json", {"notebook": path.name, "parameters": params, "hardware": hardware,
-                                         "versions": versions()})
+    write_json(
+        run_dir / "params.json",
+        {"notebook": path.name, "parameters": params, "hardware": hardware, "versions": versions()},
+    )
     out_nb = run_dir / path.name
     os.environ[HEADLESS_ENV] = "1"  # the kernel inherits it: widgets give way to static views
     log(f"running {path.name} -> {run_dir}")
@@ -149,7 +156,7 @@ def run_notebook(
         failure = f"{path.name}: cell {exc.exec_count} failed: {exc.ename}: {str(exc.evalue).splitlines()[0] if exc.evalue else ''}"
     finally:
         if out_nb.exists():
-            export_html(out_nb)
+            export_html(out_nb, code)
     elapsed = time.perf_counter() - start
     log(f"{path.name} finished in {elapsed:.0f} s" if failure is None else failure)
     if failure is not None:
@@ -173,20 +180,44 @@ def hardware_record(dtype: str) -> dict[str, str]:
     return choice.as_dict()
 
 
-def export_html(notebook_path: Path) -> Path:
-    """An HTML copy that renders offline: no input prompts hidden, plotly.js already inline in the outputs."""
+CODE_VIEWS = ("fold", "hide", "show")
+# wide dataframes scroll inside their output instead of running off the page; folded code opens on a click
+EXPORT_CSS = (
+    ".jp-OutputArea-output{overflow-x:auto;max-width:100%}"
+    "details.wb-code>summary{cursor:pointer;color:#666;font-size:85%;margin:.2em 0}"
+)
+FOLD_JS = (
+    "document.querySelectorAll('.jp-CodeCell > .jp-Cell-inputWrapper').forEach(function(w){"
+    "var d=document.createElement('details');d.className='wb-code';var s=document.createElement('summary');"
+    "s.textContent='code';d.appendChild(s);w.parentNode.insertBefore(d,w);d.appendChild(w);});"
+)
+
+
+def export_html(notebook_path: Path, code: str = "show") -> Path:
+    """An HTML copy that renders offline (plotly.js already inline in the outputs). `code`: "show" every code cell,
+    "fold" each one under a click-to-open "code" line (the report's default: readers come for the results), or "hide"
+    them (nbconvert's exclude_input)."""
     import nbformat
     from nbconvert import HTMLExporter
 
+    if code not in CODE_VIEWS:
+        raise WorkbenchError(f"code view {code!r}: choose one of {', '.join(CODE_VIEWS)}")
     nb = nbformat.read(notebook_path, as_version=4)
-    body, _ = HTMLExporter().from_notebook_node(nb)
+    body, _ = HTMLExporter(exclude_input=code == "hide").from_notebook_node(nb)
+    extra = f"<style>{EXPORT_CSS}</style>" + (f"<script>{FOLD_JS}</script>" if code == "fold" else "")
+    body = body.replace("</body>", extra + "</body>", 1) if "</body>" in body else body + extra
     out = notebook_path.with_suffix(".html")
     out.write_text(body, encoding="utf-8")
     return out
 
 
-def run_report(overrides: dict[str, Any] | None = None, runs_root: str | Path | None = None, log=None,
-               keep_weights: bool = False) -> Path:
+def run_report(
+    overrides: dict[str, Any] | None = None,
+    runs_root: str | Path | None = None,
+    log=None,
+    keep_weights: bool = False,
+    code: str = "fold",
+) -> Path:
     """The main job: run the curated notebooks into one report directory with an index.html. The training runs'
     weights (1-2 GB of fp32 each; notebook 05 reads them) are deleted once the last notebook has run, unless
     `keep_weights`: a report is something people copy and keep."""
@@ -198,7 +229,7 @@ def run_report(overrides: dict[str, Any] | None = None, runs_root: str | Path | 
         path = find_notebook(name)
         accepted = notebook_parameters(path)
         own = {k: v for k, v in {**carried, **overrides}.items() if k in accepted}
-        run_dir = run_notebook(path, own, run_dir=report_dir / path.stem, log=log)
+        run_dir = run_notebook(path, own, run_dir=report_dir / path.stem, log=log, code=code)
         done.append((path.stem, run_dir))
         metrics_path = run_dir / "metrics.json"
         if metrics_path.exists():
@@ -206,11 +237,14 @@ def run_report(overrides: dict[str, Any] | None = None, runs_root: str | Path | 
 
             saved = json.loads(metrics_path.read_text())
             carried.update({k: saved[k] for k in CARRIED if saved.get(k)})
+    from workbench.report_index import write_index
+
     write_index(report_dir, done)
     if not keep_weights:
         for run in drop_weights(report_dir):
-            (log or print)(f"weights of {run.relative_to(report_dir)} removed (read by the notebooks; "
-                           "--keep-weights keeps them)")
+            (log or print)(
+                f"weights of {run.relative_to(report_dir)} removed (read by the notebooks; --keep-weights keeps them)"
+            )
     return report_dir / "index.html"
 
 
@@ -232,52 +266,7 @@ def drop_weights(report_dir: Path) -> list[Path]:
             "The weights of this run were deleted after the report's notebooks had read them (a report stays small "
             "enough to copy).\nThe same numbers again, with weights: workbench train config.yaml --output-dir NEW_DIR "
             "(same config, same seed; on the same kind of machine)\nor build the report with: workbench report "
-            "--keep-weights\n")
+            "--keep-weights\n"
+        )
         touched.append(run)
     return touched
-
-
-def write_index(report_dir: Path, runs: list[tuple[str, Path]]) -> Path:
-    """index.html, and beside it figures/: every plotly chart of each executed notebook as PNG and SVG
-    (`<notebook>-<NN>-<title>.png`, NN = the chart's place in the notebook), linked under its notebook."""
-    import html
-    import json
-
-    from workbench.figure_files import write_notebook_figures
-
-    items = []
-    for stem, run_dir in runs:
-        metrics_path = run_dir / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-        shown = ", ".join(
-            f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}"
-            for k, v in metrics.items()
-            if isinstance(v, (int, float, str))
-        )
-        rel = run_dir.relative_to(report_dir)
-        try:  # figure files are an extra: a failure here must not cost the report its index
-            figures = write_notebook_figures(run_dir / f"{stem}.ipynb", report_dir / "figures")
-        except Exception as e:  # noqa: BLE001
-            print(f"figures of {stem} not written: {type(e).__name__}: {e}", file=sys.stderr)
-            figures = []
-        links = "".join(
-            f"<li>{html.escape(title)}: "
-            + " ".join(f'<a href="figures/{html.escape(p.name)}">{p.suffix[1:].upper()}</a>' for p in paths)
-            + "</li>"
-            for title, paths in figures
-        )
-        items.append(
-            f'<li><a href="{html.escape(str(rel / (stem + ".html")))}">{html.escape(stem)}</a>'
-            f"<br><small>{html.escape(shown)}</small>"
-            + (f"<details><summary>figures ({len(figures)})</summary><ul>{links}</ul></details>" if figures else "")
-            + "</li>"
-        )
-    page = (
-        "<!doctype html><meta charset='utf-8'><title>RLP workbench report</title>"
-        "<body style='font-family:sans-serif;max-width:60em;margin:2em auto'>"
-        "<h1>RLP workbench report</h1><p>Each notebook ran headlessly; its run directory holds the executed "
-        "notebook, parameters, versions and metrics.</p><ol>" + "".join(items) + "</ol></body>"
-    )
-    out = report_dir / "index.html"
-    out.write_text(page, encoding="utf-8")
-    return out

@@ -10,9 +10,10 @@ policy, its EMA teacher (at step 0 the policy itself) and the document's token i
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from workbench import work
 from workbench.data import Document, DocumentIds, find_document, tokenize_document

@@ -6,7 +6,8 @@ stops the run with a one-line message instead of a traceback halfway through a n
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from workbench.data import find_document, parse_positions
 from workbench.errors import WorkbenchError
@@ -162,7 +163,9 @@ def validate(params: dict[str, Any], known: set[str] | None = None) -> dict[str,
     if known is not None:
         unknown = sorted(set(params) - known)
         if unknown:
-            raise WorkbenchError(f"unknown parameter(s) {', '.join(unknown)}; this notebook takes: {', '.join(sorted(known))}")
+            raise WorkbenchError(
+                f"unknown parameter(s) {', '.join(unknown)}; this notebook takes: {', '.join(sorted(known))}"
+            )
     out = {}
     for name, value in params.items():
         check = SCHEMA.get(name)

@@ -22,11 +22,33 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # plotly's default colourway (plotly template); used when a figure carries no template of its own
-COLORWAY = ["#636efa", "#EF553B", "#00cc96", "#ab63fa", "#FFA15A", "#19d3f3", "#FF6692", "#B6E880", "#FF97FF",
-            "#FECB52"]
+COLORWAY = [
+    "#636efa",
+    "#EF553B",
+    "#00cc96",
+    "#ab63fa",
+    "#FFA15A",
+    "#19d3f3",
+    "#FF6692",
+    "#B6E880",
+    "#FF97FF",
+    "#FECB52",
+]
 DASHES = {"dash": "--", "dot": ":", "dashdot": "-.", "longdash": (0, (8, 3)), "longdashdot": (0, (8, 3, 2, 3))}
-SYMBOLS = {"circle": "o", "square": "s", "diamond": "D", "cross": "P", "x": "X", "star": "*", "triangle-up": "^",
-           "triangle-down": "v", "triangle-left": "<", "triangle-right": ">", "pentagon": "p", "hexagon": "h"}
+SYMBOLS = {
+    "circle": "o",
+    "square": "s",
+    "diamond": "D",
+    "cross": "P",
+    "x": "X",
+    "star": "*",
+    "triangle-up": "^",
+    "triangle-down": "v",
+    "triangle-left": "<",
+    "triangle-right": ">",
+    "pentagon": "p",
+    "hexagon": "h",
+}
 DPI = 100  # layout pixels -> inches; PNGs are written at 1.5x for a sharper picture
 
 
@@ -92,15 +114,34 @@ def render_matplotlib(fig: Any) -> Any:
     scale_done: set[str] = set()
     for i, t in enumerate(traces):
         kind, ax = t.get("type", "scatter"), axes[(t.get("xaxis", "x"), t.get("yaxis", "y"))]
-        color = _color(t.get("marker", {}).get("color") if isinstance(t.get("marker", {}).get("color"), str) else
-                       t.get("line", {}).get("color")) or colorway[i % len(colorway)]
-        draw = {"scatter": _scatter, "scattergl": _scatter, "bar": _bar, "heatmap": _heatmap,
-                "histogram": _histogram, "box": _box}.get(kind)
+        color = (
+            _color(
+                t.get("marker", {}).get("color")
+                if isinstance(t.get("marker", {}).get("color"), str)
+                else t.get("line", {}).get("color")
+            )
+            or colorway[i % len(colorway)]
+        )
+        draw = {
+            "scatter": _scatter,
+            "scattergl": _scatter,
+            "bar": _bar,
+            "heatmap": _heatmap,
+            "histogram": _histogram,
+            "box": _box,
+        }.get(kind)
         if draw is None:
             skipped.add(kind)
             continue
-        mappable = draw(ax, t, color, lambda v, a, ax=ax: _coords(v, cats.setdefault((ax, a), [])), lay=lay,
-                        slot=bar_slots.get(i), traces=traces)
+        mappable = draw(
+            ax,
+            t,
+            color,
+            lambda v, a, ax=ax: _coords(v, cats.setdefault((ax, a), [])),
+            lay=lay,
+            slot=bar_slots.get(i),
+            traces=traces,
+        )
         owner = _scale_owner(t, lay)
         if mappable is not None and owner is not None and owner not in scale_done:
             scale_done.add(owner)  # one colour bar per colour axis, beside the axes that first used it
@@ -112,14 +153,18 @@ def render_matplotlib(fig: Any) -> Any:
         if id(t) in legend_ids:
             from matplotlib.patches import Patch
 
-            handles.append(Patch(color=color, label=plain_text(t.get("name", ""))) if kind != "scatter" else
-                           _line_handle(t, color))
+            handles.append(
+                Patch(color=color, label=plain_text(t.get("name", ""))) if kind != "scatter" else _line_handle(t, color)
+            )
     for (ax, which), labels in cats.items():
         if labels:
             slanted = which == "x" and len(labels) > 6  # many category names under a chart: slant them
-            getattr(ax, f"set_{which}ticks")(range(len(labels)), [plain_text(str(c))[:24] for c in labels],
-                                             rotation=45 if slanted else 0,
-                                             ha="center" if which == "x" and not slanted else "right")
+            getattr(ax, f"set_{which}ticks")(
+                range(len(labels)),
+                [plain_text(str(c))[:24] for c in labels],
+                rotation=45 if slanted else 0,
+                ha="center" if which == "x" and not slanted else "right",
+            )
     for (xa, ya), ax in axes.items():
         for which, name in (("x", xa), ("y", ya)):
             spec_axis = _axis(lay, name)
@@ -142,11 +187,17 @@ def render_matplotlib(fig: Any) -> Any:
     if title:
         figure.text(ml / width, 1 - 12 / height, title, fontsize=12, va="top", ha="left")
     if handles:
-        figure.legend(handles=handles, loc="upper left", fontsize=8, frameon=False,
-                      bbox_to_anchor=(1 - (190 - 10) / width, 1 - mt / height))
+        figure.legend(
+            handles=handles,
+            loc="upper left",
+            fontsize=8,
+            frameon=False,
+            bbox_to_anchor=(1 - (190 - 10) / width, 1 - mt / height),
+        )
     if skipped:
-        log.warning("figure %r: trace type(s) %s not drawn by the matplotlib route", title[:60],
-                    ", ".join(sorted(skipped)))
+        log.warning(
+            "figure %r: trace type(s) %s not drawn by the matplotlib route", title[:60], ", ".join(sorted(skipped))
+        )
     return figure
 
 
@@ -165,11 +216,26 @@ def _scatter(ax, t, color, coords, lay, **_) -> Any:
         values = _arr(marker.get("color")) if not isinstance(marker.get("color"), (str, type(None))) else None
         if values is not None and values.dtype.kind in "fiu" and len(values) == n:
             scale = _scale_spec(t, lay)
-            mappable = ax.scatter(x, y, c=values, cmap=_cmap(scale.get("colorscale"), scale.get("reversescale")),
-                                  vmin=scale.get("cmin"), vmax=scale.get("cmax"), s=size**2, zorder=3)
+            mappable = ax.scatter(
+                x,
+                y,
+                c=values,
+                cmap=_cmap(scale.get("colorscale"), scale.get("reversescale")),
+                vmin=scale.get("cmin"),
+                vmax=scale.get("cmax"),
+                s=size**2,
+                zorder=3,
+            )
         else:
-            ax.plot(x, y, linestyle="none", marker=SYMBOLS.get(str(marker.get("symbol")), "o"), markersize=size,
-                    color=color, alpha=marker["opacity"] if isinstance(marker.get("opacity"), (int, float)) else 1)
+            ax.plot(
+                x,
+                y,
+                linestyle="none",
+                marker=SYMBOLS.get(str(marker.get("symbol")), "o"),
+                markersize=size,
+                color=color,
+                alpha=marker["opacity"] if isinstance(marker.get("opacity"), (int, float)) else 1,
+            )
     err = t.get("error_y") or {}
     if err.get("array") is not None and err.get("visible", True):
         up = _arr(err["array"]).astype(float)
@@ -178,8 +244,15 @@ def _scatter(ax, t, color, coords, lay, **_) -> Any:
         ax.errorbar(x, y, yerr=[down, up], fmt="none", ecolor=color, elinewidth=0.8, capsize=2)
     if "text" in mode and t.get("text") is not None:
         for xi, yi, s in zip(x, y, _listify(t["text"], n)):
-            ax.annotate(plain_text(str(s)), (xi, yi), fontsize=7, ha="center", va="bottom", xytext=(0, 3),
-                        textcoords="offset points")
+            ax.annotate(
+                plain_text(str(s)),
+                (xi, yi),
+                fontsize=7,
+                ha="center",
+                va="bottom",
+                xytext=(0, 3),
+                textcoords="offset points",
+            )
     return mappable
 
 
@@ -205,8 +278,11 @@ def _bar(ax, t, color, coords, lay, slot, traces, **_) -> None:
     stack = lay.get("barmode") in ("stack", "relative")
     base = _stack_base(ax, pos, val) if stack else None
     alpha = 0.6 if lay.get("barmode") == "overlay" else 1.0
-    bars = (ax.barh(pos, val, height=width, left=base, color=color, alpha=alpha) if horizontal else
-            ax.bar(pos, val, width=width, bottom=base, color=color, alpha=alpha))
+    bars = (
+        ax.barh(pos, val, height=width, left=base, color=color, alpha=alpha)
+        if horizontal
+        else ax.bar(pos, val, width=width, bottom=base, color=color, alpha=alpha)
+    )
     text = t.get("text")
     if text is not None and not isinstance(text, str) and len(val) <= 60:
         ax.bar_label(bars, labels=[plain_text(str(s)) for s in _listify(text, len(val))], fontsize=7)
@@ -229,8 +305,12 @@ def _histogram(ax, t, color, coords, lay, traces, **_) -> None:
         pos = coords(labels, "y" if horizontal else "x")
         (ax.barh if horizontal else ax.bar)(pos, counts, 0.8, color=color, alpha=0.7)
         return
-    same_axes = [_arr(o.get("y") if horizontal else o.get("x")) for o in traces if o.get("type") == "histogram"
-                 and (o.get("xaxis", "x"), o.get("yaxis", "y")) == (t.get("xaxis", "x"), t.get("yaxis", "y"))]
+    same_axes = [
+        _arr(o.get("y") if horizontal else o.get("x"))
+        for o in traces
+        if o.get("type") == "histogram"
+        and (o.get("xaxis", "x"), o.get("yaxis", "y")) == (t.get("xaxis", "x"), t.get("yaxis", "y"))
+    ]
     pooled = np.concatenate([v.astype(float) for v in same_axes if v.dtype.kind in "fiub"])
     pooled = pooled[np.isfinite(pooled)]
     nbins = t.get("nbinsy" if horizontal else "nbinsx") or "auto"
@@ -254,16 +334,31 @@ def _box(ax, t, color, coords, **_) -> None:
     order = list(dict.fromkeys(keys.tolist()))
     pos = coords(np.array(order), "y" if horizontal else "x")
     data = [values[(keys == k) & np.isfinite(values)] for k in order]
-    ax.boxplot(data, positions=pos, widths=0.5, orientation="horizontal" if horizontal else "vertical",
-               patch_artist=True, showfliers=False, manage_ticks=False,
-               boxprops={"facecolor": color, "alpha": 0.35, "edgecolor": color}, medianprops={"color": color},
-               whiskerprops={"color": color}, capprops={"color": color})
+    ax.boxplot(
+        data,
+        positions=pos,
+        widths=0.5,
+        orientation="horizontal" if horizontal else "vertical",
+        patch_artist=True,
+        showfliers=False,
+        manage_ticks=False,
+        boxprops={"facecolor": color, "alpha": 0.35, "edgecolor": color},
+        medianprops={"color": color},
+        whiskerprops={"color": color},
+        capprops={"color": color},
+    )
     if t.get("boxpoints") == "all":  # px.box(points="all"): every point, jittered over its box
         jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(values))  # fixed seed: the same file every time
         where = np.array([order.index(k) for k in keys.tolist()])
         at = np.asarray(pos, dtype=float)[where] + jitter
-        ax.plot(*((values, at) if horizontal else (at, values)), linestyle="none", marker="o", markersize=2.5,
-                color=color, alpha=0.6)
+        ax.plot(
+            *((values, at) if horizontal else (at, values)),
+            linestyle="none",
+            marker="o",
+            markersize=2.5,
+            color=color,
+            alpha=0.6,
+        )
 
 
 def _heatmap(ax, t, color, coords, lay, **_) -> Any:
@@ -277,9 +372,16 @@ def _heatmap(ax, t, color, coords, lay, **_) -> Any:
         mid = scale.get("zmid", scale.get("cmid"))
         reach = float(np.nanmax(np.abs(z - mid))) if np.isfinite(z).any() else 1.0
         lo, hi = mid - reach, mid + reach
-    mesh = ax.pcolormesh(_edges(xs), _edges(ys), np.ma.masked_invalid(z), vmin=lo, vmax=hi,
-                         cmap=_cmap(scale.get("colorscale"), scale.get("reversescale")),
-                         edgecolors="white" if t.get("xgap") or t.get("ygap") else "face", linewidth=0.5)
+    mesh = ax.pcolormesh(
+        _edges(xs),
+        _edges(ys),
+        np.ma.masked_invalid(z),
+        vmin=lo,
+        vmax=hi,
+        cmap=_cmap(scale.get("colorscale"), scale.get("reversescale")),
+        edgecolors="white" if t.get("xgap") or t.get("ygap") else "face",
+        linewidth=0.5,
+    )
     ax.grid(False)
     template = t.get("texttemplate")
     if template:  # plotly writes cell text only through texttemplate
@@ -288,8 +390,23 @@ def _heatmap(ax, t, color, coords, lay, **_) -> Any:
         box = ax.get_position()
         cell_w = box.width * ax.figure.get_figwidth() * DPI / cols
         cell_h = box.height * ax.figure.get_figheight() * DPI / rows
-        labels = [[plain_text(_fill_template(template, {"z": z[r, c], "x": xs[c], "y": ys[r], "text": text[r][c] if
-                   text is not None and text.ndim == 2 else ""})) for c in range(cols)] for r in range(rows)]
+        labels = [
+            [
+                plain_text(
+                    _fill_template(
+                        template,
+                        {
+                            "z": z[r, c],
+                            "x": xs[c],
+                            "y": ys[r],
+                            "text": text[r][c] if text is not None and text.ndim == 2 else "",
+                        },
+                    )
+                )
+                for c in range(cols)
+            ]
+            for r in range(rows)
+        ]
         # one font size for the whole map (fitted to the cell and a typical label), so sizes do not read as values
         longest = sorted(len(s) for row in labels for s in row if s) or [1]
         typical = longest[int(0.9 * (len(longest) - 1))]
@@ -323,17 +440,29 @@ def _shape(figure, axes: dict, shape: dict, paper_transform) -> None:
             trans.append(ax.transAxes if ref.endswith("domain") else ax.transData)
     transform = blended_transform_factory(*trans)
     line = shape.get("line", {}) or {}
-    style = {"color": _color(line.get("color")) or "#444", "linestyle": DASHES.get(line.get("dash"), "-"),
-             "linewidth": (line.get("width") or 2) * 0.75}
+    style = {
+        "color": _color(line.get("color")) or "#444",
+        "linestyle": DASHES.get(line.get("dash"), "-"),
+        "linewidth": (line.get("width") or 2) * 0.75,
+    }
     x0, x1, y0, y1 = (shape.get(k, 0) for k in ("x0", "x1", "y0", "y1"))
     if any(isinstance(v, str) for v in (x0, x1, y0, y1)):
         return  # a shape on a category axis: cheap to skip, rare in our charts
     if kind == "line":
         figure.add_artist(Line2D([x0, x1], [y0, y1], transform=transform, zorder=4, **style))
     else:
-        figure.add_artist(Rectangle((x0, y0), x1 - x0, y1 - y0, transform=transform, zorder=1, linewidth=0,
-                                    facecolor=_color(shape.get("fillcolor")) or "#888",
-                                    alpha=shape.get("opacity", 0.2)))
+        figure.add_artist(
+            Rectangle(
+                (x0, y0),
+                x1 - x0,
+                y1 - y0,
+                transform=transform,
+                zorder=1,
+                linewidth=0,
+                facecolor=_color(shape.get("fillcolor")) or "#888",
+                alpha=shape.get("opacity", 0.2),
+            )
+        )
 
 
 def _annotation(axes: dict, note: dict, paper_transform) -> None:
@@ -348,16 +477,31 @@ def _annotation(axes: dict, note: dict, paper_transform) -> None:
         transform = ax.transAxes if xref.endswith("domain") else ax.transData
     ha = {"left": "left", "right": "right"}.get(note.get("xanchor"), "center")
     va = {"bottom": "bottom", "top": "top"}.get(note.get("yanchor"), "center")
-    ax.text(note.get("x", 0.5), note.get("y", 0.5), text, transform=transform, ha=ha, va=va, clip_on=False,
-            fontsize=min(10.0, ((note.get("font") or {}).get("size") or 12) * 0.65))
+    ax.text(
+        note.get("x", 0.5),
+        note.get("y", 0.5),
+        text,
+        transform=transform,
+        ha=ha,
+        va=va,
+        clip_on=False,
+        fontsize=min(10.0, ((note.get("font") or {}).get("size") or 12) * 0.65),
+    )
 
 
 def _line_handle(t: dict, color: str) -> Any:
     from matplotlib.lines import Line2D
 
     mode = t.get("mode") or "lines+markers"
-    return Line2D([], [], color=color, label=plain_text(t.get("name", "")), linestyle="-" if "lines" in mode else "none",
-                  marker="o" if "markers" in mode else None, markersize=4)
+    return Line2D(
+        [],
+        [],
+        color=color,
+        label=plain_text(t.get("name", "")),
+        linestyle="-" if "lines" in mode else "none",
+        marker="o" if "markers" in mode else None,
+        markersize=4,
+    )
 
 
 def _shows_legend(t: dict, lay: dict, traces: list[dict]) -> bool:
@@ -521,4 +665,3 @@ def plain_text(text: Any) -> str:
     """plotly's small HTML subset in titles and labels, as plain text."""
     text = re.sub(r"<br\s*/?>", "\n", str(text or ""), flags=re.I)
     return re.sub(r"<[^>]+>", "", text).replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
-

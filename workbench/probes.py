@@ -17,8 +17,8 @@ model at step 0 the empty thought often beats them all, because the markers cost
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -111,7 +111,9 @@ def template_probe(template: str) -> ProbeFn:
     try:
         template.format(next="", guess="", context="")
     except (KeyError, IndexError, ValueError) as exc:
-        raise WorkbenchError(f"probe template {template!r}: use only the fields {{next}}, {{guess}}, {{context}} ({exc})") from None
+        raise WorkbenchError(
+            f"probe template {template!r}: use only the fields {{next}}, {{guess}}, {{context}} ({exc})"
+        ) from None
 
     def probe(ctx: ProbeContext) -> str:
         fields = {"next": ctx.text([ctx.target_id]).strip(), "context": ctx.text(ctx.context_ids()).strip()}
@@ -122,7 +124,7 @@ def template_probe(template: str) -> ProbeFn:
     return probe
 
 
-def resolve_families(families: Sequence[str] | Mapping[str, "ProbeFn | str | None"] | None) -> dict[str, ProbeFn]:
+def resolve_families(families: Sequence[str] | Mapping[str, ProbeFn | str | None] | None) -> dict[str, ProbeFn]:
     """Family names (registered) and/or name -> function or text template, in order; None means every registered one."""
     if families is None:
         return dict(PROBE_FAMILIES)
@@ -190,9 +192,7 @@ class ProbeMap:
             for th in pos["thoughts"]:
                 th["family"] = next(families)
         out["families"] = list(self.families)
-        out["family_summary"] = {
-            name: {k: float(v) for k, v in row.items()} for name, row in self.summary().iterrows()
-        }
+        out["family_summary"] = {name: {k: float(v) for k, v in row.items()} for name, row in self.summary().iterrows()}
         return out
 
 
@@ -201,7 +201,7 @@ def probe_map(
     teacher: ModelHandle,
     document_ids: list[int],
     positions: str | PositionSpec | Sequence[int] = "every:16",
-    families: Sequence[str] | Mapping[str, "ProbeFn | str | None"] | None = None,
+    families: Sequence[str] | Mapping[str, ProbeFn | str | None] | None = None,
     template: ThoughtTemplate = ThoughtTemplate(),
     config: SamplingConfig = SamplingConfig(),
     teacher_pass: TeacherPass | None = None,
@@ -214,8 +214,13 @@ def probe_map(
     done = ensure_teacher_pass(teacher_pass, teacher, document_ids, top_k=2)
     if isinstance(positions, (str, PositionSpec)):
         spec = parse_positions(positions) if isinstance(positions, str) else positions
-        chosen = select_positions(spec, len(document_ids), seed=config.seed, entropy=done.no_think.entropy,
-                                  marked=getattr(document_ids, "marked", None))
+        chosen = select_positions(
+            spec,
+            len(document_ids),
+            seed=config.seed,
+            entropy=done.no_think.entropy,
+            marked=getattr(document_ids, "marked", None),
+        )
     else:
         chosen = sorted(set(int(t) for t in positions))
     if not chosen:
@@ -226,8 +231,17 @@ def probe_map(
         for name, fn in fns.items():
             given.append((t, fn(ctx)))
             family_of.append(name)
-    rm = score_thoughts(policy, teacher, document_ids, given, template=template, config=config,
-                        empty_reference="empty" not in fns, teacher_pass=done, progress=progress or None)
+    rm = score_thoughts(
+        policy,
+        teacher,
+        document_ids,
+        given,
+        template=template,
+        config=config,
+        empty_reference="empty" not in fns,
+        teacher_pass=done,
+        progress=progress or None,
+    )
     if "empty" in fns:
         rm.empty_logp = {th.position: th.logp_with_thought for th, f in zip(rm.thoughts, family_of) if f == "empty"}
     return ProbeMap(rm, list(fns), family_of)
@@ -267,8 +281,10 @@ def family_order_shares(table: pd.DataFrame) -> dict[str, float]:
     nan = float("nan")
     return {
         "leak>echo>neutral": share((table["leak"] > table["echo"]) & (table["echo"] > table["neutral"]))
-        if {"leak", "echo", "neutral"} <= has else nan,
+        if {"leak", "echo", "neutral"} <= has
+        else nan,
         "leak>wrong_hint": share(table["leak"] > table["wrong_hint"]) if {"leak", "wrong_hint"} <= has else nan,
         "empty>informative": share(table["empty"] > table[["leak", "echo"]].max(axis=1))
-        if {"empty", "leak", "echo"} <= has else nan,
+        if {"empty", "leak", "echo"} <= has
+        else nan,
     }

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -191,14 +191,18 @@ class RewardMap:
         stats = reward_stats(self.rewards, self.content_gains if empty else None)
         if not empty:  # no empty-thought reference: no content gain
             stats.update(content_gain_mean=float("nan"), share_content_gain_positive=float("nan"))
-        return Metrics({
-            **stats,
-            "empty_thought_reward": float(np.mean(empty)) if empty else float("nan"),
-            "positions": len(self.positions),
-            "thoughts": len(self.thoughts),
-            **(thoughts_stats(self.thoughts) or {k: float("nan") for k in ("thought_tokens_mean", "share_closed",
-                                                                           "share_empty")}),
-        })
+        return Metrics(
+            {
+                **stats,
+                "empty_thought_reward": float(np.mean(empty)) if empty else float("nan"),
+                "positions": len(self.positions),
+                "thoughts": len(self.thoughts),
+                **(
+                    thoughts_stats(self.thoughts)
+                    or {k: float("nan") for k in ("thought_tokens_mean", "share_closed", "share_empty")}
+                ),
+            }
+        )
 
     def save_json(self, path: str | Path) -> Path:
         """Write the JSON atomically (a crash never leaves half a file)."""
@@ -226,7 +230,9 @@ def run_teacher_pass(teacher: ModelHandle, document_ids: list[int], top_k: int =
     return TeacherPass(list(document_ids), no_think, cache, time.perf_counter() - start)
 
 
-def ensure_teacher_pass(done: TeacherPass | None, teacher: ModelHandle, document_ids: list[int], top_k: int = 0) -> TeacherPass:
+def ensure_teacher_pass(
+    done: TeacherPass | None, teacher: ModelHandle, document_ids: list[int], top_k: int = 0
+) -> TeacherPass:
     """`done` if it is this teacher's pass over this document with at least `top_k` next tokens kept, else a new pass."""
     if done is not None and (done.document_ids != list(document_ids) or done.no_think.model != teacher.label):
         raise WorkbenchError("the teacher pass given was made on another document or by another teacher")
@@ -285,15 +291,24 @@ def reward_map(
     done = ensure_teacher_pass(teacher_pass, teacher, document_ids)
     no_think, score_s = done.no_think, done.seconds
 
-    chosen = select_positions(spec, len(document_ids), seed=config.seed, entropy=no_think.entropy,
-                             marked=getattr(document_ids, "marked", None))
+    chosen = select_positions(
+        spec,
+        len(document_ids),
+        seed=config.seed,
+        entropy=no_think.entropy,
+        marked=getattr(document_ids, "marked", None),
+    )
     bar = None
     if progress is True:
         from tqdm.auto import tqdm
 
         # units: each thought's token budget plus its score, so the bar and its estimate move every decode step
-        bar = tqdm(total=len(chosen) * config.G * (config.thought_tokens + 1), desc=f"{len(chosen) * config.G} thoughts",
-                   unit="tok", leave=False)
+        bar = tqdm(
+            total=len(chosen) * config.G * (config.thought_tokens + 1),
+            desc=f"{len(chosen) * config.G} thoughts",
+            unit="tok",
+            leave=False,
+        )
 
         def progress(done: int, total: int) -> None:
             bar.n = done
@@ -309,13 +324,36 @@ def reward_map(
     if empty_reference and chosen:
         empty = dict(zip(chosen, empty_thought_logp(policy, document_ids, chosen, template, prefix).tolist()))
 
-    return record_rewards(policy, teacher, template, config, str(spec), document_ids, no_think, chosen, thoughts,
-                   {"score_s": score_s, "sample_s": sample_s}, empty, "sampled")
+    return record_rewards(
+        policy,
+        teacher,
+        template,
+        config,
+        str(spec),
+        document_ids,
+        no_think,
+        chosen,
+        thoughts,
+        {"score_s": score_s, "sample_s": sample_s},
+        empty,
+        "sampled",
+    )
 
 
-def record_rewards(policy: ModelHandle, teacher: ModelHandle, template: ThoughtTemplate, config: SamplingConfig,
-                   spec: str, document_ids: list[int], no_think: NoThinkScores, positions: list[int],
-                   thoughts: list[Thought], timing: dict[str, float], empty: dict[int, float], source: str) -> RewardMap:
+def record_rewards(
+    policy: ModelHandle,
+    teacher: ModelHandle,
+    template: ThoughtTemplate,
+    config: SamplingConfig,
+    spec: str,
+    document_ids: list[int],
+    no_think: NoThinkScores,
+    positions: list[int],
+    thoughts: list[Thought],
+    timing: dict[str, float],
+    empty: dict[int, float],
+    source: str,
+) -> RewardMap:
     """The RewardMap of scored thoughts, with the labels, dtype, hardware and token texts filled in one way."""
     tok = policy.tokenizer
     return RewardMap(
@@ -337,7 +375,9 @@ def record_rewards(policy: ModelHandle, teacher: ModelHandle, template: ThoughtT
     )
 
 
-def thought_ids(policy: ModelHandle, thought: str | Sequence[int], template: ThoughtTemplate = ThoughtTemplate()) -> list[int]:
+def thought_ids(
+    policy: ModelHandle, thought: str | Sequence[int], template: ThoughtTemplate = ThoughtTemplate()
+) -> list[int]:
     """The token ids of a given thought: text is encoded on its own, without special tokens (so it is placed between
     the markers exactly as written); ids are taken as they are. A thought may not contain the closing marker."""
     tok = policy.tokenizer
@@ -396,7 +436,10 @@ def score_thoughts(
     for t, _ in given:
         counts[t] = counts.get(t, 0) + 1
     config = dataclasses.replace(
-        config.validate(), G=max(counts.values()), thought_tokens=max(len(ids) for _, ids in given), min_thought_tokens=0
+        config.validate(),
+        G=max(counts.values()),
+        thought_tokens=max(len(ids) for _, ids in given),
+        min_thought_tokens=0,
     )
     sampler = ThoughtSampler(policy, template, config, max_rows=max_rows)
     bar = None
@@ -419,7 +462,17 @@ def score_thoughts(
     empty: dict[int, float] = {}
     if empty_reference:
         empty = dict(zip(chosen, empty_thought_logp(policy, document_ids, chosen, template, prefix).tolist()))
-    return record_rewards(policy, teacher, template, config, "at:" + ",".join(str(t) for t in chosen), document_ids,
-                   done.no_think, chosen, scored,
-                   {"score_s": 0.0 if done is teacher_pass else done.seconds, "sample_s": seconds}, empty, "given")
-
+    return record_rewards(
+        policy,
+        teacher,
+        template,
+        config,
+        "at:" + ",".join(str(t) for t in chosen),
+        document_ids,
+        done.no_think,
+        chosen,
+        scored,
+        {"score_s": 0.0 if done is teacher_pass else done.seconds, "sample_s": seconds},
+        empty,
+        "given",
+    )

@@ -48,8 +48,10 @@ def evaluation_records(run_dir: str | Path, step: int | None = None) -> tuple[in
     """(step, records) of a run's evaluation at `step`, or at its last evaluated step; one line if there is none."""
     steps = evaluation_steps(run_dir)
     if not steps:
-        raise WorkbenchError(f"{run_dir} holds no per-answer evaluation records (eval/step-*.jsonl): runs write them "
-                             "since the paired comparison exists; evaluate the run's checkpoints again to compare it")
+        raise WorkbenchError(
+            f"{run_dir} holds no per-answer evaluation records (eval/step-*.jsonl): runs write them "
+            "since the paired comparison exists; evaluate the run's checkpoints again to compare it"
+        )
     if step is None:
         step = steps[-1]
     elif step not in steps:
@@ -63,8 +65,7 @@ def paired_difference(a: list[dict[str, Any]], b: list[dict[str, Any]], metric: 
     """Mean of `metric` in each list, their paired difference over the positions both hold, its SE and 95 % interval."""
     key = lambda r: (r["doc"], r["position"])  # noqa: E731
     b_at = {key(r): r for r in b}
-    pairs = [(r[metric], b_at[key(r)][metric]) for r in a
-             if key(r) in b_at and metric in r and metric in b_at[key(r)]]
+    pairs = [(r[metric], b_at[key(r)][metric]) for r in a if key(r) in b_at and metric in r and metric in b_at[key(r)]]
     pairs = [(x, y) for x, y in pairs if not (math.isnan(x) or math.isnan(y))]
     if not pairs:
         raise WorkbenchError(f"the two runs share no evaluated position with {metric!r}")
@@ -72,12 +73,24 @@ def paired_difference(a: list[dict[str, Any]], b: list[dict[str, Any]], metric: 
     d = x - y
     n = len(d)
     se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-    return {"a": float(x.mean()), "b": float(y.mean()), "diff": float(d.mean()), "se": se,
-            "ci_low": float(d.mean() - Z95 * se), "ci_high": float(d.mean() + Z95 * se), "n": n}
+    return {
+        "a": float(x.mean()),
+        "b": float(y.mean()),
+        "diff": float(d.mean()),
+        "se": se,
+        "ci_low": float(d.mean() - Z95 * se),
+        "ci_high": float(d.mean() + Z95 * se),
+        "n": n,
+    }
 
 
-def compare_runs(run_a: str | Path, run_b: str | Path, step_a: int | None = None, step_b: int | None = None,
-                 metrics: list[str] | None = None) -> pd.DataFrame:
+def compare_runs(
+    run_a: str | Path,
+    run_b: str | Path,
+    step_a: int | None = None,
+    step_b: int | None = None,
+    metrics: list[str] | None = None,
+) -> pd.DataFrame:
     """Two runs on the same evaluated answers (their evaluation settings must match): per metric, each run's mean,
     A − B, its paired SE and 95 % interval, and the number of answers paired. Each run at its last evaluation unless
     a step is given."""
@@ -90,9 +103,18 @@ def compare_runs(run_a: str | Path, run_b: str | Path, step_a: int | None = None
     rows = []
     for m in names:
         p = paired_difference(ra, rb, m)
-        rows.append({"metric": m, f"A (step {sa})": p["a"], f"B (step {sb})": p["b"], "A - B": p["diff"], "SE": p["se"],
-                     "95% CI": f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]", "answers": p["n"],
-                     "beyond 2 SE": bool(abs(p["diff"]) > 2 * p["se"]) if not math.isnan(p["se"]) else False})
+        rows.append(
+            {
+                "metric": m,
+                f"A (step {sa})": p["a"],
+                f"B (step {sb})": p["b"],
+                "A - B": p["diff"],
+                "SE": p["se"],
+                "95% CI": f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]",
+                "answers": p["n"],
+                "beyond 2 SE": bool(abs(p["diff"]) > 2 * p["se"]) if not math.isnan(p["se"]) else False,
+            }
+        )
     return pd.DataFrame(rows).set_index("metric")
 
 
@@ -110,8 +132,13 @@ def last_evaluation(run_dir: str | Path) -> dict[str, float]:
 def seed_table(groups: dict[str, list[str | Path]], metrics: list[str] | None = None) -> pd.DataFrame:
     """Runs that differ only in seed, per label: each metric's mean over seeds ± its standard deviation (the spread
     between seeds), with the number of seeds. The last evaluation of each run."""
-    metrics = metrics or ["eval_answer_accuracy_thinking", "eval_answer_accuracy_no_think", "eval_reward_mean",
-                          "eval_share_scratch", "eval_loss"]
+    metrics = metrics or [
+        "eval_answer_accuracy_thinking",
+        "eval_answer_accuracy_no_think",
+        "eval_reward_mean",
+        "eval_share_scratch",
+        "eval_loss",
+    ]
     rows = {}
     for label, runs in groups.items():
         evals = [last_evaluation(r) for r in runs]
@@ -131,6 +158,8 @@ def format_mean_spread(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     out["seeds"] = table["seeds"].astype(int)
     for col in [c for c in table.columns if c != "seeds" and not c.endswith("_spread")]:
         spread = table.get(f"{col}_spread")
-        out[col] = [f"{m:.{digits}f} ± {s:.{digits}f}" if spread is not None and not math.isnan(s) else f"{m:.{digits}f}"
-                    for m, s in zip(table[col], spread if spread is not None else [math.nan] * len(table))]
+        out[col] = [
+            f"{m:.{digits}f} ± {s:.{digits}f}" if spread is not None and not math.isnan(s) else f"{m:.{digits}f}"
+            for m, s in zip(table[col], spread if spread is not None else [math.nan] * len(table))
+        ]
     return out

@@ -106,7 +106,9 @@ def package_versions(packages: tuple[str, ...]) -> dict[str, str]:
 def versions() -> dict[str, str]:
     """Versions of everything that can change a number."""
     out = {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine()}
-    out.update(package_versions(("rlp-workbench", "torch", "transformers", "numpy", "pandas", "papermill", "plotly", "gguf")))
+    out.update(
+        package_versions(("rlp-workbench", "torch", "transformers", "numpy", "pandas", "papermill", "plotly", "gguf"))
+    )
     try:
         import torch
 

@@ -31,15 +31,55 @@ import json
 import random
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 # every name and weekday is one token after a space in both bundled tokenizers (a test checks), so a name can be an answer
-NAMES = ["Ann", "Ben", "Dev", "Ella", "Finn", "Hugo", "Iris", "Jack", "Maya", "Noah", "Pablo", "Rosa", "Sam", "Tara",
-         "Vera", "Will", "Tom", "Max", "Lily", "Emma", "Mark", "Paul", "Kate", "Lucy", "Jane", "Nina", "Omar", "Ruth"]
-THINGS = ["apples", "pens", "stamps", "marbles", "cards", "books", "shells", "coins", "stickers", "cookies", "eggs",
-          "beads"]
+NAMES = [
+    "Ann",
+    "Ben",
+    "Dev",
+    "Ella",
+    "Finn",
+    "Hugo",
+    "Iris",
+    "Jack",
+    "Maya",
+    "Noah",
+    "Pablo",
+    "Rosa",
+    "Sam",
+    "Tara",
+    "Vera",
+    "Will",
+    "Tom",
+    "Max",
+    "Lily",
+    "Emma",
+    "Mark",
+    "Paul",
+    "Kate",
+    "Lucy",
+    "Jane",
+    "Nina",
+    "Omar",
+    "Ruth",
+]
+THINGS = [
+    "apples",
+    "pens",
+    "stamps",
+    "marbles",
+    "cards",
+    "books",
+    "shells",
+    "coins",
+    "stickers",
+    "cookies",
+    "eggs",
+    "beads",
+]
 COLOURS = ["red", "blue", "green", "yellow", "white", "black", "orange", "purple"]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 ANSWER_LEADS = ["Answer:", "Answer:", "Answer:", "The answer is"]
@@ -98,14 +138,20 @@ def _arithmetic_chain(rng: random.Random) -> Problem:
     start = answer + lost + given
     first = start - given
     off = _off_by_one(answer)
-    q = (f"{name} has {start} {thing}. {name} gives {given} to a friend and then loses {lost}. "
-         f"How many {thing} does {name} have now?")
-    return Problem("arithmetic", q, str(answer),
-                   f"{start} take away {given}: {_steps(start, given, -1)}. {first} take away {lost}: "
-                   f"{_steps(first, lost, -1)}. So {answer}",
-                   f"The question asks how many {thing} {name} has after giving some away and losing some.",
-                   f"{start} take away {given}: {_steps(start, given, -1)}. {first} take away {lost}: "
-                   f"{_slipped_steps(first, lost, -1, off)}. So {answer + off}")
+    q = (
+        f"{name} has {start} {thing}. {name} gives {given} to a friend and then loses {lost}. "
+        f"How many {thing} does {name} have now?"
+    )
+    return Problem(
+        "arithmetic",
+        q,
+        str(answer),
+        f"{start} take away {given}: {_steps(start, given, -1)}. {first} take away {lost}: "
+        f"{_steps(first, lost, -1)}. So {answer}",
+        f"The question asks how many {thing} {name} has after giving some away and losing some.",
+        f"{start} take away {given}: {_steps(start, given, -1)}. {first} take away {lost}: "
+        f"{_slipped_steps(first, lost, -1, off)}. So {answer + off}",
+    )
 
 
 def _groups(rng: random.Random) -> Problem:
@@ -114,8 +160,10 @@ def _groups(rng: random.Random) -> Problem:
     b = rng.randint(1, 9 // a)
     extra = rng.randint(1, min(2, 9 - a * b)) if a * b < 9 else 0
     answer = a * b + extra
-    q = (f"There are {a} boxes with {b} {thing} in each box, and {extra} loose {thing} on the table. "
-         f"How many {thing} are there in all?")
+    q = (
+        f"There are {a} boxes with {b} {thing} in each box, and {extra} loose {thing} on the table. "
+        f"How many {thing} are there in all?"
+    )
     boxes = ", ".join(f"{b * k} in {k}" for k in range(1, a + 1))  # running total after box k: stop at box a
     more = f" {a * b} plus {extra}: {_steps(a * b, extra)}." if extra else ""
     off = _off_by_one(answer, low=1)
@@ -124,14 +172,27 @@ def _groups(rng: random.Random) -> Problem:
     else:  # the slip: the last box's running total off by one
         slipped = ", ".join([f"{b * k} in {k}" for k in range(1, a)] + [f"{b * a + off} in {a}"])
         slip = f"{a} boxes of {b}: {slipped}. So {answer + off}"
-    return Problem("groups", q, str(answer), f"{a} boxes of {b}: {boxes}.{more} So {answer}",
-                   f"The question asks for all the {thing}, in the boxes and on the table.", slip)
+    return Problem(
+        "groups",
+        q,
+        str(answer),
+        f"{a} boxes of {b}: {boxes}.{more} So {answer}",
+        f"The question asks for all the {thing}, in the boxes and on the table.",
+        slip,
+    )
 
 
 # (small unit, big unit, small units in one big one): factors whose multiples a small model knows by heart
 # (multiples of 60 are left out: the first warm start wrote "60, 120, 180" wrongly at most held-out answers)
-UNITS = [("cents", "dollars", 100), ("socks", "pairs", 2), ("shoes", "pairs", 2), ("cents", "nickels", 5),
-         ("cents", "dimes", 10), ("years", "decades", 10), ("days", "fortnights", 14)]
+UNITS = [
+    ("cents", "dollars", 100),
+    ("socks", "pairs", 2),
+    ("shoes", "pairs", 2),
+    ("cents", "nickels", 5),
+    ("cents", "dimes", 10),
+    ("years", "decades", 10),
+    ("days", "fortnights", 14),
+]
 
 
 def _conversion(rng: random.Random) -> Problem:
@@ -142,9 +203,14 @@ def _conversion(rng: random.Random) -> Problem:
     multiples = ", ".join(f"{factor * k} is {k}" for k in range(1, answer + 1))  # stop at the amount asked about
     off = _off_by_one(answer, low=1)  # the slip: stop one multiple early (or late)
     slipped = ", ".join(f"{factor * k} is {k}" for k in range(1, answer + off + 1))
-    return Problem("conversion", q, str(answer), f"{answer * factor} {small} in {big} of {factor}: {multiples}. So {answer}",
-                   f"The question asks to turn {small} into {big}.",
-                   f"{answer * factor} {small} in {big} of {factor}: {slipped}. So {answer + off}")
+    return Problem(
+        "conversion",
+        q,
+        str(answer),
+        f"{answer * factor} {small} in {big} of {factor}: {multiples}. So {answer}",
+        f"The question asks to turn {small} into {big}.",
+        f"{answer * factor} {small} in {big} of {factor}: {slipped}. So {answer + off}",
+    )
 
 
 def _counting(rng: random.Random) -> Problem:
@@ -164,9 +230,14 @@ def _counting(rng: random.Random) -> Problem:
     for i, item in enumerate(items):
         seen += (item == target) != (i == miss)
         slipped.append(f"{item} {seen}")
-    return Problem("counting", q, str(answer), f"{target} balls: {', '.join(walk)}. So {answer}",
-                   f"The question asks how many of the balls are {target}.",
-                   f"{target} balls: {', '.join(slipped)}. So {seen}")
+    return Problem(
+        "counting",
+        q,
+        str(answer),
+        f"{target} balls: {', '.join(walk)}. So {answer}",
+        f"The question asks how many of the balls are {target}.",
+        f"{target} balls: {', '.join(slipped)}. So {seen}",
+    )
 
 
 def _difference(rng: random.Random) -> Problem:
@@ -177,9 +248,14 @@ def _difference(rng: random.Random) -> Problem:
     q = f"{a_name} is {older} years old and {b_name} is {younger}. How many years older is {a_name} than {b_name}?"
     walk = _steps(younger, answer)  # stop when the value reaches the older age
     off = _off_by_one(answer, low=1)  # the slip: stop one step early (or late)
-    return Problem("difference", q, str(answer), f"from {younger} up to {older}: {walk}. So {answer}",
-                   f"The question compares the ages of {a_name} and {b_name}.",
-                   f"from {younger} up to {older}: {_steps(younger, answer + off)}. So {answer + off}")
+    return Problem(
+        "difference",
+        q,
+        str(answer),
+        f"from {younger} up to {older}: {walk}. So {answer}",
+        f"The question compares the ages of {a_name} and {b_name}.",
+        f"from {younger} up to {older}: {_steps(younger, answer + off)}. So {answer + off}",
+    )
 
 
 def _comparison(rng: random.Random) -> Problem:
@@ -192,9 +268,14 @@ def _comparison(rng: random.Random) -> Problem:
     q = f"{a_name} has {x} {thing} and {b_name} has {y} {thing}. Who has more {thing}?"
     bigger = max(x, y)
     loser = b_name if winner == a_name else a_name  # the slip: the smaller number taken for the bigger
-    return Problem("comparison", q, " " + winner, f"{a_name} {x}, {b_name} {y}. {bigger} is more. So {winner}",
-                   f"The question compares how many {thing} {a_name} and {b_name} have.",
-                   f"{a_name} {x}, {b_name} {y}. {min(x, y)} is more. So {loser}")
+    return Problem(
+        "comparison",
+        q,
+        " " + winner,
+        f"{a_name} {x}, {b_name} {y}. {bigger} is more. So {winner}",
+        f"The question compares how many {thing} {a_name} and {b_name} have.",
+        f"{a_name} {x}, {b_name} {y}. {min(x, y)} is more. So {loser}",
+    )
 
 
 def _dates(rng: random.Random) -> Problem:
@@ -204,10 +285,17 @@ def _dates(rng: random.Random) -> Problem:
     q = f"Today is {DAYS[today]}. What day of the week will it be in {ahead} days?"
     walk = ", ".join(f"{DAYS[(today + k) % 7]} is {k}" for k in range(1, ahead + 1))
     # the slip: the last day skipped, so the walk ends one day too late
-    slipped = ", ".join([f"{DAYS[(today + k) % 7]} is {k}" for k in range(1, ahead)] + [f"{DAYS[(today + ahead + 1) % 7]} is {ahead}"])
-    return Problem("dates", q, " " + day, f"{DAYS[today]} plus {ahead}: {walk}. So {day}",
-                   f"The question asks for the day {ahead} days after {DAYS[today]}.",
-                   f"{DAYS[today]} plus {ahead}: {slipped}. So {DAYS[(today + ahead + 1) % 7]}")
+    slipped = ", ".join(
+        [f"{DAYS[(today + k) % 7]} is {k}" for k in range(1, ahead)] + [f"{DAYS[(today + ahead + 1) % 7]} is {ahead}"]
+    )
+    return Problem(
+        "dates",
+        q,
+        " " + day,
+        f"{DAYS[today]} plus {ahead}: {walk}. So {day}",
+        f"The question asks for the day {ahead} days after {DAYS[today]}.",
+        f"{DAYS[today]} plus {ahead}: {slipped}. So {DAYS[(today + ahead + 1) % 7]}",
+    )
 
 
 def _lookup(rng: random.Random) -> Problem:
@@ -218,9 +306,14 @@ def _lookup(rng: random.Random) -> Problem:
     facts = " ".join(f"The {c} box holds {n} {thing}." for c, n in zip(colours, counts))
     q = f"{facts} Nobody opens the boxes today. How many {thing} are in the {colours[which]} box?"
     wrong = next((n for n in counts if n != counts[which]), counts[which] + _off_by_one(counts[which]))
-    return Problem("lookup", q, str(counts[which]), f"the {colours[which]} box holds {counts[which]}",
-                   f"The question asks about the {colours[which]} box.",
-                   f"the {colours[which]} box holds {wrong}")  # the slip: another box's count read
+    return Problem(
+        "lookup",
+        q,
+        str(counts[which]),
+        f"the {colours[which]} box holds {counts[which]}",
+        f"The question asks about the {colours[which]} box.",
+        f"the {colours[which]} box holds {wrong}",
+    )  # the slip: another box's count read
 
 
 def _variables(rng: random.Random) -> Problem:
@@ -231,12 +324,16 @@ def _variables(rng: random.Random) -> Problem:
     a = b - a_plus
     off = _off_by_one(answer)
     q = f"In the program below, what does print show?\n    a = {a}\n    b = a + {a_plus}\n    c = b - {c_minus}\n    print(c)"
-    return Problem("variables", q, str(answer),
-                   f"b = {a} plus {a_plus}: {_steps(a, a_plus)}. c = {b} take away {c_minus}: {_steps(b, c_minus, -1)}. "
-                   f"So {answer}",
-                   "The question asks what the program prints.",
-                   f"b = {a} plus {a_plus}: {_steps(a, a_plus)}. c = {b} take away {c_minus}: "
-                   f"{_slipped_steps(b, c_minus, -1, off)}. So {answer + off}")
+    return Problem(
+        "variables",
+        q,
+        str(answer),
+        f"b = {a} plus {a_plus}: {_steps(a, a_plus)}. c = {b} take away {c_minus}: {_steps(b, c_minus, -1)}. "
+        f"So {answer}",
+        "The question asks what the program prints.",
+        f"b = {a} plus {a_plus}: {_steps(a, a_plus)}. c = {b} take away {c_minus}: "
+        f"{_slipped_steps(b, c_minus, -1, off)}. So {answer + off}",
+    )
 
 
 # the conclusion a scratchpad ends with ("... So 6", "So Monday."), and a bare statement of an answer
@@ -342,8 +439,16 @@ def make_document(rng: random.Random, doc_id: str, spec: CorpusSpec, split: str 
     outro = rng.choice(OUTROS)
     if outro:
         text += "\n\n" + outro
-    return {"id": doc_id, "kind": "thinking", "title": f"worksheet {doc_id}", "text": text, "answers": answers,
-            "answer_thoughts": options, "thoughts": thoughts, "families": families}
+    return {
+        "id": doc_id,
+        "kind": "thinking",
+        "title": f"worksheet {doc_id}",
+        "text": text,
+        "answers": answers,
+        "answer_thoughts": options,
+        "thoughts": thoughts,
+        "families": families,
+    }
 
 
 def generate(split: str, seed: int, spec: CorpusSpec = CorpusSpec()) -> list[dict]:

@@ -7,7 +7,8 @@ families (empty, leak, neutral) and the corpus's own thoughts (a correct scratch
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -16,7 +17,6 @@ from workbench.engine.thought import SamplingConfig, ThoughtTemplate
 from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
 from workbench.probes import ProbeContext, ProbeMap, probe_map
-
 
 # --------------------------------------------------------------------------- probes at the answers
 
@@ -34,10 +34,16 @@ def corpus_thought_probe(doc: Document, ids: DocumentIds, style: str):
     return probe
 
 
-def answer_probes(policy: ModelHandle, documents: Sequence[Document], teacher: ModelHandle | None = None,
-                  families: Sequence[str] = ("empty", "leak", "neutral"), corpus_styles: Sequence[str] = ("scratch", "restate", "slip"),
-                  template: ThoughtTemplate = ThoughtTemplate(), max_tokens: int | None = 512,
-                  progress: bool = False) -> tuple[pd.DataFrame, list[ProbeMap]]:
+def answer_probes(
+    policy: ModelHandle,
+    documents: Sequence[Document],
+    teacher: ModelHandle | None = None,
+    families: Sequence[str] = ("empty", "leak", "neutral"),
+    corpus_styles: Sequence[str] = ("scratch", "restate", "slip"),
+    template: ThoughtTemplate = ThoughtTemplate(),
+    max_tokens: int | None = 512,
+    progress: bool = False,
+) -> tuple[pd.DataFrame, list[ProbeMap]]:
     """Probe thoughts at every marked answer of `documents`: the registered `families` and the corpus's own thoughts
     (`corpus_styles`). Returns the per-family summary over all documents (mean reward, share positive, mean content
     gain, ...) and each document's ProbeMap."""
@@ -49,17 +55,31 @@ def answer_probes(policy: ModelHandle, documents: Sequence[Document], teacher: M
             raise WorkbenchError(f"document {doc.id} has no marked answers")
         fams: dict[str, Any] = {name: None for name in families}
         fams.update({style: corpus_thought_probe(doc, ids, style) for style in corpus_styles})
-        maps.append(probe_map(policy, teacher, ids, list(ids.marked), fams, template=template,
-                              config=SamplingConfig(thought_tokens=64), progress=progress))
+        maps.append(
+            probe_map(
+                policy,
+                teacher,
+                ids,
+                list(ids.marked),
+                fams,
+                template=template,
+                config=SamplingConfig(thought_tokens=64),
+                progress=progress,
+            )
+        )
     frame = pd.concat([m.frame() for m in maps], ignore_index=True)
     names = list(maps[0].families)
-    summary = frame.groupby("family", sort=False).agg(
-        reward_mean=("reward", "mean"),
-        share_positive=("reward", lambda r: float((r > 0).mean())),
-        content_gain_mean=("content_gain", "mean"),
-        share_content_gain_positive=("content_gain", lambda g: float((g > 0).mean())),
-        positions=("reward", "size"),
-    ).loc[names]
+    summary = (
+        frame.groupby("family", sort=False)
+        .agg(
+            reward_mean=("reward", "mean"),
+            share_positive=("reward", lambda r: float((r > 0).mean())),
+            content_gain_mean=("content_gain", "mean"),
+            share_content_gain_positive=("content_gain", lambda g: float((g > 0).mean())),
+            positions=("reward", "size"),
+        )
+        .loc[names]
+    )
     return summary, maps
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import pandas as pd
 
@@ -24,6 +24,7 @@ from workbench.models import ModelHandle
 from workbench.probes import ProbeMap
 from workbench.rewards import TeacherPass, empty_thought_logp, ensure_teacher_pass, info_gain, score_thoughts
 from workbench.run_dirs import headless  # noqa: F401  (notebook 02 imports it from here)
+
 
 @dataclass
 class LabResult:
@@ -79,9 +80,18 @@ class ThoughtLab:
         """Score one thought (text, or token ids) at `position`."""
         empty = self.empty_reward(position)
         start = time.perf_counter()
-        rm = score_thoughts(self.policy, self.teacher, self.document_ids, [thought], position=position,
-                            template=self.template, empty_reference=False, top_k=self.top_k,
-                            teacher_pass=self.teacher_pass, exact=False)
+        rm = score_thoughts(
+            self.policy,
+            self.teacher,
+            self.document_ids,
+            [thought],
+            position=position,
+            template=self.template,
+            empty_reference=False,
+            top_k=self.top_k,
+            teacher_pass=self.teacher_pass,
+            exact=False,
+        )
         seconds = time.perf_counter() - start
         th = rm.thoughts[0]
         decode = self.policy.tokenizer.decode
@@ -110,9 +120,7 @@ def _distribution_table(result: LabResult) -> str:
             shown = f"<b>{shown}</b>"
         return f"<td style='text-align:left'>{shown}</td><td>{math.exp(lp):.3f}</td>"
 
-    rows = "".join(
-        f"<tr>{cell(a)}{cell(b)}</tr>" for a, b in zip(result.without, result.with_thought)
-    )
+    rows = "".join(f"<tr>{cell(a)}{cell(b)}</tr>" for a, b in zip(result.without, result.with_thought))
     from workbench.viz import padded
 
     return padded(
@@ -148,8 +156,12 @@ def thought_editor(lab: ThoughtLab, positions: Sequence[int], probes: ProbeMap |
 
     options = [(f"t={t} {lab.tokens[t]!r}", int(t)) for t in positions]
     pick = widgets.Dropdown(options=options, description="position")
-    text = widgets.Text(placeholder="type a thought, then Enter", description="thought", continuous_update=False,
-                        layout=widgets.Layout(width="70%"))
+    text = widgets.Text(
+        placeholder="type a thought, then Enter",
+        description="thought",
+        continuous_update=False,
+        layout=widgets.Layout(width="70%"),
+    )
     go = widgets.Button(description="score")
     result_box = widgets.HTML()
     table_box = widgets.HTML()
@@ -158,7 +170,9 @@ def thought_editor(lab: ThoughtLab, positions: Sequence[int], probes: ProbeMap |
     def refresh_table() -> None:
         t = pick.value
         if probes is not None:
-            extra = pd.DataFrame(typed.get(t, []), columns=["family", "thought", "logp_with_thought", "reward", "content_gain"])
+            extra = pd.DataFrame(
+                typed.get(t, []), columns=["family", "thought", "logp_with_thought", "reward", "content_gain"]
+            )
             table_box.value = no_math(probe_table(probes, t, extra))
 
     def score(*_) -> None:
@@ -168,10 +182,15 @@ def thought_editor(lab: ThoughtLab, positions: Sequence[int], probes: ProbeMap |
             result_box.value = f"<p style='color:#b2182b'>{html.escape(str(exc))}</p>"
             return
         result_box.value = result_html(result)
-        typed.setdefault(pick.value, []).append({
-            "family": "typed", "thought": result.thought.text, "logp_with_thought": result.thought.logp_with_thought,
-            "reward": result.reward, "content_gain": result.content_gain,
-        })
+        typed.setdefault(pick.value, []).append(
+            {
+                "family": "typed",
+                "thought": result.thought.text,
+                "logp_with_thought": result.thought.logp_with_thought,
+                "reward": result.reward,
+                "content_gain": result.content_gain,
+            }
+        )
         refresh_table()
 
     text.observe(lambda change: score(), names="value")

@@ -49,18 +49,42 @@ def training_curves(
     data = {label: (read_metrics(r) if isinstance(r, (str, Path)) else r) for label, r in runs.items()}
     present = [p for p in panels if not drop_empty or any(_series(rows, p[0], x)[0] for rows in data.values())]
     rows_n = max(1, math.ceil(len(present) / cols))
-    fig = make_subplots(rows=rows_n, cols=cols, subplot_titles=[p[1] for p in present], horizontal_spacing=0.07, vertical_spacing=0.12)
+    fig = make_subplots(
+        rows=rows_n, cols=cols, subplot_titles=[p[1] for p in present], horizontal_spacing=0.07, vertical_spacing=0.12
+    )
     for i, (key, _, ref) in enumerate(present):
         r, c = divmod(i, cols)
         for j, (label, rows) in enumerate(data.items()):
             color = COLORS[j % len(COLORS)]
             xs, ys = _series(rows, key, x)
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label, legendgroup=label,
-                                     showlegend=i == 0, line=dict(color=color)), row=r + 1, col=c + 1)
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    mode="lines+markers",
+                    name=label,
+                    legendgroup=label,
+                    showlegend=i == 0,
+                    line=dict(color=color),
+                ),
+                row=r + 1,
+                col=c + 1,
+            )
             if ref:
                 xs, ys = _series(rows, ref, x)
-                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"{label}: empty thought", legendgroup=label,
-                                         showlegend=False, line=dict(color=color, dash="dash")), row=r + 1, col=c + 1)
+                fig.add_trace(
+                    go.Scatter(
+                        x=xs,
+                        y=ys,
+                        mode="lines",
+                        name=f"{label}: empty thought",
+                        legendgroup=label,
+                        showlegend=False,
+                        line=dict(color=color, dash="dash"),
+                    ),
+                    row=r + 1,
+                    col=c + 1,
+                )
     fig.update_layout(height=280 * rows_n, title=title or None, margin=dict(t=60 if title else 40, b=30))
     fig.update_xaxes(title_text=x, title_standoff=2)
     if x == "step":
@@ -76,8 +100,17 @@ def hacking_band(fig: go.Figure, rows: list[dict[str, Any]]) -> bool:
     if fired is None:
         return False
     start = fired.get("reward_hacking_since_step", fired["step"])
-    fig.add_vrect(x0=start - 0.5, x1=fired["step"] + 0.5, fillcolor="crimson", opacity=0.12, line_width=0,
-                  row="all", col="all", annotation_text="reward up, answers down", annotation_position="top left")
+    fig.add_vrect(
+        x0=start - 0.5,
+        x1=fired["step"] + 0.5,
+        fillcolor="crimson",
+        opacity=0.12,
+        line_width=0,
+        row="all",
+        col="all",
+        annotation_text="reward up, answers down",
+        annotation_position="top left",
+    )
     return True
 
 
@@ -159,6 +192,7 @@ class LiveChart:
 
     def start(self) -> None:
         import threading
+
         from IPython.display import display
 
         display(self.widget)
@@ -173,8 +207,12 @@ class LiveChart:
         self._thread.start()
 
 
-def reward_map_film(frames: list[dict[str, Any]], value: str = "reward_mean", width: int = 16,
-                    title: str = "held-out reward map over training") -> go.Figure:
+def reward_map_film(
+    frames: list[dict[str, Any]],
+    value: str = "reward_mean",
+    width: int = 16,
+    title: str = "held-out reward map over training",
+) -> go.Figure:
     """The reward map of one held-out document at every evaluation step (`evaluation.read_film(run_dir)`), as a plotly
     slider: the document's tokens laid out in rows of `width`, each scored token coloured by the mean `value`
     (reward_mean or content_gain_mean) of the thoughts sampled before it at that step; blue helps, red hurts.
@@ -190,29 +228,71 @@ def reward_map_film(frames: list[dict[str, Any]], value: str = "reward_mean", wi
         for p in frame["positions"]:
             r, c = divmod(p["position"], width)
             z[r][c] = p.get(value)
-            hover[r][c] = f"{value} {p.get(value) if p.get(value) is None else round(p[value], 2)}<br>best: {p['best_thought'][:60]}"
+            hover[r][c] = (
+                f"{value} {p.get(value) if p.get(value) is None else round(p[value], 2)}<br>best: {p['best_thought'][:60]}"
+            )
         return z, hover
 
-    text = [[tokens[r * width + c].replace("\n", "⏎") if r * width + c < len(tokens) else "" for c in range(width)]
-            for r in range(rows)]
+    text = [
+        [tokens[r * width + c].replace("\n", "⏎") if r * width + c < len(tokens) else "" for c in range(width)]
+        for r in range(rows)
+    ]
     scale = max((abs(p[value]) for f in frames for p in f["positions"] if p.get(value) is not None), default=1.0) or 1.0
 
     def heat(frame: dict[str, Any]) -> go.Heatmap:
         z, hover = grid(frame)
-        return go.Heatmap(z=z, text=text, customdata=hover, texttemplate="%{text}", colorscale="RdBu", zmid=0,
-                          zmin=-scale, zmax=scale, hovertemplate="%{text}<br>%{customdata}<extra></extra>",
-                          colorbar={"title": value.replace("_", " ")}, xgap=1, ygap=1)
+        return go.Heatmap(
+            z=z,
+            text=text,
+            customdata=hover,
+            texttemplate="%{text}",
+            colorscale="RdBu",
+            zmid=0,
+            zmin=-scale,
+            zmax=scale,
+            hovertemplate="%{text}<br>%{customdata}<extra></extra>",
+            colorbar={"title": value.replace("_", " ")},
+            xgap=1,
+            ygap=1,
+        )
 
     fig = go.Figure(data=[heat(frames[0])], frames=[go.Frame(data=[heat(f)], name=str(f["step"])) for f in frames])
     fig.update_layout(
-        title=f"{title} ({frames[0]['model']})", height=60 + 34 * rows, margin={"t": 50, "b": 80},
-        yaxis={"autorange": "reversed", "showticklabels": False}, xaxis={"showticklabels": False},
-        sliders=[{"active": 0, "currentvalue": {"prefix": "step "}, "pad": {"t": 30},
-                  "steps": [{"label": str(f["step"]), "method": "animate",
-                             "args": [[str(f["step"])], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}]}
-                            for f in frames]}],
-        updatemenus=[{"type": "buttons", "showactive": False, "x": 0, "y": -0.05, "xanchor": "left",
-                      "buttons": [{"label": "play", "method": "animate",
-                                   "args": [None, {"frame": {"duration": 700, "redraw": True}, "fromcurrent": True}]}]}],
+        title=f"{title} ({frames[0]['model']})",
+        height=60 + 34 * rows,
+        margin={"t": 50, "b": 80},
+        yaxis={"autorange": "reversed", "showticklabels": False},
+        xaxis={"showticklabels": False},
+        sliders=[
+            {
+                "active": 0,
+                "currentvalue": {"prefix": "step "},
+                "pad": {"t": 30},
+                "steps": [
+                    {
+                        "label": str(f["step"]),
+                        "method": "animate",
+                        "args": [[str(f["step"])], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}],
+                    }
+                    for f in frames
+                ],
+            }
+        ],
+        updatemenus=[
+            {
+                "type": "buttons",
+                "showactive": False,
+                "x": 0,
+                "y": -0.05,
+                "xanchor": "left",
+                "buttons": [
+                    {
+                        "label": "play",
+                        "method": "animate",
+                        "args": [None, {"frame": {"duration": 700, "redraw": True}, "fromcurrent": True}],
+                    }
+                ],
+            }
+        ],
     )
     return fig

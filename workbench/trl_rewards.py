@@ -40,7 +40,8 @@ scored in. The share of such rows is reported as the metric `workbench/retokenis
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,9 @@ from workbench.models import ModelHandle
 from workbench.rewards import RewardMap
 
 
-def grpo_dataset(tokenizer, documents: list[Document], positions: str = "every:16", seed: int = 0, template=ThoughtTemplate()):
+def grpo_dataset(
+    tokenizer, documents: list[Document], positions: str = "every:16", seed: int = 0, template=ThoughtTemplate()
+):
     """A `datasets.Dataset` of (prompt, document_ids, position) rows for GRPOTrainer."""
     from datasets import Dataset
 
@@ -111,7 +114,15 @@ def trl_reward_function(
                 t = int(position[i])
                 thought = cut_thought(list(completion_ids[i]), close_ids, template.close, eos, tok)
                 thoughts.append(
-                    Thought(t, k, thought, tok.decode(thought), "trl", ids[:t] + open_ids + thought + close_ids, float("nan"))
+                    Thought(
+                        t,
+                        k,
+                        thought,
+                        tok.decode(thought),
+                        "trl",
+                        ids[:t] + open_ids + thought + close_ids,
+                        float("nan"),
+                    )
                 )
                 retokenised += int(list(tok(prompts[i]).input_ids) != ids[:t] + open_ids)
             scores = score_continuations(policy, ids, thoughts, template, n_next=1)
@@ -120,9 +131,16 @@ def trl_reward_function(
             no_think, _ = no_think_scores(teacher, ids)
             positions = sorted({th.position for th in thoughts})
             rm = RewardMap(
-                model=policy.label, teacher=teacher.label, dtype=str(policy.dtype), template=template,
-                config=SamplingConfig(G=max(1, len(thoughts) // max(1, len(positions)))), positions_spec="trl",
-                document_ids=ids, tokens=[tok.decode([i]) for i in ids], no_think=no_think, positions=positions,
+                model=policy.label,
+                teacher=teacher.label,
+                dtype=str(policy.dtype),
+                template=template,
+                config=SamplingConfig(G=max(1, len(thoughts) // max(1, len(positions)))),
+                positions_spec="trl",
+                document_ids=ids,
+                tokens=[tok.decode([i]) for i in ids],
+                no_think=no_think,
+                positions=positions,
                 thoughts=thoughts,
             )
             rewards = fn(DesignInput(policy, teacher, rm), **options).rewards

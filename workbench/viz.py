@@ -70,6 +70,7 @@ def diverging_color(value: float, max_abs: float) -> str:
 
 def relative_luminance(rgb: tuple[float, float, float]) -> float:
     """WCAG 2 relative luminance of an sRGB colour (0-255 channels)."""
+
     def lin(c: float) -> float:
         c = c / 255
         return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
@@ -94,8 +95,10 @@ def _text_color(value: float, max_abs: float) -> str:
 
 def _reward_cell(value: float, max_abs: float, digits: int = 3) -> str:
     """A table cell holding a reward, coloured like the heat map."""
-    return (f"<td style='background:{diverging_color(value, max_abs)};color:{_text_color(value, max_abs)}'>"
-            f"{value:+.{digits}f}</td>")
+    return (
+        f"<td style='background:{diverging_color(value, max_abs)};color:{_text_color(value, max_abs)}'>"
+        f"{value:+.{digits}f}</td>"
+    )
 
 
 CELL_PADDING = "padding:2px 8px;"
@@ -176,8 +179,10 @@ def token_heatmap(
                 f"(best {row['reward_max']:+.3f}, worst {row['reward_min']:+.3f})",
             ]
             if rewards is None and math.isfinite(row["empty_thought_reward"]):
-                lines.append(f"empty thought {row['empty_thought_reward']:+.3f} nats (format cost); "
-                             f"mean content gain {row['content_gain_mean']:+.3f}")
+                lines.append(
+                    f"empty thought {row['empty_thought_reward']:+.3f} nats (format cost); "
+                    f"mean content gain {row['content_gain_mean']:+.3f}"
+                )
             if room is not None and t in room.index:
                 r = room.loc[t]
                 lines.append(f"best probe ({r['best_family']}) {r['best_probe']:+.3f}; headroom {r['headroom']:+.3f}")
@@ -230,9 +235,12 @@ def thoughts_table(rm: RewardMap, position: int) -> str:
         for r in df.itertuples()
     )
     return no_math(
-        head + padded("<table style='font-size:12px;border-collapse:collapse'>"
-                      "<tr><th>reward</th><th>log p with thought</th><th>tokens</th><th>closed by</th><th>thought</th></tr>"
-                      f"{rows}</table>")
+        head
+        + padded(
+            "<table style='font-size:12px;border-collapse:collapse'>"
+            "<tr><th>reward</th><th>log p with thought</th><th>tokens</th><th>closed by</th><th>thought</th></tr>"
+            f"{rows}</table>"
+        )
     )
 
 
@@ -345,21 +353,41 @@ def format_cost_along_document(rm: RewardMap, probes: ProbeMap | None = None) ->
     probes, the leak probe and the best probe; the gap from best sampled to best probe is the headroom."""
     per = rm.per_position()
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=per["position"], y=per["empty_thought_reward"], mode="lines+markers",
-                             name="empty thought (format cost)", text=per["target"]))
-    fig.add_trace(go.Scatter(x=per["position"], y=per["reward_mean"], mode="lines", name="sampled, mean",
-                             text=per["target"]))
-    fig.add_trace(go.Scatter(x=per["position"], y=per["reward_max"], mode="lines", name="sampled, best",
-                             text=per["target"]))
+    fig.add_trace(
+        go.Scatter(
+            x=per["position"],
+            y=per["empty_thought_reward"],
+            mode="lines+markers",
+            name="empty thought (format cost)",
+            text=per["target"],
+        )
+    )
+    fig.add_trace(
+        go.Scatter(x=per["position"], y=per["reward_mean"], mode="lines", name="sampled, mean", text=per["target"])
+    )
+    fig.add_trace(
+        go.Scatter(x=per["position"], y=per["reward_max"], mode="lines", name="sampled, best", text=per["target"])
+    )
     if probes is not None:
         table = probes.table()
         if "leak" in table:
             fig.add_trace(go.Scatter(x=table.index, y=table["leak"], mode="markers", name="leak probe"))
-        fig.add_trace(go.Scatter(x=table.index, y=table.max(axis=1), mode="markers", name="best probe",
-                                 marker={"symbol": "star", "size": 9}))
+        fig.add_trace(
+            go.Scatter(
+                x=table.index,
+                y=table.max(axis=1),
+                mode="markers",
+                name="best probe",
+                marker={"symbol": "star", "size": 9},
+            )
+        )
     fig.add_hline(y=0, line_dash="dot", line_color="grey")
-    fig.update_layout(title="Format cost, sampled thoughts and probes along the document", xaxis_title="position t",
-                      yaxis_title="reward (nats)", height=400)
+    fig.update_layout(
+        title="Format cost, sampled thoughts and probes along the document",
+        xaxis_title="position t",
+        yaxis_title="reward (nats)",
+        height=400,
+    )
     return fig
 
 
@@ -368,8 +396,9 @@ def sanity_chart(table: pd.DataFrame) -> go.Figure:
     checks = ["leak>echo>neutral", "leak>wrong_hint", "empty>informative", "degenerate_group_share"]
     checks = [c for c in checks if c in table]
     fig = go.Figure([go.Bar(x=list(table.index), y=table[c].astype(float), name=c) for c in checks])
-    fig.update_layout(barmode="group", title="Design sanity on probe thoughts (share of positions)",
-                      yaxis_range=[0, 1], height=380)
+    fig.update_layout(
+        barmode="group", title="Design sanity on probe thoughts (share of positions)", yaxis_range=[0, 1], height=380
+    )
     return fig
 
 
@@ -393,9 +422,11 @@ def probe_table(probes: ProbeMap, position: int, extra: pd.DataFrame | None = No
     return (
         f"<p style='font-family:sans-serif;margin-bottom:2px'><b>t = {t}</b>, target <code>{html.escape(repr(rm.tokens[t]))}</code>"
         f", no-think log p {rm.no_think.logp[t]:+.2f}; context ends <code>\u2026{html.escape(context[-80:])}</code></p>"
-        + padded("<table style='font-size:12px;border-collapse:collapse;margin-bottom:10px'>"
-                 "<tr><th>family</th><th>thought</th><th>reward</th><th>content gain</th></tr>"
-                 f"{rows}</table>")
+        + padded(
+            "<table style='font-size:12px;border-collapse:collapse;margin-bottom:10px'>"
+            "<tr><th>family</th><th>thought</th><th>reward</th><th>content gain</th></tr>"
+            f"{rows}</table>"
+        )
     )
 
 

@@ -19,8 +19,8 @@ until the budget is raised on purpose.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 
@@ -35,9 +35,14 @@ class WorkMeter:
     paused: int = 0
 
     def as_metrics(self) -> dict[str, float]:
-        return {"work_tokens": self.tokens, "work_head_rows": self.head_rows, "work_forward_flops": self.forward_flops,
-                "work_training_flops": self.training_flops, "work_training_runs": self.training_runs,
-                "work_flops": self.forward_flops + self.training_flops}
+        return {
+            "work_tokens": self.tokens,
+            "work_head_rows": self.head_rows,
+            "work_forward_flops": self.forward_flops,
+            "work_training_flops": self.training_flops,
+            "work_training_runs": self.training_runs,
+            "work_flops": self.forward_flops + self.training_flops,
+        }
 
 
 METER = WorkMeter()

@@ -30,9 +30,14 @@ def backend_unavailable(backend: str) -> str | None:
     return f"unknown sampling backend {backend!r}; choose from {', '.join(BACKENDS)}"
 
 
-def make_sampler(policy: ModelHandle, template: ThoughtTemplate = ThoughtTemplate(),
-                 config: SamplingConfig = SamplingConfig(), max_rows: int = 256, backend: str = "transformers",
-                 **backend_options: Any) -> ThoughtSampler:
+def make_sampler(
+    policy: ModelHandle,
+    template: ThoughtTemplate = ThoughtTemplate(),
+    config: SamplingConfig = SamplingConfig(),
+    max_rows: int = 256,
+    backend: str = "transformers",
+    **backend_options: Any,
+) -> ThoughtSampler:
     """A thought sampler on `backend` ("transformers" or "vllm"). `backend_options` go to the vLLM sampler
     (`engine`: a running VLLMEngine to reuse, `scorer`: "transformers" or "vllm"); the transformers sampler has
     none."""

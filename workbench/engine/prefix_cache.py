@@ -18,7 +18,6 @@ from transformers.modeling_utils import AttentionInterface
 from workbench.engine.thought import ForwardCount
 from workbench.errors import WorkbenchError
 
-
 # --------------------------------------------------------------------------- model plumbing
 
 
@@ -27,8 +26,7 @@ def layer_kinds(config) -> set[str]:
     unsupported = kinds - {"full_attention", "sliding_attention"}
     if unsupported:
         raise WorkbenchError(
-            f"the batched thought sampler supports full and sliding-window attention layers, "
-            f"not {sorted(unsupported)}"
+            f"the batched thought sampler supports full and sliding-window attention layers, not {sorted(unsupported)}"
         )
     return kinds
 
@@ -51,7 +49,9 @@ def new_static_cache(config, max_len: int):
     return Cache(layers=[StaticLayer(max_cache_len=max_len) for _ in range(config.num_hidden_layers)])
 
 
-def ensure_prefix(model: torch.nn.Module, document_ids: list[int], span: int, prefix=None, count: "ForwardCount | None" = None):
+def ensure_prefix(
+    model: torch.nn.Module, document_ids: list[int], span: int, prefix=None, count: ForwardCount | None = None
+):
     """`prefix` if it already holds the first `span` document tokens, else a fresh encoding of them (added to `count`)."""
     if prefix is None or prefix.layers[0].keys.shape[2] < span:
         _, prefix = encode_prefix(model, document_ids[:span], span)
@@ -77,7 +77,7 @@ def encode_prefix(model: torch.nn.Module, ids: list[int], max_len: int):
 # computes softmax([q.K_prefix | q.K_own]) with the rows' masks.
 
 SHARED_PREFIX_ATTENTION = "workbench_shared_prefix"
-_active_cache: ContextVar["SharedPrefixCache | None"] = ContextVar("workbench_shared_prefix_cache", default=None)
+_active_cache: ContextVar[SharedPrefixCache | None] = ContextVar("workbench_shared_prefix_cache", default=None)
 
 
 class SharedPrefixLayer(CacheLayerMixin):
@@ -126,9 +126,7 @@ class SharedPrefixCache(Cache):
     def __init__(self, prefix_cache, prefix_len: int, rows: int, own_len: int):
         super().__init__(
             layers=[
-                SharedPrefixLayer(
-                    layer.keys[:, :, :prefix_len], layer.values[:, :, :prefix_len], rows, own_len
-                )
+                SharedPrefixLayer(layer.keys[:, :, :prefix_len], layer.values[:, :, :prefix_len], rows, own_len)
                 for layer in prefix_cache.layers
             ]
         )
@@ -154,7 +152,9 @@ def _shared_prefix_attention(
     if cache is None:  # the model is used outside the sampler: plain SDPA
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     layer = cache.layers[module.layer_idx]
     pk, pv = layer.prefix_keys[0], layer.prefix_values[0]  # [kv_heads, S0, d]
     rows, heads, q, dim = query.shape

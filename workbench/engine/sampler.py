@@ -23,19 +23,30 @@ from __future__ import annotations
 
 import copy
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
-from workbench.engine.prefix_cache import (SharedPrefixCache, SharedPrefixMode, ensure_prefix, layer_kinds,
-                                           row_slot_positions, shared_prefix_forward)
-from workbench.engine.thought import (ForwardCount, SamplingConfig, Thought, ThoughtTemplate, end_of_thought,
-                                      stop_token_ids)
+from workbench.engine.prefix_cache import (
+    SharedPrefixCache,
+    SharedPrefixMode,
+    ensure_prefix,
+    layer_kinds,
+    row_slot_positions,
+    shared_prefix_forward,
+)
+from workbench.engine.thought import (
+    ForwardCount,
+    SamplingConfig,
+    Thought,
+    ThoughtTemplate,
+    end_of_thought,
+    stop_token_ids,
+)
 from workbench.engine.token_sampling import LMHead
 from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
-
 
 # --------------------------------------------------------------------------- the batched sampler
 
@@ -90,7 +101,7 @@ class ThoughtSampler:
 
     # -- public API -----------------------------------------------------------------------------
 
-    def with_config(self, config: SamplingConfig) -> "ThoughtSampler":
+    def with_config(self, config: SamplingConfig) -> ThoughtSampler:
         """The same sampler (same model, template and engine) with other sampling settings."""
         other = copy.copy(self)
         other.config = config.validate()
@@ -206,7 +217,9 @@ class ThoughtSampler:
 
     # -- the decode loop --------------------------------------------------------------------------
 
-    def _decode(self, doc, rows: list[_Row], prefix, span: int, generator, progress, own_len: int, top_k: int = 0) -> None:
+    def _decode(
+        self, doc, rows: list[_Row], prefix, span: int, generator, progress, own_len: int, top_k: int = 0
+    ) -> None:
         """Decode all `rows` together until each has fed its closing marker and scored its target.
 
         A row samples its thought, or (`given`) feeds a thought already in its `forced` tokens; `own_len` bounds the
@@ -270,8 +283,11 @@ class ThoughtSampler:
                 # 3) which rows will need logits after this step: thinking rows (to sample) and rows
                 # feeding the last token of their closing marker (to score); the rest skip the LM head
                 # (a row that has just fed the last token of its budget needs none: it is closed next, by force)
-                want = [b for b, ri in enumerate(active)
-                        if self._thinking(rows[ri]) or (rows[ri].thought is not None and not rows[ri].forced)]
+                want = [
+                    b
+                    for b, ri in enumerate(active)
+                    if self._thinking(rows[ri]) or (rows[ri].thought is not None and not rows[ri].forced)
+                ]
                 inp = torch.tensor(next_inputs, device=device)[:, None]
                 hidden = self._step(cache, inp, slot_pos, next_pos, write, want)
                 slot_pos[:, write] = next_pos
@@ -292,7 +308,9 @@ class ThoughtSampler:
         inp = torch.tensor([o + [pad] * (width - len(o)) for o in owns], device=device)
         with SharedPrefixMode(model, cache), torch.inference_mode():
             hidden = shared_prefix_forward(model, cache, inp, slot_pos, t.clone(), span)
-            last = hidden[torch.arange(len(rows), device=device), torch.tensor([len(o) - 1 for o in owns], device=device)]
+            last = hidden[
+                torch.arange(len(rows), device=device), torch.tensor([len(o) - 1 for o in owns], device=device)
+            ]
             head = self.head.step(last, [], 1.0)
         self.compute.add(inp.numel(), len(rows))  # padding slots are computed too
         for k, row in enumerate(rows):
@@ -323,7 +341,13 @@ class ThoughtSampler:
         tokens fed so far, plus 1 once scored."""
         budget, close = self.config.thought_tokens, len(self.close_ids)
         return sum(
-            (len(r.thought) + close - len(r.forced) if r.given else budget if r.thought is not None else len(r.generated))
+            (
+                len(r.thought) + close - len(r.forced)
+                if r.given
+                else budget
+                if r.thought is not None
+                else len(r.generated)
+            )
             + (r.logp == r.logp)  # logp is NaN until scored
             for r in rows
         )
@@ -337,8 +361,15 @@ class ThoughtSampler:
     ) -> None:
         """Add a sampled token to a thinking row and stop the thought where `end_of_thought` says."""
         row.generated.append(token)
-        end = end_of_thought(row.generated, self.close_ids, self.template.close, self.eos_ids, self.policy.tokenizer,
-                             self.config.min_thought_tokens, self._text_of)
+        end = end_of_thought(
+            row.generated,
+            self.close_ids,
+            self.template.close,
+            self.eos_ids,
+            self.policy.tokenizer,
+            self.config.min_thought_tokens,
+            self._text_of,
+        )
         if end is None:
             return
         if end.closed_by == "eos":
@@ -403,7 +434,6 @@ class ThoughtSampler:
             next_top=list(row.top),
             stop_ids=list(row.stop),
         )
-
 
 
 def sample_after_thoughts(

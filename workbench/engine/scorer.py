@@ -6,8 +6,8 @@ for the whole document at once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -123,8 +123,13 @@ def score_continuations(
     """
     import time
 
-    from workbench.engine.prefix_cache import (SharedPrefixCache, SharedPrefixMode, ensure_prefix, row_slot_positions,
-                                               shared_prefix_forward)
+    from workbench.engine.prefix_cache import (
+        SharedPrefixCache,
+        SharedPrefixMode,
+        ensure_prefix,
+        row_slot_positions,
+        shared_prefix_forward,
+    )
 
     start = time.perf_counter()
     model, tok = policy.model, policy.tokenizer

@@ -4,8 +4,8 @@ end the text (`stop_token_ids`). No model code here: the prefix cache, the sampl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 from workbench.errors import WorkbenchError
 from workbench.models import ModelHandle
@@ -44,7 +44,7 @@ class SamplingConfig:
     # (RLPConfig.min_thought_tokens) and the held-out evaluation (EvalSettings) use by default
     min_thought_tokens: int = 0
 
-    def validate(self) -> "SamplingConfig":
+    def validate(self) -> SamplingConfig:
         if not isinstance(self.G, int) or self.G < 1:
             raise WorkbenchError(f"G must be a positive integer (thoughts per position), got {self.G!r}")
         if not isinstance(self.thought_tokens, int) or self.thought_tokens < 0:
@@ -72,7 +72,9 @@ class Thought:
     index: int  # 0..G-1 within the position
     ids: list[int]  # thought tokens, markers excluded
     text: str
-    closed_by: str  # "marker" (the model closed it), "eos" (the model ended the text), "budget", or "given" (not sampled)
+    closed_by: (
+        str  # "marker" (the model closed it), "eos" (the model ended the text), "budget", or "given" (not sampled)
+    )
     scored_ids: list[int]  # document_ids[:t] + open + thought + close: exactly what x_t is conditioned on
     logp_with_thought: float  # policy: log p(x_t | scored_ids), natural log
     hidden_tokens: int = 0  # sampled tokens hidden again because they spelled the closing marker differently
@@ -131,8 +133,15 @@ class ThoughtEnd:
     stop: list[int]
 
 
-def end_of_thought(generated: list[int], close_ids: list[int], close_text: str, eos_ids: set[int] | list[int],
-                   tokenizer, min_tokens: int = 0, token_text: Callable[[int], str] | None = None) -> ThoughtEnd | None:
+def end_of_thought(
+    generated: list[int],
+    close_ids: list[int],
+    close_text: str,
+    eos_ids: set[int] | list[int],
+    tokenizer,
+    min_tokens: int = 0,
+    token_text: Callable[[int], str] | None = None,
+) -> ThoughtEnd | None:
     """Where a thought ends: the one rule of every sampling backend and of the TRL adapter. `generated` is what was
     sampled after the opening marker, its last token just now; None while the thought goes on.
 
@@ -154,11 +163,12 @@ def end_of_thought(generated: list[int], close_ids: list[int], close_text: str, 
     kept = thought_before_marker(generated, close_text, tokenizer)
     if kept is None or len(kept) < min_tokens:
         return None
-    return ThoughtEnd(kept, "marker", list(generated[len(kept):]))
+    return ThoughtEnd(kept, "marker", list(generated[len(kept) :]))
 
 
-def first_end_of_thought(ids: list[int], close_ids: list[int], close_text: str, eos_ids: set[int] | list[int],
-                         tokenizer, min_tokens: int = 0) -> ThoughtEnd | None:
+def first_end_of_thought(
+    ids: list[int], close_ids: list[int], close_text: str, eos_ids: set[int] | list[int], tokenizer, min_tokens: int = 0
+) -> ThoughtEnd | None:
     """`end_of_thought` applied token by token to a finished completion: where its thought ended first (None: it
     ran to its budget)."""
     for stop in range(1, len(ids) + 1):
@@ -186,6 +196,10 @@ def stop_token_ids(policy: ModelHandle) -> list[int]:
     # the special and added tokens only: the whole vocabulary (get_vocab, 262k entries on Gemma) cost ~0.3 s a call
     special = set(getattr(tok, "all_special_tokens", [])) | set(getattr(tok, "added_tokens_encoder", {}) or {})
     for name in END_OF_TURN_TOKENS:
-        if name in special and (i := tok.convert_tokens_to_ids(name)) is not None and tok.convert_ids_to_tokens(i) == name:
+        if (
+            name in special
+            and (i := tok.convert_tokens_to_ids(name)) is not None
+            and tok.convert_ids_to_tokens(i) == name
+        ):
             ids.append(i)
     return sorted(set(int(i) for i in ids))

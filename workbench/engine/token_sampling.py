@@ -161,7 +161,7 @@ class LMHead:
         self._buffer: torch.Tensor | None = None
 
     @classmethod
-    def of(cls, model: torch.nn.Module) -> "LMHead":
+    def of(cls, model: torch.nn.Module) -> LMHead:
         head = model.get_output_embeddings()
         return cls(head.weight, getattr(head, "bias", None), getattr(model.config, "final_logit_softcapping", None))
 
@@ -183,7 +183,7 @@ class LMHead:
 
     def stats(
         self, hidden: torch.Tensor, targets: torch.Tensor | None = None, entropy: bool = False, top_k: int = 0
-    ) -> "HeadStats":
+    ) -> HeadStats:
         """Per row of `hidden` [rows, d], without keeping the [rows, V] logits: the target's logit, logsumexp, argmax,
         mean logit and (optionally) the entropy of softmax(z) and the `top_k` most likely tokens, in natural units.
 
@@ -231,8 +231,15 @@ class LMHead:
         if top_k:  # the overall top k is among the chunks' top k
             values, order = torch.cat([v for v, _ in top_parts], 1).topk(min(top_k, self.vocab), dim=-1)
             top_z, top_ids = values, torch.cat([i for _, i in top_parts], 1).gather(1, order)
-        return HeadStats(target_z if targets is not None else None, lse.float(), argmax, (total / self.vocab).float(), ent,
-                         top_ids, top_z)
+        return HeadStats(
+            target_z if targets is not None else None,
+            lse.float(),
+            argmax,
+            (total / self.vocab).float(),
+            ent,
+            top_ids,
+            top_z,
+        )
 
     def _rows_buffer(self, rows: int, like: torch.Tensor) -> torch.Tensor:
         """A [rows, V_padded] view of one buffer kept across steps (a fresh 140 MB tensor per step costs page faults)."""
@@ -261,7 +268,11 @@ class LMHead:
         every_row = 2 * len(sample_rows) >= hidden.shape[0]
         fused = rows_t is not None and temperature > 0
         inv_t = 1.0 / temperature if temperature > 0 else 1.0
-        bans = [(torch.tensor(r, device=hidden.device), torch.tensor(sorted(c), device=hidden.device)) for r, c in banned if r and c]
+        bans = [
+            (torch.tensor(r, device=hidden.device), torch.tensor(sorted(c), device=hidden.device))
+            for r, c in banned
+            if r and c
+        ]
         sums, maxima = [], []
         with torch.inference_mode():
             for start in range(0, self.padded_vocab, self.chunk):
@@ -288,7 +299,9 @@ class LMHead:
                 block_sums_, row_max = block_sums_.index_select(0, rows_t), row_max.index_select(0, rows_t)
         return HeadStep(padded[:, : self.vocab], rows_t, block_sums_, row_max, padded)
 
-    def sample(self, out: HeadStep, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+    def sample(
+        self, out: HeadStep, temperature: float, top_p: float, generator: torch.Generator | None
+    ) -> torch.Tensor:
         """One token per sampling row of `out`, exactly from softmax(logits / T) (nucleus `top_p`)."""
         assert out.sample_rows is not None
         with torch.inference_mode():

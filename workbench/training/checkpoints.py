@@ -20,8 +20,9 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -123,8 +124,9 @@ def checkpoint_problem(path: str | Path, needs: tuple[str, ...] | None = None) -
     return None
 
 
-def usable_checkpoint(run_dir: str | Path, warn: Callable[[str], None] | None = None,
-                      needs: tuple[str, ...] | None = None) -> Path | None:
+def usable_checkpoint(
+    run_dir: str | Path, warn: Callable[[str], None] | None = None, needs: tuple[str, ...] | None = None
+) -> Path | None:
     """The newest complete checkpoint of a run (None if it has none at all; `needs`: complete in those files). A
     damaged newer one is skipped with a warning that names it; if every checkpoint is damaged, one line says so."""
     found = list_checkpoints(run_dir)
@@ -133,13 +135,16 @@ def usable_checkpoint(run_dir: str | Path, warn: Callable[[str], None] | None = 
         problem = checkpoint_problem(ckpt, needs)
         if problem is None:
             if skipped and warn is not None:
-                warn(f"warning: skipped the damaged checkpoint(s) {', '.join(c.name for c, _ in skipped)} "
-                     f"({skipped[0][1]}); using {ckpt.name}")
+                warn(
+                    f"warning: skipped the damaged checkpoint(s) {', '.join(c.name for c, _ in skipped)} "
+                    f"({skipped[0][1]}); using {ckpt.name}"
+                )
             return ckpt
         skipped.append((ckpt, problem))
     if skipped:
-        raise WorkbenchError(f"every checkpoint of {run_dir} is damaged (newest: {skipped[0][1]}); the run's weights "
-                             "cannot be read")
+        raise WorkbenchError(
+            f"every checkpoint of {run_dir} is damaged (newest: {skipped[0][1]}); the run's weights cannot be read"
+        )
     return None
 
 
@@ -159,7 +164,9 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, dict[str, torch.Tensor]
         tensors = {f.stem: load_file(f) for f in sorted(path.glob("*.safetensors"))}
         objects = {f.stem: torch.load(f, map_location="cpu", weights_only=True) for f in sorted(path.glob("*.pt"))}
     except Exception as exc:  # a corruption the size and header checks cannot see (a flipped byte inside the data)
-        raise WorkbenchError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from exc
+        raise WorkbenchError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from exc
     state = json.loads((path / "state.json").read_text())
     state.pop("files", None)
     return tensors, objects, state

@@ -42,9 +42,11 @@ class TrainConfig:
     max_steps: int = help_field(10, "Optimizer steps (the NTP trainer may stop earlier at its FLOP budget).")
     learning_rate: float = help_field(1e-6, "Peak learning rate. RLP paper: constant 1e-6.")
     lr_scheduler: str = help_field(
-        "constant", "transformers scheduler name: constant, constant_with_warmup, cosine, linear, cosine_with_min_lr.")
+        "constant", "transformers scheduler name: constant, constant_with_warmup, cosine, linear, cosine_with_min_lr."
+    )
     min_learning_rate: float | None = help_field(
-        None, "Floor of the 'cosine_with_min_lr' schedule (the paper's CPT baseline: 1e-6 decaying to 1e-7).")
+        None, "Floor of the 'cosine_with_min_lr' schedule (the paper's CPT baseline: 1e-6 decaying to 1e-7)."
+    )
     warmup_steps: int = help_field(0, "Warm-up steps of the scheduler (ignored by 'constant').")
     weight_decay: float = help_field(0.0, "AdamW weight decay.")
     adam_betas: list[float] = help_field([0.9, 0.999], "AdamW betas.")
@@ -61,29 +63,45 @@ class TrainConfig:
     )
     micro_batch_rows: int = help_field(8, "Rows per forward/backward chunk (gradients accumulate over chunks).")
     train_embeddings: bool = help_field(
-        True, "Train the token embedding and the LM head (tied in both bundled models; 60 % of Gemma 3 270M's weights). "
+        True,
+        "Train the token embedding and the LM head (tied in both bundled models; 60 % of Gemma 3 270M's weights). "
         "false freezes them, a labelled variant for RLP (the paper trains every weight): a smaller, less noisy update, "
-        "and a CPU step skips the head's weight gradient and its optimizer update.")
+        "and a CPU step skips the head's weight gradient and its optimizer update.",
+    )
     peft: dict | None = help_field(
-        None, "LoRA adapters with PEFT instead of training every weight, e.g. {r: 16, lora_alpha: 32} (fields r, "
+        None,
+        "LoRA adapters with PEFT instead of training every weight, e.g. {r: 16, lora_alpha: 32} (fields r, "
         "lora_alpha, lora_dropout, target_modules (default all-linear), use_rslora). A labelled variant: the paper trains "
-        "every weight. Checkpoints then hold the adapter only (MB, not GB); load_model(RUN) merges it into the base.")
+        "every weight. Checkpoints then hold the adapter only (MB, not GB); load_model(RUN) merges it into the base.",
+    )
     flops_budget: float | None = help_field(
-        None, "Stop once the run has used this many training FLOPs (every forward of every process, estimated as in "
-        "workbench/training/flops.py). max_steps still caps the run.")
-    think_open: str = help_field("<think>", "Opening marker of a thought, inserted as plain text (training and evaluation).")
-    think_close: str = help_field("</think>", "Closing marker of a thought, inserted as plain text (training and evaluation).")
+        None,
+        "Stop once the run has used this many training FLOPs (every forward of every process, estimated as in "
+        "workbench/training/flops.py). max_steps still caps the run.",
+    )
+    think_open: str = help_field(
+        "<think>", "Opening marker of a thought, inserted as plain text (training and evaluation)."
+    )
+    think_close: str = help_field(
+        "</think>", "Closing marker of a thought, inserted as plain text (training and evaluation)."
+    )
 
     # -- the one evaluation (workbench/evaluation.py): the same for every trainer, so runs compare fairly ---------
-    eval_every: int = help_field(5, "Evaluate on held-out data every K steps (and after the last; before the first "
-                                  "unless eval_at_start is false).")
+    eval_every: int = help_field(
+        5,
+        "Evaluate on held-out data every K steps (and after the last; before the first unless eval_at_start is false).",
+    )
     hacking_patience: int = help_field(
-        2, "The reward-hacking monitor (workbench/training/monitor.py) warns once when the held-out reward is above its "
+        2,
+        "The reward-hacking monitor (workbench/training/monitor.py) warns once when the held-out reward is above its "
         "step-0 value and the answer accuracy after thinking below it, each by more than one SE, for this many "
-        "evaluations in a row (train.log, the summary, a band on the charts). 0 turns it off. Changes no number.")
+        "evaluations in a row (train.log, the summary, a band on the charts). 0 turns it off. Changes no number.",
+    )
     eval_at_start: bool = help_field(
-        True, "Evaluate the starting model before step 1 (the 'before' of every curve). The warm start skips it: its start "
-        "is the base model, whose thoughts never close and so run to the full budget (2 of its minutes on an AVX2 CPU).")
+        True,
+        "Evaluate the starting model before step 1 (the 'before' of every curve). The warm start skips it: its start "
+        "is the base model, whose thoughts never close and so run to the full budget (2 of its minutes on an AVX2 CPU).",
+    )
     eval_docs: int = help_field(4, "How many held-out documents the eval reads (0 = all).")
     eval_positions: str = help_field("every:48", "Positions of the held-out reward map: all, every:K, random:N.")
     eval_G: int = help_field(2, "Thoughts per position in the held-out reward map (0 skips it).")
@@ -91,7 +109,8 @@ class TrainConfig:
     eval_temperature: float = help_field(0.7, "Sampling temperature of held-out thoughts (paper: 0.7).")
     eval_top_p: float = help_field(1.0, "Nucleus of held-out thought sampling.")
     eval_min_thought_tokens: int = help_field(
-        1, "Held-out thoughts have at least this many tokens (1: the paper's action space, |c| >= 1).")
+        1, "Held-out thoughts have at least this many tokens (1: the paper's action space, |c| >= 1)."
+    )
     eval_allow_eos: bool = help_field(True, "Whether EOS may end a held-out thought.")
     eval_seed: int = help_field(0, "Seed of the held-out positions and thoughts, independent of the training seed.")
     checkpoint_every: int = help_field(5, "Write a checkpoint every K steps (and at the end).")
@@ -101,25 +120,43 @@ class TrainConfig:
         "Keep the optimizer state in checkpoints, which a resume needs. False keeps the weights only: for Gemma 3 "
         "270M 2 GB less to write per checkpoint (~7 s on a 2-core VM), but the run cannot be resumed.",
     )
-    threads: int = help_field(0, "torch CPU threads (0 = torch's default). Results are bitwise reproducible at a fixed count.")
+    threads: int = help_field(
+        0, "torch CPU threads (0 = torch's default). Results are bitwise reproducible at a fixed count."
+    )
     progress: bool = help_field(True, "Show a progress bar.")
     report_to: str | list[str] = help_field(
-        "none", "Experiment trackers that get every step's metrics and a table of sampled thoughts, by accelerate's "
+        "none",
+        "Experiment trackers that get every step's metrics and a table of sampled thoughts, by accelerate's "
         "names: none, tensorboard, trackio, wandb, mlflow, ... or all (every one installed). File-based trackers write "
-        "into <run>/tracking/. tensorboard is in the `track` extra: tensorboard --logdir <run>/tracking.")
+        "into <run>/tracking/. tensorboard is in the `track` extra: tensorboard --logdir <run>/tracking.",
+    )
     rollouts_max_mb: float = help_field(
-        20.0, "Cap of <run>/rollouts.jsonl, the dump of every sampled thought (position, context tail, text, ids, "
-        "reward, content gain, advantage, length, how it closed); 0 writes none.")
-    rollout_table_rows: int = help_field(16, "Sampled thoughts per step in the trackers' table (rollouts.jsonl has all).")
+        20.0,
+        "Cap of <run>/rollouts.jsonl, the dump of every sampled thought (position, context tail, text, ids, "
+        "reward, content gain, advantage, length, how it closed); 0 writes none.",
+    )
+    rollout_table_rows: int = help_field(
+        16, "Sampled thoughts per step in the trackers' table (rollouts.jsonl has all)."
+    )
 
     # -- validation ------------------------------------------------------------------------------
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         positive = ["max_doc_tokens", "micro_batch_rows", "eval_every", "checkpoint_every", "keep_last"]
         for name in positive:
             check_int(self, name, 1)
-        for name in ("max_steps", "warmup_steps", "eval_docs", "eval_G", "threads", "seed", "eval_thought_tokens",
-                     "eval_min_thought_tokens", "eval_seed", "rollout_table_rows"):
+        for name in (
+            "max_steps",
+            "warmup_steps",
+            "eval_docs",
+            "eval_G",
+            "threads",
+            "seed",
+            "eval_thought_tokens",
+            "eval_min_thought_tokens",
+            "eval_seed",
+            "rollout_table_rows",
+        ):
             check_int(self, name, 0)
         if self.eval_min_thought_tokens > self.eval_thought_tokens:
             raise WorkbenchError("eval_min_thought_tokens must not exceed eval_thought_tokens")
@@ -138,15 +175,20 @@ class TrainConfig:
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise WorkbenchError(f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
         if self.rollout_dtype not in ("auto", "bfloat16", "float32", "float16"):
-            raise WorkbenchError(f"rollout_dtype must be auto, bfloat16, float32 or float16, got {self.rollout_dtype!r}")
+            raise WorkbenchError(
+                f"rollout_dtype must be auto, bfloat16, float32 or float16, got {self.rollout_dtype!r}"
+            )
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise WorkbenchError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
-        if isinstance(self.rollouts_max_mb, bool) or not isinstance(self.rollouts_max_mb, (int, float)) or self.rollouts_max_mb < 0:
+        if (
+            isinstance(self.rollouts_max_mb, bool)
+            or not isinstance(self.rollouts_max_mb, (int, float))
+            or self.rollouts_max_mb < 0
+        ):
             raise WorkbenchError(f"rollouts_max_mb must be a number >= 0, got {self.rollouts_max_mb!r}")
+        from workbench.adapters import check_peft_spec
         from workbench.data import parse_positions
         from workbench.training.tracking import tracker_names
-
-        from workbench.adapters import check_peft_spec
 
         self.peft = check_peft_spec(self.peft)
         parse_positions(self.eval_positions)
@@ -174,17 +216,31 @@ class TrainConfig:
 
     @classmethod
     def field_help(cls) -> list[tuple[str, Any, str]]:
-        return [(f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory(), f.metadata.get("help", "")) for f in fields(cls)]
+        return [
+            (
+                f.name,
+                f.default if f.default is not dataclasses.MISSING else f.default_factory(),
+                f.metadata.get("help", ""),
+            )
+            for f in fields(cls)
+        ]
 
 
 # fields that change where and how a run is shown, not its numbers (a resumed run may change them; caches ignore them)
 # (eval_at_start adds or drops one evaluation row; no trained weight depends on it: tests/test_compute.py)
-NOT_IN_FINGERPRINT = ("output_dir", "progress", "run_name", "report_to", "rollouts_max_mb", "rollout_table_rows",
-                      "eval_at_start", "hacking_patience")
+NOT_IN_FINGERPRINT = (
+    "output_dir",
+    "progress",
+    "run_name",
+    "report_to",
+    "rollouts_max_mb",
+    "rollout_table_rows",
+    "eval_at_start",
+    "hacking_patience",
+)
 
 
 def check_int(cfg: TrainConfig, name: str, minimum: int) -> None:
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise WorkbenchError(f"{name} must be an integer >= {minimum}, got {value!r}")
-

@@ -62,7 +62,6 @@ def override_value(name: str, text: str) -> Any:
         raise WorkbenchError(f"--set {name}: not a valid YAML value: {text!r}") from exc
 
 
-
 def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:
     """Build and validate the config a dict describes; unknown keys are an error, not a silent typo."""
     if not isinstance(data, dict):
@@ -75,7 +74,9 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfi
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise WorkbenchError(f"{source}: unknown field(s) {', '.join(unknown)} for trainer {kind}; see --help-config {kind}")
+        raise WorkbenchError(
+            f"{source}: unknown field(s) {', '.join(unknown)} for trainer {kind}; see --help-config {kind}"
+        )
     values = {}
     for name, value in data.items():
         values[name] = _coerce(name, value, known[name], source)

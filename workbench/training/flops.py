@@ -32,7 +32,9 @@ class FlopCounter:
 
 
 def flop_counter(model: torch.nn.Module) -> FlopCounter:
-    return FlopCounter(body_params=body_parameters(model), head_params=int(model.get_output_embeddings().weight.numel()))
+    return FlopCounter(
+        body_params=body_parameters(model), head_params=int(model.get_output_embeddings().weight.numel())
+    )
 
 
 COMPUTE_KINDS = ("teacher", "sample", "score", "design", "loss", "probe")

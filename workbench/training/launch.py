@@ -1,8 +1,8 @@
 """Starting training runs: in this process (small runs, tests) or as a background process (notebooks).
 
-    run = start_background("configs/rlp_tiny.yaml")     # returns at once
-    run.metrics()                                         # rows of metrics.jsonl so far
-    run.stop()                                            # graceful: finishes the step, checkpoints
+run = start_background("configs/rlp_tiny.yaml")     # returns at once
+run.metrics()                                         # rows of metrics.jsonl so far
+run.stop()                                            # graceful: finishes the step, checkpoints
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from workbench.errors import WorkbenchError
 from workbench.training.config import TrainConfig
@@ -36,8 +37,12 @@ def trainer_for(config: TrainConfig, resume: bool | str = False, **kwargs: Any) 
     return by_config[type(config)](config, resume=resume, **kwargs)
 
 
-def train(config: TrainConfig | str | Path, resume: bool | str = False, log: Callable[[str], None] | None = None,
-          **overrides: Any) -> dict[str, Any]:
+def train(
+    config: TrainConfig | str | Path,
+    resume: bool | str = False,
+    log: Callable[[str], None] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
     """Run a config to the end in this process; returns the summary (also in <run_dir>/summary.json). The run's log
     lines go to `log`, by default standard output: in a notebook they read as output, not as red stderr boxes
     (`workbench train` writes them to stderr)."""
@@ -96,14 +101,24 @@ class BackgroundRun:
         return code
 
 
-def start_background(config_path: str | Path, run_dir: str | Path, extra_args: list[str] | None = None) -> BackgroundRun:
+def start_background(
+    config_path: str | Path, run_dir: str | Path, extra_args: list[str] | None = None
+) -> BackgroundRun:
     """Launch `python -m workbench.cli train CONFIG --output-dir RUN_DIR` and return at once."""
     config_path, run_dir = Path(config_path), Path(run_dir)
     config = load_config(config_path)  # fail here, not in the background, on a bad config
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "process.log"
-    cmd = [sys.executable, "-m", "workbench.cli", "train", str(config_path), "--output-dir", str(run_dir), *(extra_args or [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "workbench.cli",
+        "train",
+        str(config_path),
+        "--output-dir",
+        str(run_dir),
+        *(extra_args or []),
+    ]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TQDM_DISABLE": "1"})
     return BackgroundRun(proc, run_dir, log_path, config.max_steps)
-

@@ -55,13 +55,17 @@ class RewardHackingMonitor:
             self.streak, self.streak_start = 0, None
         if self.warning is None and self.streak >= self.patience:
             self.warning = {
-                "step": int(row["step"]), "since_step": int(self.streak_start), "evaluations": self.streak,
+                "step": int(row["step"]),
+                "since_step": int(self.streak_start),
+                "evaluations": self.streak,
                 "reward": [float(self.first[REWARD]), float(row[REWARD])],
                 "end_task": [float(self.first[END_TASK]), float(row[END_TASK])],
-                "message": (f"possible reward hacking: the held-out reward rose {self.first[REWARD]:+.2f} -> "
-                            f"{row[REWARD]:+.2f} nats while the answer after thinking fell {self.first[END_TASK]:.0%} -> "
-                            f"{row[END_TASK]:.0%} (each beyond one standard error) for {self.streak} evaluation(s) in a row, "
-                            f"since step {self.streak_start}; look at the run's rollouts and film"),
+                "message": (
+                    f"possible reward hacking: the held-out reward rose {self.first[REWARD]:+.2f} -> "
+                    f"{row[REWARD]:+.2f} nats while the answer after thinking fell {self.first[END_TASK]:.0%} -> "
+                    f"{row[END_TASK]:.0%} (each beyond one standard error) for {self.streak} evaluation(s) in a row, "
+                    f"since step {self.streak_start}; look at the run's rollouts and film"
+                ),
             }
             return self.warning
         return None

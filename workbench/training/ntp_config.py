@@ -12,7 +12,9 @@ from workbench.training.config import TrainConfig, check_int, help_field
 class NTPConfig(TrainConfig):
     trainer: str = help_field("ntp", "Which trainer: ntp.")
     run_name: str = help_field("ntp", "Name of the run; the run directory is runs/<run_name>-<UTC time>.")
-    docs_per_step: int = help_field(2, "Documents per optimizer step; the loss is the mean next-token NLL over their tokens.")
+    docs_per_step: int = help_field(
+        2, "Documents per optimizer step; the loss is the mean next-token NLL over their tokens."
+    )
     match_run: str | None = help_field(
         None,
         "Run directory of an RLP run to match in compute (the paper's compute-matched comparison): the run stops once "
@@ -27,7 +29,7 @@ class NTPConfig(TrainConfig):
     )
     match_flops_of: str | None = help_field(None, "Deprecated spelling of match_run with match: flops.")
 
-    def validate(self) -> "NTPConfig":
+    def validate(self) -> NTPConfig:
         super().validate()
         check_int(self, "docs_per_step", 1)
         if self.match_flops_of:
@@ -35,7 +37,9 @@ class NTPConfig(TrainConfig):
                 raise WorkbenchError("set match_run (match_flops_of is its old spelling), not both")
             import warnings
 
-            warnings.warn("match_flops_of is deprecated: use match_run (and match: flops)", DeprecationWarning, stacklevel=2)
+            warnings.warn(
+                "match_flops_of is deprecated: use match_run (and match: flops)", DeprecationWarning, stacklevel=2
+            )
             self.match_run, self.match_flops_of, self.match = self.match_flops_of, None, "flops"
         if self.match not in ("flops", "tokens"):
             raise WorkbenchError(f"match must be 'flops' or 'tokens', got {self.match!r}")

@@ -34,8 +34,10 @@ def budget_of_run(run_dir: str | Path, quantity: str) -> float:
 
     rows = read_metrics(run_dir)
     if not rows or key[1] not in rows[-1]:
-        raise WorkbenchError(f"match_run: {run_dir} has no {quantity} count (no summary.json or metrics.jsonl with "
-                             f"{key[1]}); is it a run directory of this workbench version?")
+        raise WorkbenchError(
+            f"match_run: {run_dir} has no {quantity} count (no summary.json or metrics.jsonl with "
+            f"{key[1]}); is it a run directory of this workbench version?"
+        )
     return float(rows[-1][key[1]])
 
 
@@ -106,14 +108,19 @@ class NTPTrainer(Trainer):
         """The training documents of `step` on this process (seeded by the run's seed, the step and the process)."""
         cfg = self.config
         rng = np.random.default_rng([cfg.seed, step, self.accelerator.process_index])
-        return sorted(int(i) for i in rng.choice(len(self.train_ids), size=min(cfg.docs_per_step, len(self.train_ids)), replace=False))
+        return sorted(
+            int(i)
+            for i in rng.choice(len(self.train_ids), size=min(cfg.docs_per_step, len(self.train_ids)), replace=False)
+        )
 
     def micro_batches(self, docs: list[int]) -> list[list[list[int]]]:
         """The step's documents in micro-batches of similar lengths (less padding); the loss is a sum over the step's
         tokens, so the grouping changes the arithmetic's order, not the math."""
         by_length = sorted(docs, key=lambda d: (len(self.train_ids[d]), d))
         size = self.config.micro_batch_rows
-        return [[self.train_ids[d] for d in by_length[start : start + size]] for start in range(0, len(by_length), size)]
+        return [
+            [self.train_ids[d] for d in by_length[start : start + size]] for start in range(0, len(by_length), size)
+        ]
 
     def train_step(self, step: int) -> dict[str, Any]:
         cfg = self.config
@@ -126,13 +133,25 @@ class NTPTrainer(Trainer):
             ids, attention = (x.to(self.accelerator.device) for x in right_padded(chunk, self.pad_id))
             logits, targets, head_rows = self._logits_at_targets(chunk, ids, attention)
             self.compute.train("loss", ids.numel(), head_rows)
-            nll = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets, reduction="none")
+            nll = torch.nn.functional.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), targets, reduction="none"
+            )
             loss = nll.sum() / n_tokens  # token mean over the whole batch
             self.accelerator.backward(loss)
             total_loss += float(loss.detach())
-        grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)) if cfg.max_grad_norm > 0 else float("nan")
+        grad_norm = (
+            float(self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm))
+            if cfg.max_grad_norm > 0
+            else float("nan")
+        )
         self.optimizer_step()
         tokens = sum(len(self.train_ids[d]) for d in docs)
         seconds = time.perf_counter() - t0
-        return {"loss": total_loss, "grad_norm": grad_norm, "train_tokens": tokens, "train_tokens_per_s": tokens / seconds,
-                "budget_tokens_step": tokens, **self.compute.step_metrics()}
+        return {
+            "loss": total_loss,
+            "grad_norm": grad_norm,
+            "train_tokens": tokens,
+            "train_tokens_per_s": tokens / seconds,
+            "budget_tokens_step": tokens,
+            **self.compute.step_metrics(),
+        }

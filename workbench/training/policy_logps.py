@@ -49,7 +49,9 @@ def _temperature_logps(logits: torch.Tensor, targets: torch.Tensor, temperature:
     return logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, -1)
 
 
-def token_logps(model: torch.nn.Module, rows: list[TrainRow], temperature: float, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def token_logps(
+    model: torch.nn.Module, rows: list[TrainRow], temperature: float, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """log pi(target | inputs) per target token, [rows, K] with a mask, in one left-padded forward.
 
     Left padding puts every row's targets at the end, so the LM head runs on the last K positions only
@@ -62,13 +64,15 @@ def token_logps(model: torch.nn.Module, rows: list[TrainRow], temperature: float
     targets = torch.zeros((len(rows), k), dtype=torch.long)
     mask = torch.zeros((len(rows), k), dtype=torch.bool)
     for i, row in enumerate(rows):
-        input_ids[i, length - len(row.inputs):] = torch.tensor(row.inputs)
-        attention[i, length - len(row.inputs):] = 1
-        targets[i, k - len(row.targets):] = torch.tensor(row.targets)
-        mask[i, k - len(row.targets):] = True
+        input_ids[i, length - len(row.inputs) :] = torch.tensor(row.inputs)
+        attention[i, length - len(row.inputs) :] = 1
+        targets[i, k - len(row.targets) :] = torch.tensor(row.targets)
+        mask[i, k - len(row.targets) :] = True
     input_ids, attention, targets, mask = (x.to(device) for x in (input_ids, attention, targets, mask))
     position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids, logits_to_keep=k, use_cache=False)
+    out = model(
+        input_ids=input_ids, attention_mask=attention, position_ids=position_ids, logits_to_keep=k, use_cache=False
+    )
     logp = _temperature_logps(out.logits, targets, temperature)
     return logp * mask, mask
 
@@ -182,7 +186,9 @@ def packed_token_logps(
         flat = _temperature_logps(out.logits[0], targets, temperature)  # [sum of len(targets)]
         # right-align each row's targets, as token_logps does
         index_rows = torch.tensor([i for i in members for _ in rows[i].targets], device=device)
-        index_cols = torch.tensor([k - len(rows[i].targets) + j for i in members for j in range(len(rows[i].targets))], device=device)
+        index_cols = torch.tensor(
+            [k - len(rows[i].targets) + j for i in members for j in range(len(rows[i].targets))], device=device
+        )
         logp = logp.index_put((index_rows, index_cols), flat)
         mask[index_rows, index_cols] = True
     return logp, mask

@@ -10,7 +10,7 @@ Everything here is tested against hand-computed values in tests/test_rl_math.py.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 

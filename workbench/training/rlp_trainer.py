@@ -29,20 +29,29 @@ from workbench.engine.prefix_cache import encode_prefix
 from workbench.engine.scorer import no_think_logp_at, no_think_scores
 from workbench.engine.thought import ForwardCount, SamplingConfig, Thought, ThoughtTemplate
 from workbench.errors import WorkbenchError
-from workbench.models import ModelHandle
 from workbench.metrics import thoughts_stats
+from workbench.models import ModelHandle
 from workbench.rewards import empty_thought_logp, record_rewards
 from workbench.training.policy_logps import TrainRow, can_pack, fed_tokens, packed_token_logps, token_logps
-from workbench.training.rl_math import (clipped_surrogate, degenerate_groups, ema_update_, guarded_advantages, kl_k3,
-                                        drift_by_group, normalise_loss, shuffled_within_groups)
+from workbench.training.rl_math import (
+    clipped_surrogate,
+    degenerate_groups,
+    drift_by_group,
+    ema_update_,
+    guarded_advantages,
+    kl_k3,
+    normalise_loss,
+    shuffled_within_groups,
+)
 from workbench.training.rlp_config import RLPConfig
 from workbench.training.trainer import Trainer
-
 
 ROLLOUT_CONTEXT_TOKENS = 24  # tokens of context before each thought kept in rollouts.jsonl
 
 
-def train_row(thought: Thought, open_ids: list[int], advantage: float, train_stop_tokens: bool, doc: int = -1) -> TrainRow | None:
+def train_row(
+    thought: Thought, open_ids: list[int], advantage: float, train_stop_tokens: bool, doc: int = -1
+) -> TrainRow | None:
     """The policy's actions of one thought: its tokens, plus the tokens it sampled to end it (`Thought.stop_ids`).
 
     Only sampled tokens are trained: the canonical closing ids when the policy wrote them, the other tokens it
@@ -90,13 +99,17 @@ class RLPTrainer(Trainer):
 
     def setup(self) -> None:
         if self.config.train_positions == "marked" and not any(x.marked for x in self.train_ids):
-            raise WorkbenchError(f"train_positions 'marked': no document of {self.config.train_data!r} has marked answers "
-                                 "(a JSONL \"answers\" field; thinking:train has them)")
+            raise WorkbenchError(
+                f"train_positions 'marked': no document of {self.config.train_data!r} has marked answers "
+                '(a JSONL "answers" field; thinking:train has them)'
+            )
         self._template = ThoughtTemplate(self.config.think_open, self.config.think_close)
         self.packed_loss = self.config.share_prefix_in_loss and can_pack(self.policy)
         if self.config.share_prefix_in_loss and not self.packed_loss and self.is_main:
-            self._print(f"share_prefix_in_loss: {self.policy.config._attn_implementation} attention takes no custom mask; "
-                        "the loss pass feeds one row per thought")
+            self._print(
+                f"share_prefix_in_loss: {self.policy.config._attn_implementation} attention takes no custom mask; "
+                "the loss pass feeds one row per thought"
+            )
         self.open_ids = self._template.open_ids(self.tokenizer)
         self.close_ids = self._template.close_ids(self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -121,13 +134,17 @@ class RLPTrainer(Trainer):
         self._probe_start: np.ndarray | None = None  # the engine's probe log-probs before the first update
         if self.config.sampler_backend == "vllm":
             from workbench.engine.vllm_backend import VLLMEngine
-            from workbench.models import bundled_model_dir, BUNDLED
+            from workbench.models import BUNDLED, bundled_model_dir
 
             model = self.config.model
             source = bundled_model_dir(model) if model in BUNDLED else model
-            self._vllm = VLLMEngine(source, dtype=self.rollout_choice.name, seed=self.config.seed,
-                                    max_model_len=self.config.vllm_max_model_len,
-                                    gpu_memory_utilization=self.config.vllm_gpu_memory_utilization)
+            self._vllm = VLLMEngine(
+                source,
+                dtype=self.rollout_choice.name,
+                seed=self.config.seed,
+                max_model_len=self.config.vllm_max_model_len,
+                gpu_memory_utilization=self.config.vllm_gpu_memory_utilization,
+            )
             if self.is_main:
                 self._print(f"vLLM engine started in {self._vllm.start_s:.1f} s")
 
@@ -156,8 +173,10 @@ class RLPTrainer(Trainer):
         self.compute.forward("probe", len(ids) + sum(cuts), len(ids) + len(cuts))
         if self._probe_start is None:
             self._probe_start = engine
-        return {"vllm_sync_nats": float(np.abs(engine - local).max()),
-                "vllm_shift_nats": float(np.abs(engine - self._probe_start).max())}
+        return {
+            "vllm_sync_nats": float(np.abs(engine - local).max()),
+            "vllm_shift_nats": float(np.abs(engine - self._probe_start).max()),
+        }
 
     def ema_sources(self) -> list[torch.Tensor]:
         """theta's tensors that the EMA follows, in `ema_names` order."""
@@ -185,7 +204,9 @@ class RLPTrainer(Trainer):
 
     @property
     def teacher(self) -> ModelHandle:
-        return ModelHandle(self._teacher, self.tokenizer, self.model_name, source=str(self.run_dir), role="teacher", step=self.step)
+        return ModelHandle(
+            self._teacher, self.tokenizer, self.model_name, source=str(self.run_dir), role="teacher", step=self.step
+        )
 
     def extra_tensors(self) -> dict[str, dict[str, torch.Tensor]]:
         # with an adapter: the adapted weights' EMA only (the rest of phi is the base model's)
@@ -204,8 +225,13 @@ class RLPTrainer(Trainer):
     def sampling(self, seed: int, G: int | None = None) -> SamplingConfig:
         cfg = self.config
         return SamplingConfig(
-            G=G or cfg.G, thought_tokens=cfg.thought_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=seed,
-            allow_eos=cfg.allow_eos_in_thought, min_thought_tokens=cfg.min_thought_tokens,
+            G=G or cfg.G,
+            thought_tokens=cfg.thought_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            seed=seed,
+            allow_eos=cfg.allow_eos_in_thought,
+            min_thought_tokens=cfg.min_thought_tokens,
         )
 
     def draw_contexts(self, rng: np.random.Generator) -> list[Context]:
@@ -253,27 +279,45 @@ class RLPTrainer(Trainer):
             self.compute.add_count("score", count)
             if by_design:
                 design_rewards.extend(self.design_rewards(ids, ctx.positions, sampled, no_think, empty, seed))
-            for j, t in enumerate(ctx.positions):
+            for j in range(len(ctx.positions)):
                 thoughts.append(sampled[j * cfg.G : (j + 1) * cfg.G])
                 teacher_logp.append(teacher_at[j])
                 empty_logp.append(empty[j])
-        return {"thoughts": thoughts, "teacher_logp": np.array(teacher_logp), "empty_logp": np.array(empty_logp),
-                "design_rewards": np.array(design_rewards) if by_design else None}
+        return {
+            "thoughts": thoughts,
+            "teacher_logp": np.array(teacher_logp),
+            "empty_logp": np.array(empty_logp),
+            "design_rewards": np.array(design_rewards) if by_design else None,
+        }
 
-    def design_rewards(self, ids: list[int], positions: list[int], sampled: list[Thought], no_think, empty,
-                       seed: int) -> list[float]:
+    def design_rewards(
+        self, ids: list[int], positions: list[int], sampled: list[Thought], no_think, empty, seed: int
+    ) -> list[float]:
         """One document's rewards under `reward_design` (any registered design), on the thoughts just sampled; a design
         that generates after the thoughts (rpt, pretrainzero, rlpt) samples with the step's seed."""
         from workbench.designs import DESIGNS, DesignInput
 
         cfg = self.config
         policy, teacher = self.rollout, self.teacher
-        rm = record_rewards(policy, teacher, self._template, self.sampling(seed), "train", ids, no_think, list(positions), sampled,
-                     {}, dict(zip(positions, np.asarray(empty).tolist())), "sampled")
+        rm = record_rewards(
+            policy,
+            teacher,
+            self._template,
+            self.sampling(seed),
+            "train",
+            ids,
+            no_think,
+            list(positions),
+            sampled,
+            {},
+            dict(zip(positions, np.asarray(empty).tolist())),
+            "sampled",
+        )
         reference = None
         if self._reference is not None:
-            reference = ModelHandle(self._reference, self.tokenizer, self.model_name, source=str(self.run_dir),
-                                    role="reference", step=0)
+            reference = ModelHandle(
+                self._reference, self.tokenizer, self.model_name, source=str(self.run_dir), role="reference", step=0
+            )
         inp = DesignInput(policy, teacher, rm, reference=reference)
         out = DESIGNS[cfg.reward_design](inp, **cfg.design_options)
         self.compute.add_count("design", inp.count)
@@ -298,9 +342,15 @@ class RLPTrainer(Trainer):
         adv = guarded_advantages(rewards, empty, cfg.empty_thought_penalty, cfg.empty_advantage_cap)
         if cfg.control == "shuffled_advantages":  # the null control: same values per group, assigned at random
             adv = shuffled_within_groups(adv, torch.Generator().manual_seed(int(rng.integers(2**31 - 1))))
-        self.last_batch = {"contexts": contexts, "thoughts": groups, "teacher_logp": roll["teacher_logp"],
-                           "empty_logp": roll["empty_logp"], "rewards": rewards, "info_gain": info_gain,
-                           "advantages": adv}
+        self.last_batch = {
+            "contexts": contexts,
+            "thoughts": groups,
+            "teacher_logp": roll["teacher_logp"],
+            "empty_logp": roll["empty_logp"],
+            "rewards": rewards,
+            "info_gain": info_gain,
+            "advantages": adv,
+        }
 
         docs = [ctx.doc for ctx in contexts for _ in ctx.positions]  # one per group, as rollouts orders them
         rows = [
@@ -351,8 +401,11 @@ class RLPTrainer(Trainer):
         if cfg.train_positions == "marked":  # at answers: what each style of thought earned, and how it ended
             from workbench.thinking_corpus import style_stats
 
-            row.update(style_stats([th.text for th in all_thoughts], rewards.flatten().tolist(),
-                                   [th.closed_by for th in all_thoughts]))
+            row.update(
+                style_stats(
+                    [th.text for th in all_thoughts], rewards.flatten().tolist(), [th.closed_by for th in all_thoughts]
+                )
+            )
         if self._vllm is not None:
             # the weights this step sampled with were pushed after the previous optimizer step
             row.update(self.vllm_sync)
@@ -374,18 +427,29 @@ class RLPTrainer(Trainer):
         records = []
         for g, (group, doc) in enumerate(zip(batch["thoughts"], docs)):
             ids = self.train_ids[doc]
-            for th, reward, gain, adv in zip(group, batch["rewards"][g].tolist(), batch["info_gain"][g].tolist(),
-                                             batch["advantages"][g].tolist()):
+            for th, reward, gain, adv in zip(
+                group, batch["rewards"][g].tolist(), batch["info_gain"][g].tolist(), batch["advantages"][g].tolist()
+            ):
                 t = th.position
-                records.append({
-                    "step": step, "doc": document_ref(self.config.train_data, getattr(ids, "doc_id", str(doc))), "position": t,
-                    "context_tail": tok.decode(ids[max(0, t - ROLLOUT_CONTEXT_TOKENS):t]),
-                    "target": tok.decode([ids[t]]), "index": th.index, "thought": th.text, "thought_ids": list(th.ids),
-                    "reward": reward, "info_gain": gain,
-                    # over the empty thought: what the thought's words add beyond the markers
-                    "content_gain": float(th.logp_with_thought - batch["empty_logp"][g]),
-                    "advantage": adv, "length": th.length, "closed_by": th.closed_by,
-                })
+                records.append(
+                    {
+                        "step": step,
+                        "doc": document_ref(self.config.train_data, getattr(ids, "doc_id", str(doc))),
+                        "position": t,
+                        "context_tail": tok.decode(ids[max(0, t - ROLLOUT_CONTEXT_TOKENS) : t]),
+                        "target": tok.decode([ids[t]]),
+                        "index": th.index,
+                        "thought": th.text,
+                        "thought_ids": list(th.ids),
+                        "reward": reward,
+                        "info_gain": gain,
+                        # over the empty thought: what the thought's words add beyond the markers
+                        "content_gain": float(th.logp_with_thought - batch["empty_logp"][g]),
+                        "advantage": adv,
+                        "length": th.length,
+                        "closed_by": th.closed_by,
+                    }
+                )
         return records
 
     def update(self, rows: list[TrainRow], contexts: list[Context], denominator: float) -> dict[str, float]:
@@ -410,7 +474,11 @@ class RLPTrainer(Trainer):
             if cfg.max_grad_norm > 0:
                 norms.append(float(self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)))
             else:
-                norms.append(float(torch.norm(torch.stack([p.grad.norm() for p in self.model.parameters() if p.grad is not None]))))
+                norms.append(
+                    float(
+                        torch.norm(torch.stack([p.grad.norm() for p in self.model.parameters() if p.grad is not None]))
+                    )
+                )
             self.optimizer_step()
             ema_update_(self.ema, self.ema_sources(), cfg.ema_tau)
         self.refresh_teacher()
@@ -423,7 +491,9 @@ class RLPTrainer(Trainer):
             "loss_tokens_fed": sum(fed_tokens(chunk, self.packed_loss) for chunk in micro),  # per epoch
         }
 
-    def _micro_step(self, chunk: list[TrainRow], old: list[torch.Tensor], i: int, epoch: int, denominator: float) -> tuple[float, float, float, float]:
+    def _micro_step(
+        self, chunk: list[TrainRow], old: list[torch.Tensor], i: int, epoch: int, denominator: float
+    ) -> tuple[float, float, float, float]:
         """Forward + backward of one chunk of rows; returns (loss, clipped tokens, tokens, kl sum)."""
         cfg = self.config
         logp, mask = self.thought_logps(self.model, chunk)

@@ -53,8 +53,9 @@ def _parameters_to(model: torch.nn.Module, dtype: torch.dtype) -> None:
             param.data = param.data.to(dtype)
 
 
-def plain_copy(model: torch.nn.Module, dtype: torch.dtype,
-               weights: list[tuple[str, torch.Tensor]] | None = None) -> torch.nn.Module:
+def plain_copy(
+    model: torch.nn.Module, dtype: torch.dtype, weights: list[tuple[str, torch.Tensor]] | None = None
+) -> torch.nn.Module:
     """A frozen, unsharded copy of `model` in `dtype`, on this process's device.
 
     Unsharded models are deep-copied. FSDP2 modules refuse `deepcopy`, so a sharded model is rebuilt from its

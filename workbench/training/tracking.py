@@ -19,8 +19,9 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from workbench.errors import WorkbenchError
 from workbench.run_dirs import read_jsonl_rows
@@ -43,16 +44,24 @@ def tracker_names(report_to: str | Sequence[str]) -> list[str]:
         return [str(t) for t in get_available_trackers()]
     unknown = [n for n in names if n not in LOGGER_TYPE_TO_CLASS]
     if unknown:
-        raise WorkbenchError(f"report_to: unknown tracker {', '.join(unknown)}; use none, all or any of "
-                             f"{', '.join(sorted(LOGGER_TYPE_TO_CLASS))}")
+        raise WorkbenchError(
+            f"report_to: unknown tracker {', '.join(unknown)}; use none, all or any of "
+            f"{', '.join(sorted(LOGGER_TYPE_TO_CLASS))}"
+        )
     return names
 
 
 class Trackers:
     """The run's experiment trackers (possibly none): start, scalars per step, a thought table per step, finish."""
 
-    def __init__(self, names: Sequence[str], run_name: str, run_dir: Path, config: dict[str, Any],
-                 note: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        run_name: str,
+        run_dir: Path,
+        config: dict[str, Any],
+        note: Callable[[str], None] = print,
+    ) -> None:
         self.names = list(names)
         self.trackers: list[Any] = []
         self.note = note
@@ -69,12 +78,16 @@ class Trackers:
         for name in self.names:
             cls = LOGGER_TYPE_TO_CLASS[name]
             try:
-                tracker = cls(run_name, logging_dir=str(logging_dir)) if cls.requires_logging_directory else cls(run_name)
+                tracker = (
+                    cls(run_name, logging_dir=str(logging_dir)) if cls.requires_logging_directory else cls(run_name)
+                )
                 tracker.start()
                 tracker.store_init_configuration(_flat_config(config))
             except ImportError as exc:
-                raise WorkbenchError(f"report_to {name}: its package is not installed ({exc}); pip install {name} "
-                                     "(tensorboard is in the workbench's `track` extra)") from exc
+                raise WorkbenchError(
+                    f"report_to {name}: its package is not installed ({exc}); pip install {name} "
+                    "(tensorboard is in the workbench's `track` extra)"
+                ) from exc
             self.trackers.append(tracker)
         note(f"tracking with {', '.join(self.names)} in {logging_dir}")
         if "trackio" in self.names:
@@ -82,8 +95,11 @@ class Trackers:
 
     def log(self, row: dict[str, Any], step: int) -> None:
         """The step's numbers, as metrics.jsonl has them (non-numbers and NaNs left out: trackers reject them)."""
-        scalars = {k: float(v) for k, v in row.items()
-                   if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        scalars = {
+            k: float(v)
+            for k, v in row.items()
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        }
         for tracker in self.trackers:
             tracker.log(scalars, step=step)
 
@@ -134,8 +150,10 @@ def _use_trackio_dir(run_trackio_dir: Path) -> Path:
     os.environ["TRACKIO_DIR"] = str(target)
     utils = sys.modules.get("trackio.utils")
     if utils is not None and Path(utils.TRACKIO_DIR) != target:
-        moved = {name: (getattr(utils, name), target / sub)
-                 for name, sub in (("TRACKIO_DIR", ""), ("MEDIA_DIR", "media"), ("ARTIFACTS_DIR", "artifacts"))}
+        moved = {
+            name: (getattr(utils, name), target / sub)
+            for name, sub in (("TRACKIO_DIR", ""), ("MEDIA_DIR", "media"), ("ARTIFACTS_DIR", "artifacts"))
+        }
         for module_name, module in list(sys.modules.items()):
             if module is None or not (module_name == "trackio" or module_name.startswith("trackio.")):
                 continue
@@ -158,6 +176,7 @@ def _cell(value: Any) -> Any:
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A markdown table (TensorBoard's Text tab renders it); pipes and newlines inside cells are escaped."""
+
     def cell(value: Any) -> str:
         return str(value).replace("|", "\\|").replace("\n", "⏎")
 
@@ -189,8 +208,10 @@ class RolloutLog:
             line = json.dumps(record, ensure_ascii=False) + "\n"
             if size + len(line.encode()) > self.max_bytes:
                 self.full = True
-                self.note(f"rollouts.jsonl reached rollouts_max_mb ({self.max_bytes / 1e6:g} MB) at step "
-                          f"{record.get('step')}; later thoughts are not dumped (metrics.jsonl goes on)")
+                self.note(
+                    f"rollouts.jsonl reached rollouts_max_mb ({self.max_bytes / 1e6:g} MB) at step "
+                    f"{record.get('step')}; later thoughts are not dumped (metrics.jsonl goes on)"
+                )
                 break
             lines.append(line)
             size += len(line.encode())
@@ -211,5 +232,7 @@ def read_rollouts(run_dir: str | Path) -> list[dict[str, Any]]:
     """The thoughts a run dumped (rollouts.jsonl; a half-written last line from a killed run is skipped)."""
     path = Path(run_dir) / "rollouts.jsonl"
     if not path.exists():
-        raise WorkbenchError(f"{run_dir} has no rollouts.jsonl (an RLP run writes one; rollouts_max_mb: 0 turns it off)")
+        raise WorkbenchError(
+            f"{run_dir} has no rollouts.jsonl (an RLP run writes one; rollouts_max_mb: 0 turns it off)"
+        )
     return read_jsonl_rows(path)

@@ -25,12 +25,14 @@ import resource
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
+from workbench import work
 from workbench.data import MIN_DOC_TOKENS, Document, load_documents_spec, tokenize_documents
 from workbench.errors import WorkbenchError
 from workbench.evaluation import EvalSettings, eval_settings, evaluate, evaluation_documents, film_frame
@@ -38,27 +40,61 @@ from workbench.hardware import auto_mixed_precision, choose_dtype
 from workbench.metrics import renamed
 from workbench.models import ModelHandle, check_loaded, load_model
 from workbench.run_dirs import new_run_dir, read_jsonl_rows, runs_root, versions, write_json
-from workbench import work
-from workbench.training.checkpoints import (checked, latest_checkpoint, list_checkpoints, load_checkpoint,
-                                              save_checkpoint, usable_checkpoint)
+from workbench.training.checkpoints import (
+    checked,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    usable_checkpoint,
+)
 from workbench.training.config import NOT_IN_FINGERPRINT, TrainConfig
 from workbench.training.configs import load_config
 from workbench.training.flops import ComputeMeter, flop_counter
 from workbench.training.monitor import RewardHackingMonitor
-from workbench.training.sharding import (full_named_tensors, full_optimizer_state, full_state_dict, is_sharded,
-                                         load_full_optimizer_state, load_full_state_dict, plain_copy)
+from workbench.training.sharding import (
+    full_named_tensors,
+    full_optimizer_state,
+    full_state_dict,
+    is_sharded,
+    load_full_optimizer_state,
+    load_full_state_dict,
+    plain_copy,
+)
 from workbench.training.tracking import RolloutLog, Trackers, tracker_names
 from workbench.training.warm_start_cache import cached_model_path
 
 TIMING_KEYS = frozenset(
-    {"step_time_s", "time_sample_s", "time_loss_s", "time_eval_s", "thought_tokens_per_s", "train_tokens_per_s",
-     "tokens_per_s", "peak_rss_mb", "peak_gpu_mb", "wall_time_s"}
+    {
+        "step_time_s",
+        "time_sample_s",
+        "time_loss_s",
+        "time_eval_s",
+        "thought_tokens_per_s",
+        "train_tokens_per_s",
+        "tokens_per_s",
+        "peak_rss_mb",
+        "peak_gpu_mb",
+        "wall_time_s",
+    }
 )  # everything else in metrics.jsonl is reproducible bit for bit
 
 
-SUMMED_KEYS = frozenset({"contexts", "thoughts", "thought_tokens_per_s", "train_tokens_per_s", "tokens_per_s",
-                         "train_target_tokens", "train_tokens", "loss_tokens_fed", "budget_tokens_step",
-                         "tokens_rollout", "tokens_input"})  # across processes: totals
+SUMMED_KEYS = frozenset(
+    {
+        "contexts",
+        "thoughts",
+        "thought_tokens_per_s",
+        "train_tokens_per_s",
+        "tokens_per_s",
+        "train_target_tokens",
+        "train_tokens",
+        "loss_tokens_fed",
+        "budget_tokens_step",
+        "tokens_rollout",
+        "tokens_input",
+    }
+)  # across processes: totals
 SUMMED_PREFIXES = ("flops_", "fwd_tokens_", "head_rows_")  # the compute counts of every process add up
 
 
@@ -120,7 +156,9 @@ def _release_accelerator_state(mixed_precision: str) -> None:
 class Trainer:
     """Owns the state of a run; `train()` runs it to the end (or to a STOP file)."""
 
-    def __init__(self, config: TrainConfig, resume: bool | str = False, log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, config: TrainConfig, resume: bool | str = False, log: Callable[[str], None] | None = None
+    ) -> None:
         from accelerate import Accelerator
         from accelerate.utils import broadcast_object_list
 
@@ -155,8 +193,12 @@ class Trainer:
         # -- model (fp32 master weights), optimizer, schedule
         # warm:BASE -> the cached warm start (launch.trainer_for trains it first when it is missing)
         self.model_path = cached_model_path(config.model)
-        handle = load_model(self.model_path, dtype="float32", device=str(self.accelerator.device),
-                            trust_remote_code=config.trust_remote_code)
+        handle = load_model(
+            self.model_path,
+            dtype="float32",
+            device=str(self.accelerator.device),
+            trust_remote_code=config.trust_remote_code,
+        )
         self.tokenizer = handle.tokenizer
         self.model_name = handle.name
         model = handle.model
@@ -190,7 +232,10 @@ class Trainer:
         # of a 21 s RLP step on 2 AVX2 cores). Several processes keep the plain one, so DDP and FSDP2 step alike.
         fused = self.accelerator.num_processes == 1 and self.accelerator.device.type in ("cpu", "cuda")
         optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad] if config.peft else model.parameters(), lr=config.learning_rate, betas=tuple(config.adam_betas), weight_decay=config.weight_decay,
+            [p for p in model.parameters() if p.requires_grad] if config.peft else model.parameters(),
+            lr=config.learning_rate,
+            betas=tuple(config.adam_betas),
+            weight_decay=config.weight_decay,
             fused=fused or None,
         )
         from transformers import get_scheduler
@@ -198,15 +243,23 @@ class Trainer:
         self.stop_budget = self.compute_budget()  # (quantity, amount) the run stops at, or None
         self.schedule_steps = self.expected_steps()
         scheduler = get_scheduler(
-            config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps,
+            config.lr_scheduler,
+            optimizer,
+            num_warmup_steps=config.warmup_steps,
             num_training_steps=max(1, self.schedule_steps * self.optimizer_steps_per_step),
-            scheduler_specific_kwargs={"min_lr": config.min_learning_rate} if config.lr_scheduler == "cosine_with_min_lr" else None,
+            scheduler_specific_kwargs={"min_lr": config.min_learning_rate}
+            if config.lr_scheduler == "cosine_with_min_lr"
+            else None,
         )
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.rollout_choice = choose_dtype(config.rollout_dtype, self.accelerator.device)
         self.rollout_dtype = self.rollout_choice.dtype
-        self.hardware = {**self.rollout_choice.as_dict(), "rollout_dtype": self.rollout_choice.name,
-                         "mixed_precision": self.mixed_precision, "mixed_precision_reason": mp_reason}
+        self.hardware = {
+            **self.rollout_choice.as_dict(),
+            "rollout_dtype": self.rollout_choice.name,
+            "mixed_precision": self.mixed_precision,
+            "mixed_precision_reason": mp_reason,
+        }
         self._rollout: torch.nn.Module | None = None
         self._gathered: list[tuple[str, torch.Tensor]] | None = None  # see named_policy_params
         self.step = 0
@@ -214,16 +267,22 @@ class Trainer:
         self.flops = 0.0  # training FLOPs so far, every process
         self.budget_tokens = 0  # tokens counted toward the paper's token budget so far (see budget_tokens_step)
         self.setup()
-        self.rollout_log = RolloutLog(self.run_dir / "rollouts.jsonl", config.rollouts_max_mb if self.is_main else 0,
-                                      note=self.note)
+        self.rollout_log = RolloutLog(
+            self.run_dir / "rollouts.jsonl", config.rollouts_max_mb if self.is_main else 0, note=self.note
+        )
         if resume and (ckpt := self._resume_checkpoint()) is not None:
             self._restore(ckpt)
             if self._extension and self.is_main:
                 self._record_extension()
         elif self.is_main:
             self._start_files()
-        self.trackers = Trackers(tracker_names(config.report_to) if self.is_main else [], config.run_name, self.run_dir,
-                                 config.to_dict(), note=self.note)
+        self.trackers = Trackers(
+            tracker_names(config.report_to) if self.is_main else [],
+            config.run_name,
+            self.run_dir,
+            config.to_dict(),
+            note=self.note,
+        )
         self.refresh_rollout()
         self.release_gathered()
         if is_sharded(self.policy):
@@ -343,7 +402,9 @@ class Trainer:
     def rollout(self) -> ModelHandle:
         if self._rollout is None:
             self._rollout = self.inference_copy()
-        return ModelHandle(self._rollout, self.tokenizer, self.model_name, source=str(self.run_dir), role="policy", step=self.step)
+        return ModelHandle(
+            self._rollout, self.tokenizer, self.model_name, source=str(self.run_dir), role="policy", step=self.step
+        )
 
     # -- the loop ------------------------------------------------------------------------------------
 
@@ -390,8 +451,13 @@ class Trainer:
             self.release_gathered()
             self.flops += float(row.get("flops_step", 0.0))
             self.budget_tokens += int(row.get("budget_tokens_step", 0))
-            row = {"step": step, **row, "flops": self.flops, "budget_tokens": self.budget_tokens,
-                   "lr": float(self.scheduler.get_last_lr()[0])}
+            row = {
+                "step": step,
+                **row,
+                "flops": self.flops,
+                "budget_tokens": self.budget_tokens,
+                "lr": float(self.scheduler.get_last_lr()[0]),
+            }
             row["step_time_s"] = time.perf_counter() - t0
             last = step == cfg.max_steps or self.stop_requested() or self.finished()
             if step % cfg.eval_every == 0 or last:
@@ -442,10 +508,14 @@ class Trainer:
         records: list = []
         before = work.METER.forward_flops
         out = evaluate(self.rollout, self.eval_ids, self.eval_settings, maps=maps, records=records)
-        out["work_flops_evaluation"] = work.METER.forward_flops - before  # counted work (workbench/work.py): in the summary too
+        out["work_flops_evaluation"] = (
+            work.METER.forward_flops - before
+        )  # counted work (workbench/work.py): in the summary too
         if maps and self.is_main:  # the first held-out document's map: one frame of the run's reward-map film
             write_json(self.run_dir / "film" / f"step-{self.step:06d}.json", film_frame(maps[0], self.step))
-        if records and self.is_main:  # one row per evaluated position: workbench.compare.compare_runs pairs two runs on them
+        if (
+            records and self.is_main
+        ):  # one row per evaluated position: workbench.compare.compare_runs pairs two runs on them
             folder = self.run_dir / "eval"
             folder.mkdir(exist_ok=True)
             (folder / f"step-{self.step:06d}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -473,8 +543,12 @@ class Trainer:
             other = json.loads((source / "run.json").read_text())
         except (OSError, ValueError):
             return None
-        mine = {"model_path": self.model_path, "evaluation": self.eval_settings.as_dict(), "hardware": self.hardware,
-                "versions": versions()}
+        mine = {
+            "model_path": self.model_path,
+            "evaluation": self.eval_settings.as_dict(),
+            "hardware": self.hardware,
+            "versions": versions(),
+        }
         if any(other.get(k) != v for k, v in mine.items()):
             return None
         found = recorded_evaluation(source, 0)
@@ -511,8 +585,10 @@ class Trainer:
             changed = sorted(k for k, v in new.items() if saved.get(k) != v and k not in ("output_dir", "progress"))
             past = [k for k in changed if k not in EXTENDABLE and k not in NOT_IN_FINGERPRINT]
             if "max_steps" in changed and cfg.lr_scheduler not in STEP_FREE_SCHEDULES:
-                past.append(f"max_steps (lr_scheduler {cfg.lr_scheduler} spreads its rates over max_steps, so the past "
-                            "steps would have had other learning rates)")
+                past.append(
+                    f"max_steps (lr_scheduler {cfg.lr_scheduler} spreads its rates over max_steps, so the past "
+                    "steps would have had other learning rates)"
+                )
             if past:
                 raise WorkbenchError(
                     f"--resume: the config differs from the run's own config.yaml in {', '.join(past)}, which would change "
@@ -521,28 +597,34 @@ class Trainer:
                 )
             self._extension = {k: [saved.get(k), new[k]] for k in changed}
         elif latest_checkpoint(run_dir) is not None:
-            raise WorkbenchError(f"{run_dir} already holds a run with checkpoints; pass --resume or choose another output_dir")
+            raise WorkbenchError(
+                f"{run_dir} already holds a run with checkpoints; pass --resume or choose another output_dir"
+            )
         run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir
 
     def _start_files(self) -> None:
         (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
-        write_json(self.run_dir / "run.json", {
-            "seed": self.config.seed,
-            "trainer": self.config.trainer,
-            "model_path": self.model_path,  # what `model` named when the run started (load_model(RUN_DIR) reads it)
-            "config_fingerprint": self.config.fingerprint(),
-            "command": sys.argv,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "processes": self.accelerator.num_processes,
-            "device": str(self.accelerator.device),
-            "hardware": self.hardware,
-            "evaluation": self.eval_settings.as_dict(),
-            "deviations_from_paper": getattr(self.config, "deviations", []),
-            "control": getattr(self.config, "control", "") or None,  # a null control, not the method it controls for
-            "compute_budget": list(self.stop_budget) if self.stop_budget else None,
-            "versions": versions(),
-        })
+        write_json(
+            self.run_dir / "run.json",
+            {
+                "seed": self.config.seed,
+                "trainer": self.config.trainer,
+                "model_path": self.model_path,  # what `model` named when the run started (load_model(RUN_DIR) reads it)
+                "config_fingerprint": self.config.fingerprint(),
+                "command": sys.argv,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "processes": self.accelerator.num_processes,
+                "device": str(self.accelerator.device),
+                "hardware": self.hardware,
+                "evaluation": self.eval_settings.as_dict(),
+                "deviations_from_paper": getattr(self.config, "deviations", []),
+                "control": getattr(self.config, "control", "")
+                or None,  # a null control, not the method it controls for
+                "compute_budget": list(self.stop_budget) if self.stop_budget else None,
+                "versions": versions(),
+            },
+        )
         (self.run_dir / "metrics.jsonl").write_text("")
         self.note(f"run directory {self.run_dir}")
         self.note(f"rollout {self.rollout_choice.describe()}; training mixed precision {self.mixed_precision}")
@@ -599,8 +681,12 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "rng": {"torch": torch.get_rng_state()},
             },
-            state={"step": self.step, "flops": self.flops, "budget_tokens": self.budget_tokens,
-                   "config_fingerprint": self.config.fingerprint()},
+            state={
+                "step": self.step,
+                "flops": self.flops,
+                "budget_tokens": self.budget_tokens,
+                "config_fingerprint": self.config.fingerprint(),
+            },
             keep_last=self.config.keep_last,
         )
 
@@ -610,9 +696,14 @@ class Trainer:
         (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
         run_json = self.run_dir / "run.json"
         record = json.loads(run_json.read_text()) if run_json.exists() else {}
-        record.setdefault("extensions", []).append({
-            "at_step": self.step, "changed": self._extension, "command": sys.argv,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        record.setdefault("extensions", []).append(
+            {
+                "at_step": self.step,
+                "changed": self._extension,
+                "command": sys.argv,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        )
         record["config_fingerprint"] = self.config.fingerprint()
         write_json(run_json, record)
         self.note("extended: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in self._extension.items()))
@@ -630,11 +721,16 @@ class Trainer:
                 while aside.exists():
                     aside, n = newer.with_name(f"{newer.name}.damaged-{n}"), n + 1
                 os.replace(newer, aside)
-                for log in ("metrics.jsonl", "rollouts.jsonl"):  # resuming cuts them back to the checkpoint: keep them whole
+                for log in (
+                    "metrics.jsonl",
+                    "rollouts.jsonl",
+                ):  # resuming cuts them back to the checkpoint: keep them whole
                     if (self.run_dir / log).exists():
                         shutil.copyfile(self.run_dir / log, aside / log)
-                self.note(f"set the damaged checkpoint aside as {aside.name} (with the logs as they were); the steps "
-                          f"after {ckpt.name} are trained again")
+                self.note(
+                    f"set the damaged checkpoint aside as {aside.name} (with the logs as they were); the steps "
+                    f"after {ckpt.name} are trained again"
+                )
         return ckpt
 
     def _restore(self, ckpt: Path) -> None:
@@ -727,7 +823,9 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return [renamed(row) for row in read_jsonl_rows(Path(run_dir) / "metrics.jsonl")]
 
 
-def load_trained(run_dir: str | Path, role: str = "policy", dtype: str = "auto", checkpoint: str | Path | None = None) -> ModelHandle:
+def load_trained(
+    run_dir: str | Path, role: str = "policy", dtype: str = "auto", checkpoint: str | Path | None = None
+) -> ModelHandle:
     """A model handle with the weights of a run's last (or a given) checkpoint: role 'policy' or 'teacher'
     (`load_model(run_dir)` is the same with role 'policy')."""
     from workbench.models import load_run_model
@@ -737,7 +835,11 @@ def load_trained(run_dir: str | Path, role: str = "policy", dtype: str = "auto",
     if role != "policy" and config.trainer != "rlp":
         raise WorkbenchError(f"{run_dir} has no {role} weights (the {config.trainer} trainer keeps none)")
     needs = (f"{role}.safetensors",)
-    ckpt = checked(checkpoint, needs) if checkpoint else usable_checkpoint(run_dir, lambda m: print(m, file=sys.stderr), needs)
+    ckpt = (
+        checked(checkpoint, needs)
+        if checkpoint
+        else usable_checkpoint(run_dir, lambda m: print(m, file=sys.stderr), needs)
+    )
     if ckpt is None:
         raise WorkbenchError(f"{run_dir} has no checkpoint")
     handle = load_run_model(run_dir, dtype, "auto", config.trust_remote_code, role=role, checkpoint=ckpt)

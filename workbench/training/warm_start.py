@@ -21,10 +21,14 @@ from typing import Any
 import yaml
 
 from workbench.errors import WorkbenchError
-
 from workbench.training.configs import config_from_dict
-from workbench.training.warm_start_cache import (cached_warm_start, warm_base, warm_start_config, warm_start_key,
-                                                 warm_start_problem)
+from workbench.training.warm_start_cache import (
+    cached_warm_start,
+    warm_base,
+    warm_start_config,
+    warm_start_key,
+    warm_start_problem,
+)
 from workbench.training.warmstart_trainer import WarmStartTrainer
 
 # seconds a warm-start step takes on 2 cores, the estimate printed before one is trained (only a changed recipe or
@@ -37,7 +41,9 @@ def estimated_minutes(steps: int) -> str:
     from workbench.hardware import choose_dtype, resolve_device
 
     bf16 = choose_dtype("auto", resolve_device("auto")).name == "bfloat16"
-    seconds = steps * SECONDS_PER_STEP["bf16" if bf16 else "fp32"] + 60  # plus loading and the one evaluation at the end
+    seconds = (
+        steps * SECONDS_PER_STEP["bf16" if bf16 else "fp32"] + 60
+    )  # plus loading and the one evaluation at the end
     return f"about {max(1, round(seconds / 60))} minutes"
 
 
@@ -77,8 +83,11 @@ def ship_warm_start(run_dir: str | Path, base: str, dest: Path | None = None) ->
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None or not (run_dir / "summary.json").exists():
         raise WorkbenchError(f"{run_dir}: not a finished run")
-    overrides = {k: v for k, v in config.to_dict().items() if v != warm_start_config(base).to_dict().get(k)
-                 and k not in ("output_dir", "progress")}
+    overrides = {
+        k: v
+        for k, v in config.to_dict().items()
+        if v != warm_start_config(base).to_dict().get(k) and k not in ("output_dir", "progress")
+    }
     dest = dest or shipped_warm_start(base)
     shutil.rmtree(dest, ignore_errors=True)
     (dest / "checkpoints" / ckpt.name).mkdir(parents=True)
@@ -87,18 +96,29 @@ def ship_warm_start(run_dir: str | Path, base: str, dest: Path | None = None) ->
     run = json.loads((dest / "run.json").read_text())
     run["model_path"] = base  # the bundled name, not this machine's cache path
     (dest / "run.json").write_text(json.dumps(run, indent=1) + "\n")
-    from safetensors.torch import load_file, save_file
-
     import torch
+    from safetensors.torch import load_file, save_file
 
     # the adapter in bf16: half the bytes in git; merged into the base in fp32 all the same (adapters.merged)
     adapter = load_file(ckpt / "policy.safetensors")
-    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in adapter.items()},
-              dest / "checkpoints" / ckpt.name / "policy.safetensors")
-    shutil.copy(ckpt / "state.json", dest / "checkpoints" / ckpt.name / "state.json")
+    save_file(
+        {k: v.to(torch.bfloat16).contiguous() for k, v in adapter.items()},
+        dest / "checkpoints" / ckpt.name / "policy.safetensors",
+    )
+    state = json.loads((ckpt / "state.json").read_text())
+    if "files" in state:  # the sizes of what ships (the bf16 adapter), so the damage check reads them right
+        state["files"] = {
+            "policy.safetensors": {"bytes": (dest / "checkpoints" / ckpt.name / "policy.safetensors").stat().st_size}
+        }
+    (dest / "checkpoints" / ckpt.name / "state.json").write_text(json.dumps(state, indent=1) + "\n")
     files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
-    manifest = {"base": base, "key": warm_start_key(base, overrides), "overrides": overrides,
-                "recipe": "configs/warmstart.yaml", "files": {f: _sha256(dest / f) for f in files}}
+    manifest = {
+        "base": base,
+        "key": warm_start_key(base, overrides),
+        "overrides": overrides,
+        "recipe": "configs/warmstart.yaml",
+        "files": {f: _sha256(dest / f) for f in files},
+    }
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return dest
 
@@ -127,9 +147,11 @@ def install_shipped(base: str, overrides: dict[str, Any], target: Path, log=prin
     for name, digest in manifest["files"].items():
         path = source / name
         if not path.is_file() or _sha256(path) != digest:
-            raise WorkbenchError(f"the shipped warm start is damaged: {path} does not match its checksum in "
-                                 f"{source / 'manifest.json'} (git checkout -- {SHIPPED_DIR.name}, or delete the folder to "
-                                 "train one)")
+            raise WorkbenchError(
+                f"the shipped warm start is damaged: {path} does not match its checksum in "
+                f"{source / 'manifest.json'} (git checkout -- {SHIPPED_DIR.name}, or delete the folder to "
+                "train one)"
+            )
     partial = target.with_name(target.name + f".tmp-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(source, partial)
@@ -138,8 +160,10 @@ def install_shipped(base: str, overrides: dict[str, Any], target: Path, log=prin
     config["output_dir"] = str(target)
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     _into_place(partial, target)
-    log(f"thinking-ready {base}: the warm start shipped in {source.relative_to(SHIPPED_DIR.parents[1])} "
-        f"(a LoRA adapter, trained by {manifest['recipe']}) -> {target}")
+    log(
+        f"thinking-ready {base}: the warm start shipped in {source.relative_to(SHIPPED_DIR.parents[1])} "
+        f"(a LoRA adapter, trained by {manifest['recipe']}) -> {target}"
+    )
     return True
 
 
@@ -157,13 +181,16 @@ def thinking_ready_model(base: str = "gemma3-270m", log=print, **overrides: Any)
     if install_shipped(base, overrides, target, log):
         return str(target)
     config = warm_start_config(base, overrides)
-    log(f"no cached warm start of {base}: training one now ({config.max_steps} steps, {estimated_minutes(config.max_steps)} "
-        f"on this CPU), cached in {target}")
+    log(
+        f"no cached warm start of {base}: training one now ({config.max_steps} steps, {estimated_minutes(config.max_steps)} "
+        f"on this CPU), cached in {target}"
+    )
     partial = target.with_name(target.name + f".tmp-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     start = time.perf_counter()
-    trainer = WarmStartTrainer(config_from_dict({**config.to_dict(), "output_dir": str(partial), "progress": True}),
-                               log=log)  # a notebook's print: plain output, not red stderr boxes
+    trainer = WarmStartTrainer(
+        config_from_dict({**config.to_dict(), "output_dir": str(partial), "progress": True}), log=log
+    )  # a notebook's print: plain output, not red stderr boxes
     try:
         trainer.train()
     finally:

@@ -47,7 +47,7 @@ def warm_base(name: str) -> str | None:
     """BASE of a `warm:BASE` model name; None for any other name."""
     if not (isinstance(name, str) and name.startswith(WARM_PREFIX)):
         return None
-    base = name[len(WARM_PREFIX):]
+    base = name[len(WARM_PREFIX) :]
     if not base:
         raise WorkbenchError("warm: needs a base model, e.g. warm:gemma3-270m")
     return base
@@ -61,11 +61,15 @@ def cached_model_path(name: str) -> str:
         return name
     target = cached_warm_start(base)
     if not (target / "summary.json").exists():
-        raise WorkbenchError(f"{name}: no cached warm start of {base} yet (workbench train, workbench score and the "
-                             f"notebooks train it first; in Python: training.warm_start.thinking_ready_model({base!r}))")
+        raise WorkbenchError(
+            f"{name}: no cached warm start of {base} yet (workbench train, workbench score and the "
+            f"notebooks train it first; in Python: training.warm_start.thinking_ready_model({base!r}))"
+        )
     if (problem := warm_start_problem(target)) is not None:
-        raise WorkbenchError(f"{name}: the cached warm start is damaged ({problem}); delete {target} and run again "
-                             "(the shipped one reinstalls in a second)")
+        raise WorkbenchError(
+            f"{name}: the cached warm start is damaged ({problem}); delete {target} and run again "
+            "(the shipped one reinstalls in a second)"
+        )
     return str(target)
 
 

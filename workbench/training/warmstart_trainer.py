@@ -9,7 +9,7 @@ samples a thought there. The run directory is a model: `load_model(RUN_DIR)` loa
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from workbench.data import MIN_DOC_TOKENS, Document, interleave_thoughts
 from workbench.engine.thought import ThoughtTemplate
@@ -25,8 +25,14 @@ def recipe_thoughts(doc: Document, styles: Sequence[str] | None) -> list[tuple[i
     kept = [th for th in doc.thoughts if styles is None or th[2] in styles]
     if styles is not None and "slip" not in styles and "scratch" in styles:
         scratch_at = {a: dict(options).get("scratch") for (a, _), options in zip(doc.answers, doc.answer_thoughts)}
-        kept = sorted(kept + [(at, scratch_at[at], "scratch") for at, _, style in doc.thoughts
-                              if style == "slip" and scratch_at.get(at)])
+        kept = sorted(
+            kept
+            + [
+                (at, scratch_at[at], "scratch")
+                for at, _, style in doc.thoughts
+                if style == "slip" and scratch_at.get(at)
+            ]
+        )
     return kept
 
 
@@ -38,14 +44,25 @@ class WarmStartTrainer(NTPTrainer):
         cfg = self.config
         template = ThoughtTemplate(cfg.think_open, cfg.think_close)
         open_ids, close_ids = template.open_ids(self.tokenizer), template.close_ids(self.tokenizer)
-        ids = [interleave_thoughts(self.tokenizer, d, open_ids, close_ids, cfg.max_doc_tokens,
-                                   train_all=cfg.loss_on == "all", read_only=cfg.read_only_styles,
-                                   thoughts=recipe_thoughts(d, cfg.thought_styles))
-               for d in docs]
+        ids = [
+            interleave_thoughts(
+                self.tokenizer,
+                d,
+                open_ids,
+                close_ids,
+                cfg.max_doc_tokens,
+                train_all=cfg.loss_on == "all",
+                read_only=cfg.read_only_styles,
+                thoughts=recipe_thoughts(d, cfg.thought_styles),
+            )
+            for d in docs
+        ]
         ids = [x for x in ids if len(x) >= MIN_DOC_TOKENS]
         if not ids:
             raise WorkbenchError(f"train_data: no document has at least {MIN_DOC_TOKENS} tokens")
         if cfg.thought_styles and not any(d.thoughts for d in docs):
-            raise WorkbenchError(f"train_data {cfg.train_data!r} has no thoughts to splice in (no JSONL 'thoughts' field); "
-                                 "use thinking:train or set thought_styles: []")
+            raise WorkbenchError(
+                f"train_data {cfg.train_data!r} has no thoughts to splice in (no JSONL 'thoughts' field); "
+                "use thinking:train or set thought_styles: []"
+            )
         return ids
