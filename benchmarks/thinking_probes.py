@@ -19,37 +19,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench.data import data_dir, load_thinking_corpus, tokenize_document
-from workbench.engine.thought import SamplingConfig
+from workbench.data import load_thinking_corpus
 from workbench.evaluation import EvalSettings, evaluate, evaluation_documents
 from workbench.hardware import cpu_kind
 from workbench.models import load_model
-from workbench.rewards import reward_map
-from workbench.thinking_corpus import thought_style
-from workbench.thinking_ready import answer_probes, best_family_shares
+from workbench.thinking_ready import answer_probes, best_family_shares, own_thoughts, style_margin
 from workbench.training.warm_start import resolve_model_name
-
-
-def own_thoughts(policy, docs, families, G: int, tokens: int) -> pd.DataFrame:
-    """One row per sampled thought at every answer: family, style, right (answer ranked first after it), reward."""
-    rows = []
-    for doc, fams in zip(docs, families):
-        ids = tokenize_document(policy.tokenizer, doc)
-        rm = reward_map(
-            policy, policy, ids, "marked", SamplingConfig(G=G, thought_tokens=tokens, min_thought_tokens=1), top_k=1
-        )
-        family_at = dict(zip(ids.marked, fams))
-        for th, reward, gain in zip(rm.thoughts, rm.rewards, rm.content_gains):
-            rows.append(
-                {
-                    "family": family_at[th.position],
-                    "style": thought_style(th.text),
-                    "right": th.next_top[0][0] == ids[th.position],
-                    "reward": float(reward),
-                    "content_gain": float(gain),
-                }
-            )
-    return pd.DataFrame(rows)
 
 
 def main() -> None:
@@ -62,7 +37,6 @@ def main() -> None:
     args = parser.parse_args()
     pd.set_option("display.width", 200)
     docs = load_thinking_corpus("eval")[: args.docs]
-    raw = [json.loads(line) for line in (data_dir() / "thinking" / "eval.jsonl").read_text().splitlines()][: args.docs]
     results = {"cpu": cpu_kind(), "docs": args.docs, "models": {}}
     for name in args.models:
         start = time.perf_counter()
@@ -72,7 +46,8 @@ def main() -> None:
         best = best_family_shares(maps)
         ordinary = EvalSettings(data="corpus:eval", docs=0, positions="every:48", G=0)
         plain = evaluate(policy, evaluation_documents(policy.tokenizer, ordinary), ordinary)
-        own = own_thoughts(policy, docs, [r["families"] for r in raw], args.G, args.thought_tokens)
+        own = own_thoughts(policy, docs, args.G, args.thought_tokens)
+        margin = style_margin(own)
         print(f"===== {name} ({policy.dtype_choice.describe()}) {time.perf_counter() - start:.0f} s")
         print(probes.round(3).to_string())
         print("best family:", best.round(3).to_dict())
@@ -81,6 +56,7 @@ def main() -> None:
         print(own.groupby("style")[["right", "reward", "content_gain"]].agg(["mean", "size"]).round(2).to_string())
         by_outcome = own.groupby(["style", "right"])[["reward", "content_gain"]].agg(["mean", "size"])
         print(by_outcome.round(2).to_string())
+        print(f"E[r | scratch] - E[r | restate] = {margin['margin']:+.2f} ± {margin['se']:.2f} nats (2 SE needed)")
         results["models"][name] = {
             "dtype": str(policy.dtype),
             "probes": probes.to_dict(),
@@ -89,6 +65,7 @@ def main() -> None:
             "own_by_family": own.groupby("family")[["right", "reward", "content_gain"]].mean().to_dict(),
             "own_by_style": own.groupby("style")[["right", "reward", "content_gain"]].mean().to_dict(),
             "own_share_scratch": float((own["style"] == "scratch").mean()),
+            "style_margin": margin,
             "own_by_style_and_outcome": {
                 f"{style}/{'right' if right else 'wrong'}": {
                     "reward": float(g["reward"].mean()),

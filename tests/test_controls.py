@@ -130,6 +130,17 @@ def test_compare_runs_pairs_the_same_answers(tiny_model_dir, tmp_path):
     assert seeds.loc["RLP", "seeds"] == 1 and "eval_answer_accuracy_thinking" in seeds
     with pytest.raises(WorkbenchError, match="was not evaluated at step 1"):
         evaluation_records(runs["rlp"], 1)
+    # every evaluated answer names its problem family; each thought its style and how it ended
+    from workbench.data import load_thinking_corpus
+    from workbench.run_compare import endings_table, evaluated_thoughts
+
+    names = {f for d in load_thinking_corpus("eval")[:2] for f in d.families}
+    assert {r["family"] for r in a} <= names and all(r["family"] for r in a)
+    assert all(len(r["styles"]) == len(r["closed_by"]) == len(r["right"]) == 2 for r in a)
+    table = endings_table(evaluated_thoughts(runs["rlp"]))
+    assert table["thoughts"].sum() == 2 * len(a)
+    assert ((table["by_marker"] + table["by_eos"] + table["at_budget"]) - 1).abs().max() < 1e-9
+    assert set(table.index.get_level_values("family")) <= names
 
 
 def test_the_arena_takes_a_designs_control():

@@ -38,15 +38,26 @@ class Document:
     thoughts: tuple[tuple[int, str, str], ...] = ()  # (character offset, thought text, style) written into the text
     # per answer, the thoughts that could precede it, as (style, text) pairs (the thinking corpus's probes)
     answer_thoughts: tuple[tuple[tuple[str, str], ...], ...] = ()
+    # per answer, the problem family it belongs to (the thinking corpus's "families": arithmetic, dates, ...)
+    families: tuple[str, ...] = ()
 
 
 class DocumentIds(list):
     """A document's token ids (a plain list of ints to every reader) that also knows its marked answer positions
     (token indices t, so `ids[t]` is an answer token) and its document id."""
 
-    def __init__(self, ids, marked: Sequence[int] = (), doc_id: str = "", trained: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        ids,
+        marked: Sequence[int] = (),
+        doc_id: str = "",
+        trained: Sequence[int] | None = None,
+        families: Sequence[str] = (),
+    ) -> None:
         super().__init__(ids)
         self.marked = tuple(int(t) for t in marked if 1 <= t < len(self))
+        # marked position -> its problem family, where the document names them (one per marked answer, in order)
+        self.families = {int(t): f for t, f in zip(marked, families) if 1 <= t < len(self)}
         self.doc_id = doc_id
         # the targets t a next-token loss trains (None: every t >= 1); the warm start keeps thoughts and answers
         self.trained = None if trained is None else tuple(int(t) for t in trained if 1 <= t < len(self))
@@ -137,6 +148,7 @@ def load_documents(path: str | Path) -> list[Document]:
                 answers=_answers(obj, f"{path}:{lineno}"),
                 thoughts=_thoughts(obj, f"{path}:{lineno}"),
                 answer_thoughts=_answer_thoughts(obj, f"{path}:{lineno}"),
+                families=_families(obj, f"{path}:{lineno}"),
             )
         )
     if not docs:
@@ -173,6 +185,16 @@ def _thoughts(obj: dict, where: str) -> tuple[tuple[int, str, str], ...]:
     if not ok:
         raise WorkbenchError(f'{where}: "thoughts" must be a list of {{"at": character offset, "text": thought}}')
     return tuple((x["at"], x["text"], str(x.get("style", ""))) for x in sorted(items, key=lambda x: x["at"]))
+
+
+def _families(obj: dict, where: str) -> tuple[str, ...]:
+    items = obj.get("families", [])
+    if not (isinstance(items, list) and all(isinstance(f, str) for f in items)) or len(items) not in (
+        0,
+        len(obj.get("answers", [])),
+    ):
+        raise WorkbenchError(f'{where}: "families" must be one family name per answer')
+    return tuple(items)
 
 
 def _answer_thoughts(obj: dict, where: str) -> tuple[tuple[tuple[str, str], ...], ...]:
@@ -375,7 +397,7 @@ def tokenize_document(tokenizer, doc: Document, max_tokens: int | None = None) -
     """A document's token ids as scored (`tokenize`), with its marked answer positions."""
     ids = tokenize(tokenizer, doc.text, max_tokens)
     marked = token_index_at(tokenizer, doc.text, [a for a, _ in doc.answers]) if doc.answers else []
-    return DocumentIds(ids, marked, doc.id)
+    return DocumentIds(ids, marked, doc.id, families=doc.families)
 
 
 def tokenize_documents(tokenizer, docs: Sequence[Document], max_tokens: int | None) -> list[DocumentIds]:

@@ -164,9 +164,14 @@ def no_think_answer(rm, t: int, open_first: int) -> int:
     return int(second if first == open_first else first)
 
 
-def position_records(rm, doc: int, answers: bool, open_first: int) -> list[dict[str, Any]]:
+def position_records(
+    rm, doc: int, answers: bool, open_first: int, families: dict[int, str] | None = None
+) -> list[dict[str, Any]]:
     """One record per position of a document's reward map: what a paired comparison of two models needs. `doc` is the
-    document's index in the evaluation, so two runs under the same settings name the same answer the same way."""
+    document's index in the evaluation, so two runs under the same settings name the same answer the same way;
+    `families` names each answer's problem family (`DocumentIds.families`)."""
+    from workbench.thinking_corpus import thought_style
+
     rewards = rm.rewards
     at: dict[int, list[int]] = {}  # position -> indices of its thoughts
     for i, th in enumerate(rm.thoughts):
@@ -180,14 +185,18 @@ def position_records(rm, doc: int, answers: bool, open_first: int) -> list[dict[
             "doc": doc,
             "position": int(t),
             "target": int(target),
+            "family": (families or {}).get(int(t), ""),  # the answer's problem family, where the corpus names it
+            # each thought's style and how it ended: the table `run_compare.endings_table` reads
+            "styles": [thought_style(rm.thoughts[i].text) for i in idx],
+            "closed_by": [rm.thoughts[i].closed_by for i in idx],
             "reward_mean": float(rewards[idx].mean()) if idx else nan,
             "logp_with_thought": float(np.mean([rm.thoughts[i].logp_with_thought for i in idx])) if idx else nan,
         }
         if answers:
             record["no_think_right"] = float(no_think_answer(rm, t, open_first) == target)
-            record["thinking_right"] = (
-                float(np.mean([rm.thoughts[i].next_top[0][0] == target for i in idx])) if idx else nan
-            )
+            right = [float(rm.thoughts[i].next_top[0][0] == target) for i in idx]
+            record["thinking_right"] = float(np.mean(right)) if idx else nan
+            record["right"] = right  # per thought, in the order of `styles`
         out.append(record)
     return out
 
@@ -249,7 +258,7 @@ def evaluate(
                     right_no_think.append(no_think_answer(rm, t, open_first) == ids[t])
                     answer_at.append((d, t))
             if records is not None:
-                records.extend(position_records(rm, d, answers, open_first))
+                records.extend(position_records(rm, d, answers, open_first, getattr(ids, "families", None)))
             at.extend((d, th.position) for th in rm.thoughts)
             rewards.extend(rm.rewards.tolist())
             with_thought.extend(th.logp_with_thought for th in rm.thoughts)

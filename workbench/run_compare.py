@@ -118,6 +118,45 @@ def compare_runs(
     return pd.DataFrame(rows).set_index("metric")
 
 
+def evaluated_thoughts(run_dir: str | Path, step: int | None = None) -> list[dict[str, Any]]:
+    """One row per thought of a run's evaluation at `step` (default: its last): the answer's family, the thought's
+    style, how it ended and whether the answer after it was right - `endings_table` reads them."""
+    _, records = evaluation_records(run_dir, step)
+    rows = []
+    for r in records:
+        for k, style in enumerate(r.get("styles", [])):
+            row = {"family": r.get("family", ""), "style": style, "closed_by": r["closed_by"][k]}
+            if "right" in r:
+                row["right"] = r["right"][k]
+            rows.append(row)
+    return rows
+
+
+def endings_table(thoughts: list[dict[str, Any]]) -> pd.DataFrame:
+    """How thoughts ended, by family and style: how many, the share closed by the marker, by EOS and cut off at the
+    budget, and (where the rows carry them) the share followed by the right answer and the mean reward. Rows: an
+    evaluation's (`evaluated_thoughts`) or a run's rollouts (`training.tracking.read_rollouts`)."""
+    frame = pd.DataFrame(thoughts)
+    if frame.empty:
+        return pd.DataFrame(columns=["thoughts", "by_marker", "by_eos", "at_budget"])
+    if "family" not in frame:
+        frame["family"] = ""
+    frame["family"] = frame["family"].fillna("").replace("", "(none)")
+    grouped = frame.groupby(["family", "style"])
+    table = pd.DataFrame(
+        {
+            "thoughts": grouped.size(),
+            "by_marker": grouped["closed_by"].apply(lambda c: float((c == "marker").mean())),
+            "by_eos": grouped["closed_by"].apply(lambda c: float((c == "eos").mean())),
+            "at_budget": grouped["closed_by"].apply(lambda c: float((c == "budget").mean())),
+        }
+    )
+    for column, name in (("right", "right"), ("reward", "reward_mean")):
+        if column in frame:
+            table[name] = grouped[column].mean()
+    return table
+
+
 def last_evaluation(run_dir: str | Path) -> dict[str, float]:
     """The eval_* metrics of a run's last evaluated row (metrics.jsonl)."""
     from workbench.metrics import renamed

@@ -87,3 +87,63 @@ def best_family_shares(maps: Sequence[ProbeMap]) -> pd.Series:
     """At how many answers each family has the highest reward ('empty' best = no thought beats every thought)."""
     tables = pd.concat([m.table("reward") for m in maps], ignore_index=True)
     return tables.idxmax(axis=1).value_counts(normalize=True).reindex(tables.columns, fill_value=0.0)
+
+
+# --------------------------------------------------------------------------- the model's own thoughts at the answers
+
+
+def own_thoughts(
+    policy: ModelHandle,
+    documents: Sequence[Document],
+    G: int = 4,
+    thought_tokens: int = 48,
+    seed: int = 0,
+    teacher: ModelHandle | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """One row per thought the model samples at every marked answer of `documents` (temperature 0.7, |c| >= 1):
+    the answer's family, the thought's style, whether the answer is the most likely token after it, its reward and
+    content gain."""
+    from workbench.rewards import reward_map
+    from workbench.thinking_corpus import thought_style
+
+    rows = []
+    config = SamplingConfig(G=G, thought_tokens=thought_tokens, min_thought_tokens=1, seed=seed)
+    for d, doc in enumerate(documents):
+        ids = tokenize_document(policy.tokenizer, doc)
+        if not ids.marked:
+            continue
+        rm = reward_map(policy, teacher or policy, ids, "marked", config, top_k=1, progress=progress)
+        for th, reward, gain in zip(rm.thoughts, rm.rewards, rm.content_gains):
+            rows.append(
+                {
+                    "doc": d,
+                    "position": th.position,
+                    "family": ids.families.get(th.position, ""),
+                    "style": thought_style(th.text),
+                    "right": bool(th.next_top[0][0] == ids[th.position]),
+                    "reward": float(reward),
+                    "content_gain": float(gain),
+                    "closed_by": th.closed_by,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def style_margin(own: pd.DataFrame, better: str = "scratch", than: str = "restate") -> dict[str, float]:
+    """E[r | better] - E[r | than] over a model's own thoughts (`own_thoughts`), with its standard error
+    (sqrt(var_a/n_a + var_b/n_b): thoughts taken as independent, which the G thoughts of one answer are not quite, so
+    read it as a lower bound) and the counts. RLP can only prefer scratchpads where this margin is positive: the
+    advantages compare thoughts of one answer, and a style that earns less on average is pushed down."""
+    a = own.loc[own["style"] == better, "reward"] if len(own) else pd.Series(dtype=float)
+    b = own.loc[own["style"] == than, "reward"] if len(own) else pd.Series(dtype=float)
+    out = {f"n_{better}": float(len(a)), f"n_{than}": float(len(b))}
+    if len(a) < 2 or len(b) < 2:
+        return {**out, "margin": float("nan"), "se": float("nan")}
+    se = (a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) ** 0.5
+    return {
+        **out,
+        "margin": float(a.mean() - b.mean()),
+        "se": float(se),
+        f"right_{better}": float(own.loc[own["style"] == better, "right"].mean()),
+    }

@@ -65,6 +65,7 @@ class _Row:
     given: bool = False  # a thought fed as forced tokens, not sampled
     top: list[tuple[int, float]] = field(default_factory=list)
     stop: list[int] = field(default_factory=list)  # the sampled tokens that ended the thought (Thought.stop_ids)
+    logps: list[float] = field(default_factory=list)  # log p of each sampled token, in order (Thought.sampled_logps)
 
 
 class ThoughtSampler:
@@ -252,9 +253,11 @@ class ThoughtSampler:
                 bans = self._stop_bans([where[b] for b in sampling], [rows[active[b]] for b in sampling])
                 head = self.head.step(hidden, [where[b] for b in sampling], cfg.temperature, bans) if want else None
                 sampled: dict[int, int] = {}
+                sampled_logp: dict[int, float] = {}
                 if sampling:
                     tokens = self.head.sample(head, cfg.temperature, cfg.top_p, generator)
                     sampled = dict(zip(sampling, tokens.tolist()))
+                    sampled_logp = dict(zip(sampling, self.head.sampled_logps(head, tokens, cfg.temperature).tolist()))
                 next_inputs: list[int] = []
                 keep: list[int] = []
                 for b, ri in enumerate(active):
@@ -269,6 +272,7 @@ class ThoughtSampler:
                         if len(row.generated) >= self.config.thought_tokens:
                             self._close(row, "budget")
                         else:
+                            row.logps.append(sampled_logp[b])
                             self._accept(row, sampled[b], slot_pos, next_pos, b, write)
                     keep.append(b)
                     next_inputs.append(row.forced.popleft() if row.forced else row.generated[-1])
@@ -433,6 +437,8 @@ class ThoughtSampler:
             eos_id=row.eos,
             next_top=list(row.top),
             stop_ids=list(row.stop),
+            # every sampled token in order: the thought's, then those that ended it (a hidden rewind keeps the order)
+            sampled_logps=[] if row.given else list(row.logps[: len(thought) + len(row.stop)]),
         )
 
 

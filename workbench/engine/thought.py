@@ -84,6 +84,9 @@ class Thought:
     stop_ids: list[int] = field(default_factory=list)
     # the policy's most likely next tokens after the thought, (id, log p), when the caller asked for them
     next_top: list[tuple[int, float]] = field(default_factory=list)
+    # the sampler's log p of each token of ids + stop_ids, at the sampling temperature, from the distribution it drew
+    # from (the rollout copy's weights and dtype); [] for a given thought or a backend that does not report them
+    sampled_logps: list[float] = field(default_factory=list)
 
     @property
     def length(self) -> int:

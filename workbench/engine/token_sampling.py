@@ -315,6 +315,23 @@ class LMHead:
             return token.clamp_(max=self.vocab - 1)
 
     @staticmethod
+    def sampled_logps(out: HeadStep, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+        """log softmax(logits / T)[token] of each sampling row's drawn token: the log-prob of the distribution it was
+        drawn from (guards' bans included), at the sampling temperature as the trainer's ratio uses it. With the
+        fused stage 1 this is free: logsumexp(z / T) = row_max + log(sum of the block sums). NaN at T = 0."""
+        assert out.sample_rows is not None
+        with torch.inference_mode():
+            if temperature == 0:
+                return torch.full(tokens.shape, float("nan"))
+            inv_t = 1.0 / temperature
+            if out.sums is not None:
+                z = out.padded[out.sample_rows, tokens].float() * inv_t
+                lse = out.row_max[:, 0] + torch.log(out.sums.sum(-1))
+                return (z - lse).float()
+            z = out.logits.index_select(0, out.sample_rows).float() * inv_t
+            return (z.gather(1, tokens[:, None])[:, 0] - torch.logsumexp(z, -1)).float()
+
+    @staticmethod
     def log_prob(out: HeadStep, row: int, token: int) -> float:
         """log softmax(logits[row])[token], natural log (T = 1: the model's own distribution)."""
         z = out.logits[row].float()

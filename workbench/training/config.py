@@ -237,6 +237,7 @@ NOT_IN_FINGERPRINT = (
     "rollout_table_rows",
     "eval_at_start",
     "hacking_patience",
+    "style_margin_check",
 )
 
 

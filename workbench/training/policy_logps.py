@@ -40,6 +40,9 @@ class TrainRow:
     advantage: float
     doc: int = -1
     position: int = -1
+    # the sampler's log p of each target (Thought.sampled_logps), None where it was not reported: the trainer compares
+    # them with its own to log the gap an update that assumes ratio 1 ignores (rl_math.sampler_gap)
+    sampler_logps: list[float] | None = None
 
 
 def _temperature_logps(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -75,6 +78,22 @@ def token_logps(
     )
     logp = _temperature_logps(out.logits, targets, temperature)
     return logp * mask, mask
+
+
+def trainer_minus_sampler(logp: torch.Tensor, mask: torch.Tensor, rows: list[TrainRow]) -> torch.Tensor:
+    """log pi_trainer - log pi_sampler per target token of the rows that carry the sampler's log-probs, flattened;
+    `logp` and `mask` as `token_logps` returns them (each row's targets right-aligned)."""
+    k = logp.shape[1]
+    parts = []
+    for i, row in enumerate(rows):
+        if row.sampler_logps is None or not row.targets:
+            continue
+        n = len(row.targets)
+        sampler = torch.tensor(row.sampler_logps, dtype=torch.float64, device=logp.device)
+        trainer = logp[i, k - n :].double()
+        keep = mask[i, k - n :] & torch.isfinite(sampler)
+        parts.append((trainer - sampler)[keep])
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=logp.device)
 
 
 def fed_tokens(rows: list[TrainRow], packed: bool) -> int:

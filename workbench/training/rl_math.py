@@ -89,6 +89,23 @@ def normalise_loss(per_token: torch.Tensor, mask: torch.Tensor, mode: str, denom
     raise ValueError(f"unknown loss normalisation {mode!r}; use 'sequence' or 'token'")
 
 
+def sampler_gap(delta: torch.Tensor) -> dict[str, float]:
+    """How far the sampler's log-probs are from the trainer's, over the sampled tokens: `delta` = log pi_trainer -
+    log pi_sampler per token. The update takes rho = 1 at its first epoch (pi_old is the trainer's own); the true
+    importance ratio of what was sampled is exp(delta). Its spread is the noise floor of that assumption (a bf16
+    rollout copy against fp32 weights with autocast, say). Empty: no metrics."""
+    delta = delta.double()
+    if delta.numel() == 0:
+        return {}
+    ratio = torch.exp(delta)
+    return {
+        "sampler_logp_gap_mean": float(delta.abs().mean()),  # mean |log pi_trainer - log pi_sampler| per token
+        "sampler_logp_gap_max": float(delta.abs().max()),
+        "sampler_ratio_std": float(ratio.std(unbiased=False)),  # spread of exp(delta) around 1
+        "sampler_gap_tokens": float(delta.numel()),
+    }
+
+
 def kl_k3(logp_policy: torch.Tensor, logp_reference: torch.Tensor) -> torch.Tensor:
     """Per-token estimate of KL(policy || reference) from sampled tokens (Schulman's k3, as in GRPO)."""
     delta = logp_reference - logp_policy

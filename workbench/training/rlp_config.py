@@ -58,6 +58,13 @@ class RLPConfig(TrainConfig):
         "only the link between a thought and its reward is gone. If the control's end task falls as far as RLP's, "
         "update noise is the cause, not the reward. Labelled a control in run.json. '' (default): no control.",
     )
+    style_margin_check: int = help_field(
+        0,
+        "Before the first step, sample the model's own thoughts (G 4, eval_thought_tokens) at the answers of this many "
+        "held-out worksheets of eval_data and refuse to train unless its scratchpads out-earn its restatements by more "
+        "than 2 SE (thinking_ready.style_margin): where they do not, the RLOO advantages push towards restatements. "
+        "About a minute per 8 worksheets on 2 CPU cores. 0 (default): no check. Changes no number of a run it allows.",
+    )
     ema_tau: float = help_field(
         0.999, "EMA teacher decay: phi <- tau*phi + (1-tau)*theta after every optimizer step. Paper: 0.999."
     )

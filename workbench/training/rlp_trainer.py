@@ -15,6 +15,7 @@ advantage, normalisation). Every step logs the diagnostics that show a collapse 
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -32,7 +33,15 @@ from workbench.errors import WorkbenchError
 from workbench.metrics import thoughts_stats
 from workbench.models import ModelHandle
 from workbench.rewards import empty_thought_logp, record_rewards
-from workbench.training.policy_logps import TrainRow, can_pack, fed_tokens, packed_token_logps, token_logps
+from workbench.thinking_corpus import style_stats, thought_style
+from workbench.training.policy_logps import (
+    TrainRow,
+    can_pack,
+    fed_tokens,
+    packed_token_logps,
+    token_logps,
+    trainer_minus_sampler,
+)
 from workbench.training.rl_math import (
     clipped_surrogate,
     degenerate_groups,
@@ -41,6 +50,7 @@ from workbench.training.rl_math import (
     guarded_advantages,
     kl_k3,
     normalise_loss,
+    sampler_gap,
     shuffled_within_groups,
 )
 from workbench.training.rlp_config import RLPConfig
@@ -64,7 +74,11 @@ def train_row(
     if not targets:
         return None
     seq = prefix + targets
-    return TrainRow(inputs=seq[:-1], targets=targets, advantage=advantage, doc=doc, position=thought.position)
+    reported = thought.sampled_logps
+    sampler = list(reported[: len(targets)]) if len(reported) == len(thought.ids) + len(thought.stop_ids) else None
+    return TrainRow(
+        inputs=seq[:-1], targets=targets, advantage=advantage, doc=doc, position=thought.position, sampler_logps=sampler
+    )
 
 
 def loss_chunks(rows: list[TrainRow], size: int, one_doc_each: bool) -> list[list[TrainRow]]:
@@ -323,6 +337,37 @@ class RLPTrainer(Trainer):
         self.compute.add_count("design", inp.count)
         return np.asarray(out.rewards, dtype=float).tolist()
 
+    def before_first_step(self) -> None:
+        """`style_margin_check`: refuse to spend RL compute where the model's own scratchpads do not out-earn its
+        restatements by more than 2 SE (the margin goes to train.log and run.json either way)."""
+        n = self.config.style_margin_check
+        if not n:
+            return
+        from workbench.data import load_documents_spec
+        from workbench.thinking_ready import own_thoughts, style_margin
+
+        docs = [d for d in load_documents_spec(self.config.eval_data) if d.answers][:n]
+        if not docs:
+            raise WorkbenchError(f"style_margin_check: eval_data {self.config.eval_data!r} has no marked answers")
+        own = own_thoughts(
+            self.rollout, docs, G=4, thought_tokens=self.config.eval_thought_tokens, seed=self.config.seed
+        )
+        m = style_margin(own)
+        said = (
+            f"style margin at {len(docs)} held-out worksheets: E[r | scratch] - E[r | restate] = {m['margin']:+.2f} "
+            f"± {m['se']:.2f} nats ({int(m['n_scratch'])} scratchpads, {int(m['n_restate'])} restatements)"
+        )
+        self.note(said)
+        if self.is_main:
+            info = json.loads((self.run_dir / "run.json").read_text())
+            info["style_margin"] = m
+            (self.run_dir / "run.json").write_text(json.dumps(info, indent=1) + "\n")
+        if not m["margin"] > 2 * m["se"]:  # NaN (too few of either style) refuses too
+            raise WorkbenchError(
+                f"{said}: not above 2 SE, so RLP would push this model towards restatements. Train a warm start whose "
+                "own scratchpads are right more often, or set style_margin_check: 0 to train anyway"
+            )
+
     def train_step(self, step: int) -> dict[str, Any]:
         cfg = self.config
         rng = np.random.default_rng([cfg.seed, step, self.accelerator.process_index])
@@ -399,8 +444,6 @@ class RLPTrainer(Trainer):
             **self.compute.step_metrics(),
         }
         if cfg.train_positions == "marked":  # at answers: what each style of thought earned, and how it ended
-            from workbench.thinking_corpus import style_stats
-
             row.update(
                 style_stats(
                     [th.text for th in all_thoughts], rewards.flatten().tolist(), [th.closed_by for th in all_thoughts]
@@ -448,6 +491,10 @@ class RLPTrainer(Trainer):
                         "advantage": adv,
                         "length": th.length,
                         "closed_by": th.closed_by,
+                        "style": thought_style(th.text),
+                        "family": getattr(ids, "families", {}).get(t, ""),  # at a thinking corpus's answers
+                        # the sampler's log p of each thought token (then its stop tokens), at the temperature
+                        "sampled_logps": [round(x, 4) for x in th.sampled_logps],
                     }
                 )
         return records
@@ -457,6 +504,7 @@ class RLPTrainer(Trainer):
         cfg = self.config
         micro = loss_chunks(rows, cfg.micro_batch_rows, self.packed_loss)
         old: list[torch.Tensor] = []
+        self._gaps: list[torch.Tensor] = []  # trainer minus sampler log p per target token, filled by the first epoch
         losses, clipped, tokens, kls, norms = 0.0, 0.0, 0.0, 0.0, []
         for epoch in range(cfg.ppo_epochs):
             self.optimizer.zero_grad(set_to_none=True)
@@ -483,6 +531,7 @@ class RLPTrainer(Trainer):
             ema_update_(self.ema, self.ema_sources(), cfg.ema_tau)
         self.refresh_teacher()
         return {
+            **sampler_gap(torch.cat(self._gaps) if self._gaps else torch.zeros(0)),
             "loss": losses / cfg.ppo_epochs,
             "clip_fraction": clipped / max(tokens, 1.0),
             "kl": kls / max(tokens, 1.0),
@@ -505,6 +554,7 @@ class RLPTrainer(Trainer):
         self.compute.train("loss", fed, scored)
         if epoch == 0:
             old.append(logp.detach())  # the sampling policy's log-probs: same weights, so the ratio starts at 1
+            self._gaps.append(trainer_minus_sampler(logp.detach(), mask, chunk))
         adv = torch.tensor([r.advantage for r in chunk], device=logp.device, dtype=logp.dtype)[:, None]
         per_token, was_clipped = clipped_surrogate(logp, old[i], adv.expand_as(logp), cfg.eps_low, cfg.eps_high)
         kl_sum = 0.0

@@ -417,8 +417,13 @@ class Trainer:
             work.add_training_run(self.flops - flops_before)
             self.trackers.finish()  # flushes TensorBoard's event file even when a step raised
 
+    def before_first_step(self) -> None:
+        """A check a trainer runs once before its first step (not on resume); it raises to refuse the run."""
+
     def _train_loop(self, start_time: float) -> dict[str, Any]:
         cfg = self.config
+        if self.step == 0:
+            self.before_first_step()
         if self.step == 0 and cfg.eval_at_start:
             row = {"step": 0, "flops": 0.0, "budget_tokens": 0, **(self.matched_start_evaluation() or self.evaluate())}
             self.watch(row)
