@@ -245,9 +245,10 @@ details{margin-top:.5em} .findings li{margin-bottom:.3em}
 """
 
 
-def write_index(report_dir: Path, runs: list[tuple[str, Path]]) -> Path:
-    """index.html, and beside it figures/: every plotly chart of each executed notebook as PNG and SVG
-    (`<notebook>-<NN>-<title>.png`, NN = the chart's place in the notebook), the key one as the notebook's thumbnail."""
+def write_index(report_dir: Path, runs: list[tuple[str, Path]], formats: tuple[str, ...] = ("png", "svg")) -> Path:
+    """index.html, and beside it figures/: every plotly chart of each executed notebook in `formats`
+    (`<notebook>-<NN>-<title>.png`, NN = the chart's place in the notebook), the key one (PNG) as the notebook's
+    thumbnail."""
     report_dir = Path(report_dir)
     sections, timings = [], []
     header: dict[str, Any] = {}
@@ -264,7 +265,7 @@ def write_index(report_dir: Path, runs: list[tuple[str, Path]]) -> Path:
         rel = run_dir.relative_to(report_dir).as_posix()
         page = f"{rel}/{stem}.html"
         try:  # figure files are an extra: a failure here must not cost the report its index
-            figures = write_notebook_figures(run_dir / f"{stem}.ipynb", report_dir / "figures")
+            figures = write_notebook_figures(run_dir / f"{stem}.ipynb", report_dir / "figures", formats)
         except Exception as e:  # noqa: BLE001
             print(f"figures of {stem} not written: {type(e).__name__}: {e}", file=sys.stderr)
             figures = []
@@ -290,7 +291,8 @@ def write_index(report_dir: Path, runs: list[tuple[str, Path]]) -> Path:
             f"<ul class='findings'>{''.join(f'<li>{html.escape(s)}</li>' for s in said)}</ul>"
             f"<details><summary>all metrics ({len(metrics)})</summary>{_metrics_table(metrics, report_dir)}</details>"
             + (
-                f"<details><summary>figures ({len(figures)}, PNG and SVG)</summary><ul>{links}</ul></details>"
+                f"<details><summary>figures ({len(figures)}, {' and '.join(f.upper() for f in formats)})</summary>"
+                f"<ul>{links}</ul></details>"
                 if figures
                 else ""
             )
