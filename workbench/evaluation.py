@@ -164,6 +164,12 @@ def no_think_answer(rm, t: int, open_first: int) -> int:
     return int(second if first == open_first else first)
 
 
+def answer_after(thought) -> int:
+    """The model's answer after a thought: its most likely next token there (`Thought.next_top`, which the sampler
+    records when asked for top_k >= 1). "Right after thinking" everywhere means this equals the target."""
+    return int(thought.next_top[0][0])
+
+
 def position_records(
     rm, doc: int, answers: bool, open_first: int, families: dict[int, str] | None = None
 ) -> list[dict[str, Any]]:
@@ -194,7 +200,7 @@ def position_records(
         }
         if answers:
             record["no_think_right"] = float(no_think_answer(rm, t, open_first) == target)
-            right = [float(rm.thoughts[i].next_top[0][0] == target) for i in idx]
+            right = [float(answer_after(rm.thoughts[i]) == target) for i in idx]
             record["thinking_right"] = float(np.mean(right)) if idx else nan
             record["right"] = right  # per thought, in the order of `styles`
         out.append(record)
@@ -253,7 +259,7 @@ def evaluate(
             if maps is not None:
                 maps.append(rm)
             if answers:
-                right_thinking.extend(th.next_top[0][0] == ids[th.position] for th in rm.thoughts)
+                right_thinking.extend(answer_after(th) == ids[th.position] for th in rm.thoughts)
                 for t in rm.positions:
                     right_no_think.append(no_think_answer(rm, t, open_first) == ids[t])
                     answer_at.append((d, t))

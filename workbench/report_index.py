@@ -19,13 +19,6 @@ from typing import Any
 
 from workbench.figure_files import write_notebook_figures
 
-TITLES = {
-    "01_sampling_thoughts": "01 · Sampling thoughts",
-    "02_information_gain": "02 · Information gain per token",
-    "03_reward_designs": "03 · Reward designs side by side",
-    "04_training": "04 · Training with RLP",
-    "05_evaluation": "05 · Evaluation",
-}
 # the figure shown as each notebook's thumbnail: the first whose file name contains one of these (else its first)
 KEY_FIGURES = {
     "01_sampling_thoughts": ("temperature",),
@@ -194,13 +187,26 @@ def findings(stem: str, metrics: dict[str, Any]) -> list[str]:
         return []
 
 
-def notebook_timing(ipynb: Path) -> dict[str, Any]:
-    """When an executed notebook started and how long it ran (papermill records both in the notebook's metadata)."""
+def notebook_info(ipynb: Path) -> dict[str, Any]:
+    """An executed notebook's title (its first markdown heading), when it started and how long it ran (papermill
+    records both in the notebook's metadata); {} for a notebook that cannot be read."""
     try:
-        meta = json.loads(ipynb.read_text()).get("metadata", {}).get("papermill", {})
+        nb = json.loads(ipynb.read_text())
     except (OSError, ValueError):
         return {}
+    meta = nb.get("metadata", {}).get("papermill", {})
+    heading = next(
+        (
+            line[2:].strip()
+            for cell in nb.get("cells", [])
+            if cell.get("cell_type") == "markdown"
+            for line in "".join(cell.get("source", "")).splitlines()
+            if line.startswith("# ")
+        ),
+        None,
+    )
     return {
+        "title": heading,
         "seconds": meta.get("duration"),
         "start": meta.get("start_time"),
         "end": meta.get("end_time"),
@@ -259,7 +265,7 @@ def write_index(report_dir: Path, runs: list[tuple[str, Path]], formats: tuple[s
         params = json.loads(params_path.read_text()) if params_path.exists() else {}
         if params and not header:
             header = params
-        timing = notebook_timing(run_dir / f"{stem}.ipynb")
+        timing = notebook_info(run_dir / f"{stem}.ipynb")
         timing["model"] = (params.get("parameters") or {}).get("model")
         timings.append((stem, timing))
         rel = run_dir.relative_to(report_dir).as_posix()
@@ -287,7 +293,7 @@ def write_index(report_dir: Path, runs: list[tuple[str, Path]], formats: tuple[s
         )
         sections.append(
             f"<div class='nb' id='{html.escape(stem)}'>{thumb}<div class='text'>"
-            f"<h2><a href='{html.escape(page)}'>{html.escape(TITLES.get(stem, stem))}</a></h2>"
+            f"<h2><a href='{html.escape(page)}'>{html.escape(timing.get('title') or stem)}</a></h2>"
             f"<ul class='findings'>{''.join(f'<li>{html.escape(s)}</li>' for s in said)}</ul>"
             f"<details><summary>all metrics ({len(metrics)})</summary>{_metrics_table(metrics, report_dir)}</details>"
             + (
@@ -312,7 +318,7 @@ def write_index(report_dir: Path, runs: list[tuple[str, Path]], formats: tuple[s
             pass
     timing_rows = (
         "".join(
-            f"<tr><td><a href='#{html.escape(stem)}'>{html.escape(TITLES.get(stem, stem))}</a></td>"
+            f"<tr><td><a href='#{html.escape(stem)}'>{html.escape(t.get('title') or stem)}</a></td>"
             f"<td>{t['seconds']:.0f} s</td><td class='meta'>{html.escape(str(t.get('model') or ''))}</td></tr>"
             if t.get("seconds") is not None
             else f"<tr><td>{html.escape(stem)}</td><td>?</td><td></td></tr>"

@@ -104,6 +104,7 @@ def own_thoughts(
     """One row per thought the model samples at every marked answer of `documents` (temperature 0.7, |c| >= 1):
     the answer's family, the thought's style, whether the answer is the most likely token after it, its reward and
     content gain."""
+    from workbench.evaluation import answer_after
     from workbench.rewards import reward_map
     from workbench.thinking_corpus import thought_style
 
@@ -121,7 +122,7 @@ def own_thoughts(
                     "position": th.position,
                     "family": ids.families.get(th.position, ""),
                     "style": thought_style(th.text),
-                    "right": bool(th.next_top[0][0] == ids[th.position]),
+                    "right": bool(answer_after(th) == ids[th.position]),
                     "reward": float(reward),
                     "content_gain": float(gain),
                     "closed_by": th.closed_by,

@@ -33,6 +33,7 @@ from workbench.errors import WorkbenchError
 from workbench.metrics import thoughts_stats
 from workbench.models import ModelHandle
 from workbench.rewards import empty_thought_logp, record_rewards
+from workbench.run_dirs import write_json
 from workbench.thinking_corpus import style_stats, thought_style
 from workbench.training.policy_logps import (
     TrainRow,
@@ -361,7 +362,7 @@ class RLPTrainer(Trainer):
         if self.is_main:
             info = json.loads((self.run_dir / "run.json").read_text())
             info["style_margin"] = m
-            (self.run_dir / "run.json").write_text(json.dumps(info, indent=1) + "\n")
+            write_json(self.run_dir / "run.json", info)
         if not m["margin"] > 2 * m["se"]:  # NaN (too few of either style) refuses too
             raise WorkbenchError(
                 f"{said}: not above 2 SE, so RLP would push this model towards restatements. Train a warm start whose "
