@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench.data import load_thinking_corpus
+from workbench.data import load_documents_spec
 from workbench.evaluation import EvalSettings, evaluate, evaluation_documents
 from workbench.hardware import cpu_kind
 from workbench.models import load_model
@@ -30,14 +30,17 @@ from workbench.training.warm_start import resolve_model_name
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="model names, run directories or warm:BASE")
-    parser.add_argument("--docs", type=int, default=12, help="held-out worksheets (thinking:eval, in order)")
+    parser.add_argument(
+        "--data", default="thinking:eval", help="held-out worksheets (e.g. thinking:eval?families=lookup)"
+    )
+    parser.add_argument("--docs", type=int, default=12, help="how many of them, in order")
     parser.add_argument("-G", type=int, default=4, help="sampled thoughts per answer")
     parser.add_argument("--thought-tokens", type=int, default=48)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "thinking_probes.json"))
     args = parser.parse_args()
     pd.set_option("display.width", 200)
-    docs = load_thinking_corpus("eval")[: args.docs]
-    results = {"cpu": cpu_kind(), "docs": args.docs, "models": {}}
+    docs = load_documents_spec(args.data)[: args.docs]
+    results = {"cpu": cpu_kind(), "data": args.data, "docs": args.docs, "models": {}}
     for name in args.models:
         start = time.perf_counter()
         policy = load_model(resolve_model_name(name))

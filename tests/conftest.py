@@ -127,3 +127,32 @@ def tiny_model_dir(tmp_path_factory):
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(out)
     return out
+
+
+# the smallest RLP run on the tiny random model: fixed-length 4-token thoughts, no evaluation, no checkpoints
+TINY_RLP = dict(
+    trainer="rlp",
+    max_steps=1,
+    docs_per_step=1,
+    positions_per_doc=2,
+    G=2,
+    thought_tokens=4,
+    min_thought_tokens=4,
+    allow_eos_in_thought=False,
+    max_doc_tokens=64,
+    eval_data="",
+    checkpoint_every=100,
+    save_optimizer=False,
+    progress=False,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_rlp_config(tiny_model_dir):
+    """make(output_dir, **fields): TINY_RLP on the tiny random model, with the fields a test changes."""
+    from workbench.training.configs import config_from_dict
+
+    def make(out, **extra):
+        return config_from_dict({**TINY_RLP, "model": str(tiny_model_dir), "output_dir": str(out), **extra})
+
+    return make

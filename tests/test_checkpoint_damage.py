@@ -13,44 +13,27 @@ from pathlib import Path
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.training.configs import config_from_dict
 
 FILES = ("policy.safetensors", "teacher.safetensors", "optimizer.pt", "rng.pt", "state.json")
 
 
-def _config(tiny_model_dir, out, **extra):
-    return config_from_dict(
-        {
-            **dict(
-                trainer="rlp",
-                model=str(tiny_model_dir),
-                output_dir=str(out),
-                max_steps=2,
-                docs_per_step=1,
-                positions_per_doc=2,
-                G=2,
-                thought_tokens=4,
-                min_thought_tokens=4,
-                allow_eos_in_thought=False,
-                max_doc_tokens=64,
-                eval_data="",
-                checkpoint_every=1,
-                keep_last=2,
-                save_optimizer=True,
-                progress=False,
-                learning_rate=1e-2,
-            ),
-            **extra,
-        }
-    )
+@pytest.fixture(scope="module")
+def _config(tiny_rlp_config):
+    """Two steps, a checkpoint (with the optimizer) after each, both kept."""
+
+    def make(out, **extra):
+        fields = dict(max_steps=2, checkpoint_every=1, keep_last=2, save_optimizer=True, learning_rate=1e-2)
+        return tiny_rlp_config(out, **{**fields, **extra})
+
+    return make
 
 
 @pytest.fixture(scope="module")
-def finished_run(tiny_model_dir, tmp_path_factory):
+def finished_run(_config, tmp_path_factory):
     from workbench.training.launch import train
 
     out = tmp_path_factory.mktemp("damage") / "run"
-    train(_config(tiny_model_dir, out))
+    train(_config(out))
     return out
 
 
@@ -77,7 +60,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("name, how", CASES)
-def test_each_damaged_file_is_one_line_or_a_named_fallback(finished_run, tiny_model_dir, tmp_path, capsys, name, how):
+def test_each_damaged_file_is_one_line_or_a_named_fallback(finished_run, _config, tmp_path, capsys, name, how):
     from workbench.export import export_run
     from workbench.models import load_model
     from workbench.training.checkpoints import checkpoint_problem
@@ -113,7 +96,7 @@ def test_each_damaged_file_is_one_line_or_a_named_fallback(finished_run, tiny_mo
     assert _files(run) == before  # loading and exporting changed nothing in the run
 
     # resume: the newest complete checkpoint, the damaged one set aside (kept) with a warning in train.log
-    trainer = trainer_for(_config(tiny_model_dir, run), resume=True)
+    trainer = trainer_for(_config(run), resume=True)
     assert trainer.step == 1
     trainer.close()
     log = (run / "train.log").read_text()
@@ -143,7 +126,7 @@ def test_a_run_with_every_checkpoint_damaged_is_one_line(finished_run, tmp_path)
 
 
 @pytest.mark.slow  # three short runs; the fast tier resumes a damaged run above
-def test_a_finished_run_extends_to_a_larger_max_steps(finished_run, tiny_model_dir, tmp_path):
+def test_a_finished_run_extends_to_a_larger_max_steps(finished_run, _config, tmp_path):
     """Resuming with max_steps 3 continues the finished 2-step run; its steps are those of a run trained to 3 at once,
     and run.json records the extension. A field that changes past steps is still refused, by name."""
     from workbench.training.launch import train
@@ -151,9 +134,9 @@ def test_a_finished_run_extends_to_a_larger_max_steps(finished_run, tiny_model_d
 
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
-    train(_config(tiny_model_dir, run, max_steps=3, keep_last=3), resume=True)
+    train(_config(run, max_steps=3, keep_last=3), resume=True)
     straight = tmp_path / "straight"
-    train(_config(tiny_model_dir, straight, max_steps=3, keep_last=3))
+    train(_config(straight, max_steps=3, keep_last=3))
     extended, whole = read_metrics(run), read_metrics(straight)
     assert [r["step"] for r in extended] == [0, 1, 2, 3] == [r["step"] for r in whole]
     for a, b in zip(extended, whole):
@@ -165,10 +148,10 @@ def test_a_finished_run_extends_to_a_larger_max_steps(finished_run, tiny_model_d
     assert record["extensions"][0]["changed"]["max_steps"] == [2, 3]
 
     with pytest.raises(WorkbenchError, match=r"differs from the run's own config.yaml in learning_rate"):
-        train(_config(tiny_model_dir, run, max_steps=4, learning_rate=5e-2), resume=True)
+        train(_config(run, max_steps=4, learning_rate=5e-2), resume=True)
     with pytest.raises(WorkbenchError, match=r"max_steps \(lr_scheduler cosine"):
-        train(_config(tiny_model_dir, tmp_path / "cos", max_steps=1, lr_scheduler="cosine"))
-        train(_config(tiny_model_dir, tmp_path / "cos", max_steps=2, lr_scheduler="cosine"), resume=True)
+        train(_config(tmp_path / "cos", max_steps=1, lr_scheduler="cosine"))
+        train(_config(tmp_path / "cos", max_steps=2, lr_scheduler="cosine"), resume=True)
 
 
 def test_a_damaged_converted_model_is_converted_again(tmp_path, monkeypatch, capsys):

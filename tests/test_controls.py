@@ -15,29 +15,10 @@ from workbench.training.configs import config_from_dict
 from workbench.training.rl_math import shuffled_within_groups
 
 
-def _config(tiny_model_dir, out, **extra):
-    return config_from_dict(
-        {
-            **dict(
-                trainer="rlp",
-                model=str(tiny_model_dir),
-                output_dir=str(out),
-                max_steps=1,
-                docs_per_step=1,
-                positions_per_doc=3,
-                G=4,
-                thought_tokens=4,
-                min_thought_tokens=4,
-                allow_eos_in_thought=False,
-                max_doc_tokens=64,
-                eval_data="",
-                checkpoint_every=100,
-                save_optimizer=False,
-                progress=False,
-            ),
-            **extra,
-        }
-    )
+@pytest.fixture(scope="module")
+def _config(tiny_rlp_config):
+    """One step of three positions with four thoughts each."""
+    return lambda out, **extra: tiny_rlp_config(out, **{"positions_per_doc": 3, "G": 4, **extra})
 
 
 def test_shuffling_keeps_each_groups_values_and_breaks_their_order():
@@ -59,14 +40,14 @@ def test_an_unknown_control_is_one_line():
     assert plain.fingerprint() != cfg.fingerprint()
 
 
-def test_the_control_samples_and_scores_as_rlp_and_permutes_the_advantages(tiny_model_dir, tmp_path):
+def test_the_control_samples_and_scores_as_rlp_and_permutes_the_advantages(_config, tmp_path):
     """Same seed: the control's first step draws the same contexts and thoughts and gets the same rewards as RLP's (no
     update has happened yet); its advantages are RLP's, permuted within each group; run.json labels it a control."""
     from workbench.training.launch import trainer_for
 
-    rlp = trainer_for(_config(tiny_model_dir, tmp_path / "rlp"))
+    rlp = trainer_for(_config(tmp_path / "rlp"))
     rlp.train_step(1)
-    control = trainer_for(_config(tiny_model_dir, tmp_path / "control", control="shuffled_advantages"))
+    control = trainer_for(_config(tmp_path / "control", control="shuffled_advantages"))
     control.train_step(1)
     a, b = rlp.last_batch, control.last_batch
     assert [[th.ids for th in g] for g in a["thoughts"]] == [[th.ids for th in g] for g in b["thoughts"]]
@@ -82,7 +63,7 @@ def test_the_control_samples_and_scores_as_rlp_and_permutes_the_advantages(tiny_
     control.close()
 
 
-def test_compare_runs_pairs_the_same_answers(tiny_model_dir, tmp_path):
+def test_compare_runs_pairs_the_same_answers(_config, tmp_path):
     """Two runs evaluated on the thinking corpus's held-out answers: every evaluation writes one record per answer; the
     paired difference and its SE are the plain mean and SE of the per-answer differences; the CLI prints the table."""
     from workbench.cli import main
@@ -93,7 +74,6 @@ def test_compare_runs_pairs_the_same_answers(tiny_model_dir, tmp_path):
     for name, extra in (("rlp", {}), ("control", {"control": "shuffled_advantages"})):
         summary = train(
             _config(
-                tiny_model_dir,
                 tmp_path / name,
                 max_steps=2,
                 eval_every=2,
@@ -154,7 +134,7 @@ def test_the_arena_takes_a_designs_control():
         load_arena(arena_file, designs=["rlp", "nope+control"])
 
 
-def test_a_matched_run_reads_step_0_evaluation_from_its_match(tiny_model_dir, tmp_path):
+def test_a_matched_run_reads_step_0_evaluation_from_its_match(tiny_model_dir, _config, tmp_path):
     """NTP matched to an RLP run from the same model, dtype, machine and evaluation settings copies that run's step-0
     evaluation (its numbers, per-answer records and film frame), and those are what it would have measured itself;
     under other settings it measures its own."""
@@ -169,7 +149,7 @@ def test_a_matched_run_reads_step_0_evaluation_from_its_match(tiny_model_dir, tm
         eval_thought_tokens=4,
         max_doc_tokens=64,
     )
-    rlp = train(_config(tiny_model_dir, tmp_path / "rlp", **evaluation))["run_dir"]
+    rlp = train(_config(tmp_path / "rlp", **evaluation))["run_dir"]
     ntp_cfg = config_from_dict(
         dict(
             trainer="ntp",
@@ -203,7 +183,7 @@ def test_a_matched_run_reads_step_0_evaluation_from_its_match(tiny_model_dir, tm
     assert "step 0 evaluation read from" not in (tmp_path / "ntp2" / "train.log").read_text()
 
 
-def test_frozen_embeddings_are_a_labelled_option_of_every_trainer(tiny_model_dir, tmp_path):
+def test_frozen_embeddings_are_a_labelled_option_of_every_trainer(tiny_model_dir, _config, tmp_path):
     """train_embeddings: false keeps the token embedding and LM head as they were while the layers learn; RLP labels it
     a deviation; a config that leaves it at its default keeps its old fingerprint (the warm start's key included)."""
     from workbench.training.launch import trainer_for
@@ -219,7 +199,7 @@ def test_frozen_embeddings_are_a_labelled_option_of_every_trainer(tiny_model_dir
     for trainer_name in ("rlp", "ntp"):
         extra = {"learning_rate": 5e-2}
         if trainer_name == "rlp":
-            cfg = _config(tiny_model_dir, tmp_path / trainer_name, train_embeddings=False, **extra)
+            cfg = _config(tmp_path / trainer_name, train_embeddings=False, **extra)
         else:
             cfg = config_from_dict(
                 dict(
@@ -245,3 +225,26 @@ def test_frozen_embeddings_are_a_labelled_option_of_every_trainer(tiny_model_dir
         assert torch.equal(after[embed], before[embed]), trainer_name
         assert any(not torch.equal(after[n], before[n]) for n in before if n != embed), trainer_name
         trainer.close()
+
+
+def test_the_measured_experiments_read_as_sentences_and_a_figure():
+    """The experiments the notebooks and README quote (benchmarks/results): every RLP seed's paired difference from
+    NTP, recomputed here from the per-answer records, is in the sentences; the figure has one trace per arm."""
+    from workbench.run_compare import experiment_markdown, measured_experiments
+    from workbench.training_viz import arms_figure
+
+    experiments = measured_experiments()
+    assert all({"rlp", "ntp", "control"} <= set(groups) for groups in experiments.values())
+    text = experiment_markdown(experiments)
+    for groups in experiments.values():
+        for run in groups["rlp"]:
+            ntp = run.parent / run.name.replace("rlp-", "ntp-")
+            if not ntp.exists():
+                continue
+            last = lambda r: sorted((r / "eval").glob("step-*.jsonl"))[-1]  # noqa: E731
+            a = {(x["doc"], x["position"]): x["thinking_right"] for x in map(json.loads, last(run).open())}
+            b = {(x["doc"], x["position"]): x["thinking_right"] for x in map(json.loads, last(ntp).open())}
+            d = np.array([a[k] - b[k] for k in a])
+            assert f"{100 * d.mean():+.0f} ± {100 * d.std(ddof=1) / len(d) ** 0.5:.0f}" in text
+    fig = arms_figure(experiments)
+    assert len(fig.data) == sum(len(groups) for groups in experiments.values())

@@ -120,3 +120,18 @@ def test_the_code_is_clean_under_ruff():
         [ruff, "format", "--check", "--no-cache", "."], cwd=PACKAGE.parent, capture_output=True, text=True
     )
     assert proc.returncode == 0, "not formatted (run `ruff format .`): " + proc.stdout[-3000:]
+
+
+def test_every_shipped_config_loads():
+    """Every file in configs/ parses and validates (the arena's through load_arena): a renamed field or a typo in a
+    recipe nobody runs in the suite fails here, not in a user's first command."""
+    from workbench.arena import load_arena
+    from workbench.training.configs import load_config
+
+    configs = sorted((PACKAGE.parent / "configs").glob("*.yaml"))
+    assert len(configs) > 10
+    for path in configs:
+        if path.name == "arena.yaml":
+            load_arena(path)
+        else:
+            assert load_config(path).trainer in ("rlp", "ntp", "warmstart"), path

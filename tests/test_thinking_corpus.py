@@ -53,6 +53,27 @@ def test_splits_are_disjoint_and_sized():
     assert not {d.text for d in train} & {d.text for d in held_out}
 
 
+def test_a_trimmed_corpus_draws_only_its_families_and_keeps_the_held_out_rule():
+    from workbench.data import find_document, load_documents_spec
+
+    keep = ("lookup", "difference", "groups")
+    spec = "thinking:{}?families=" + ",".join(keep)
+    train, held_out = load_documents_spec(spec.format("train")), load_documents_spec(spec.format("eval"))
+    assert (len(train), len(held_out)) == (SPLIT_SIZES["train"], SPLIT_SIZES["eval"])
+    assert {f for d in train + held_out for f in d.families} == set(keep)
+    assert all(len(d.families) == len(d.answers) >= 2 for d in held_out)  # every answer is one of the kept families
+    questions = {p for d in train for p in d.text.split("\n\n")[1:] if "?" in p}
+    assert not questions & {p for d in held_out for p in d.text.split("\n\n")[1:] if "?" in p}
+    # every family named (in any order) is the shipped corpus itself; a document reference reads the drawn one
+    assert load_documents_spec("thinking:eval?families=" + ",".join(reversed(list(FAMILIES)))) == load_thinking_corpus(
+        "eval"
+    )
+    assert find_document(spec.format("eval") + "#eval-0003") == held_out[3]
+    for bad in ("thinking:eval?families=lookup,nope", "thinking:dev?families=lookup", "thinking:eval?family=lookup"):
+        with pytest.raises(WorkbenchError, match="famil"):
+            load_documents_spec(bad)
+
+
 def test_thoughts_parse_and_sit_before_their_answers():
     docs = load_thinking_corpus("train")
     styles, families, no_thought_docs = {}, set(), 0

@@ -19,19 +19,35 @@ from workbench.data import (
     tokenize,
     tokenize_document,
 )
-from workbench.engine.sampler import ThoughtSampler
-from workbench.engine.scorer import NoThinkScores, no_think_scores
-from workbench.engine.thought import SamplingConfig, Thought, ThoughtTemplate
 from workbench.errors import WorkbenchError
-from workbench.models import BUNDLED, DEFAULT_MODEL, ModelHandle, load_model, teacher_of
-from workbench.probes import ProbeMap, headroom, probe_map, register_probe
-from workbench.rewards import RewardMap, TeacherPass, info_gain, reward_map, run_teacher_pass, score_thoughts
-from workbench.run_dirs import save_metrics
 
 __version__ = "0.1.0"
 
-# name -> module, imported when the name is first used (PEP 562)
+# name -> module, imported when the name is first used (PEP 562): `import workbench` (and so the CLI's start, `workbench
+# --help`, a parameter check) does not import torch and transformers until a name that needs them is used
 _LAZY = {
+    "ThoughtSampler": "workbench.engine.sampler",
+    "NoThinkScores": "workbench.engine.scorer",
+    "no_think_scores": "workbench.engine.scorer",
+    "SamplingConfig": "workbench.engine.thought",
+    "Thought": "workbench.engine.thought",
+    "ThoughtTemplate": "workbench.engine.thought",
+    "BUNDLED": "workbench.models",
+    "DEFAULT_MODEL": "workbench.models",
+    "ModelHandle": "workbench.models",
+    "load_model": "workbench.models",
+    "teacher_of": "workbench.models",
+    "ProbeMap": "workbench.probes",
+    "headroom": "workbench.probes",
+    "probe_map": "workbench.probes",
+    "register_probe": "workbench.probes",
+    "RewardMap": "workbench.rewards",
+    "TeacherPass": "workbench.rewards",
+    "info_gain": "workbench.rewards",
+    "reward_map": "workbench.rewards",
+    "run_teacher_pass": "workbench.rewards",
+    "score_thoughts": "workbench.rewards",
+    "save_metrics": "workbench.run_dirs",
     "make_sampler": "workbench.engine.backends",
     "load_config": "workbench.training.configs",
     "train": "workbench.training.launch",

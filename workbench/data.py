@@ -16,7 +16,6 @@ A document may also say where thoughts belong ("thoughts": [{"at": char, "text":
 from __future__ import annotations
 
 import json
-import os
 import random
 import warnings
 from collections.abc import Iterator, Sequence
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.paths import data_dir
 
 SPLITS = ("train", "eval")
 
@@ -63,11 +63,6 @@ class DocumentIds(list):
         self.trained = None if trained is None else tuple(int(t) for t in trained if 1 <= t < len(self))
 
 
-def data_dir() -> Path:
-    """The project's data/ folder ($WORKBENCH_DATA overrides it)."""
-    return Path(os.environ.get("WORKBENCH_DATA", Path(__file__).resolve().parent.parent / "data"))
-
-
 def load_corpus(split: str = "train") -> list[Document]:
     """The corpus shipped in data/corpus: 'train' (40 documents) or 'eval' (8 held-out documents)."""
     if split not in SPLITS:
@@ -84,14 +79,32 @@ def load_thinking_corpus(split: str = "train") -> list[Document]:
 
 def load_documents_spec(spec: str) -> list[Document]:
     """Documents from a config's spec: corpus:train, corpus:eval, thinking:train, thinking:eval, or a .txt/.jsonl
-    file or directory; several joined with '+' (e.g. thinking:train+corpus:train) are read one after the other."""
+    file or directory; several joined with '+' (e.g. thinking:train+corpus:train) are read one after the other.
+    thinking:SPLIT?families=F1,F2 draws that split again with only those problem families (same seed, size and
+    held-out rule; `thinking_corpus.FAMILIES` lists them): the trimmed corpus a warm start can learn to compute."""
     if "+" in spec and not Path(spec).expanduser().exists():
         return [doc for part in spec.split("+") for doc in load_documents_spec(part.strip())]
     if spec in ("corpus:train", "corpus:eval"):
         return load_corpus(spec.split(":")[1])
     if spec in ("thinking:train", "thinking:eval"):
         return load_thinking_corpus(spec.split(":")[1])
+    if spec.startswith("thinking:") and "?" in spec:
+        return _drawn_thinking_corpus(spec)
     return load_documents(spec)
+
+
+def _drawn_thinking_corpus(spec: str) -> list[Document]:
+    from workbench import thinking_corpus  # the generator (pure Python), read only for a spec that asks for it
+
+    split, _, query = spec.removeprefix("thinking:").partition("?")
+    key, _, value = query.partition("=")
+    if split not in SPLITS or key != "families" or not value:
+        raise WorkbenchError(
+            f"data spec {spec!r}: write thinking:SPLIT?families=F1,F2 with SPLIT one of {', '.join(SPLITS)} "
+            f"(families: {', '.join(sorted(thinking_corpus.FAMILIES))})"
+        )
+    families = tuple(f.strip() for f in value.split(","))
+    return [document_from_record(r) for r in thinking_corpus.draw_split(split, families)]
 
 
 def _read_text(path: Path) -> str:
@@ -137,23 +150,26 @@ def load_documents(path: str | Path) -> list[Document]:
         return [Document(id=path.stem, text=text.strip("\n"), kind="text", title=path.name)]
     docs: list[Document] = []
     for lineno, obj in jsonl_objects(path, text):
-        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not obj["text"].strip():
-            raise WorkbenchError(f'{path}:{lineno} needs a non-empty string field "text"')
-        docs.append(
-            Document(
-                id=str(obj.get("id", f"{path.stem}-{lineno}")),
-                text=obj["text"],
-                kind=str(obj.get("kind", "text")),
-                title=str(obj.get("title", "")),
-                answers=_answers(obj, f"{path}:{lineno}"),
-                thoughts=_thoughts(obj, f"{path}:{lineno}"),
-                answer_thoughts=_answer_thoughts(obj, f"{path}:{lineno}"),
-                families=_families(obj, f"{path}:{lineno}"),
-            )
-        )
+        docs.append(document_from_record(obj, f"{path}:{lineno}", f"{path.stem}-{lineno}"))
     if not docs:
         raise WorkbenchError(f"{path} holds no documents")
     return docs
+
+
+def document_from_record(obj: object, where: str = "a document", default_id: str = "doc") -> Document:
+    """A Document from one JSONL record (its fields checked; a bad one is a one-line error naming `where`)."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not obj["text"].strip():
+        raise WorkbenchError(f'{where} needs a non-empty string field "text"')
+    return Document(
+        id=str(obj.get("id", default_id)),
+        text=obj["text"],
+        kind=str(obj.get("kind", "text")),
+        title=str(obj.get("title", "")),
+        answers=_answers(obj, where),
+        thoughts=_thoughts(obj, where),
+        answer_thoughts=_answer_thoughts(obj, where),
+        families=_families(obj, where),
+    )
 
 
 def _answers(obj: dict, where: str) -> tuple[tuple[int, int], ...]:

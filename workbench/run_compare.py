@@ -191,6 +191,101 @@ def seed_table(groups: dict[str, list[str | Path]], metrics: list[str] | None = 
     return pd.DataFrame(rows).T
 
 
+def arms_of(folder: str | Path, arms: tuple[str, ...] = ("rlp", "control", "ntp")) -> dict[str, list[Path]]:
+    """The runs of an experiment folder named ARM-sSEED (benchmarks/results/*/rlp-s0, ntp-s1, ...), by arm, in seed
+    order; an arm without runs is left out."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise WorkbenchError(f"no experiment folder {folder}")
+    groups = {}
+    for arm in arms:
+        runs = [
+            p for p in folder.glob(f"{arm}-s*") if p.name[len(arm) + 2 :].isdigit() and (p / "metrics.jsonl").exists()
+        ]
+        if runs:
+            groups[arm] = sorted(runs, key=lambda p: int(p.name[len(arm) + 2 :]))
+    return groups
+
+
+def paired_by_seed(
+    groups: dict[str, list[Path]], arm_a: str, arm_b: str, metric: str = "thinking_right"
+) -> pd.DataFrame:
+    """For every seed both arms ran (runs named ARM-sSEED): A − B on the same evaluated answers at each run's last
+    evaluation, its paired SE, and whether it is beyond 2 SE."""
+    seed = lambda p: int(p.name.rsplit("-s", 1)[1])  # noqa: E731
+    b_by_seed = {seed(p): p for p in groups.get(arm_b, [])}
+    rows = []
+    for run_a in groups.get(arm_a, []):
+        run_b = b_by_seed.get(seed(run_a))
+        if run_b is None:
+            continue
+        p = paired_difference(evaluation_records(run_a)[1], evaluation_records(run_b)[1], metric)
+        beyond = bool(abs(p["diff"]) > 2 * p["se"]) if not math.isnan(p["se"]) else False
+        rows.append(
+            {
+                "seed": seed(run_a),
+                "A": p["a"],
+                "B": p["b"],
+                "A - B": p["diff"],
+                "SE": p["se"],
+                "answers": p["n"],
+                "beyond 2 SE": beyond,
+            }
+        )
+    return pd.DataFrame(rows, columns=["seed", "A", "B", "A - B", "SE", "answers", "beyond 2 SE"]).set_index("seed")
+
+
+# the experiments behind the findings the notebooks and README state (commands, times and CPU in each folder's README)
+MEASURED_EXPERIMENTS = {
+    "shipped warm start, all nine families": "benchmarks/results/cpu-2026-12-07-rlp-control",
+    "trimmed warm start, three computable families": "benchmarks/results/cpu-2026-12-07-computable",
+}
+
+
+def measured_experiments() -> dict[str, dict[str, list[Path]]]:
+    """MEASURED_EXPERIMENTS read from the repository: {label: arms_of(folder)}."""
+    root = Path(__file__).resolve().parents[1]
+    return {label: arms_of(root / folder) for label, folder in MEASURED_EXPERIMENTS.items()}
+
+
+def experiment_markdown(experiments: dict[str, dict[str, list[Path]]], metric: str = "thinking_right") -> str:
+    """What each experiment measured, in sentences: every arm's answer accuracy after its own thought at the last
+    evaluation (mean ± spread over seeds; and without a thought) and RLP's paired differences from NTP and from the null control, seed by
+    seed, with their SE."""
+    names = {"rlp": "RLP", "control": "the null control", "ntp": "NTP at matched FLOPs"}
+    out = []
+    for label, groups in experiments.items():
+        table = seed_table(groups, ["eval_answer_accuracy_thinking", "eval_answer_accuracy_no_think"])
+        _, start = evaluation_records(next(iter(groups.values()))[0], 0)
+        start_right = float(np.nanmean([r[metric] for r in start]))
+        arms = []
+        for arm in groups:
+            mean = table.loc[arm, "eval_answer_accuracy_thinking"]
+            spread = table.loc[arm].get("eval_answer_accuracy_thinking_spread", float("nan"))
+            seeds = int(table.loc[arm, "seeds"])
+            arms.append(
+                f"{names.get(arm, arm)} {mean:.0%}"
+                + ("" if math.isnan(spread) else f" ± {spread:.0%}")
+                + f" ({seeds} seed{'s' if seeds > 1 else ''}; without a thought "
+                + f"{table.loc[arm, 'eval_answer_accuracy_no_think']:.0%})"
+            )
+        text = (
+            f"**{label}** (from {start_right:.0%} right at the start, {len(start)} answers): " + "; ".join(arms) + "."
+        )
+        for other in ("ntp", "control"):
+            paired = paired_by_seed(groups, "rlp", other, metric)
+            if len(paired):
+                each = ", ".join(f"{100 * r['A - B']:+.0f} ± {100 * r['SE']:.0f}" for _, r in paired.iterrows())
+                up = int((paired["beyond 2 SE"] & (paired["A - B"] > 0)).sum())
+                down = int((paired["beyond 2 SE"] & (paired["A - B"] < 0)).sum())
+                text += (
+                    f" RLP − {names[other]}, paired by seed: {each} points "
+                    f"(of {len(paired)} seeds, {up} above by more than 2 SE, {down} below by more than 2 SE)."
+                )
+        out.append(text)
+    return "\n\n".join(out)
+
+
 def format_mean_spread(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """`seed_table`'s columns as "mean ± spread" strings, for reading."""
     out = pd.DataFrame(index=table.index)

@@ -35,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.errors import WorkbenchError
+
 # every name and weekday is one token after a space in both bundled tokenizers (a test checks), so a name can be an answer
 NAMES = [
     "Ann",
@@ -395,6 +397,16 @@ class CorpusSpec:
     # of the scratchpads: ones with a slip (drawn from a generator of their own, so the rest of the corpus is the same
     # with or without them); the warm start trains the answer after a slip but not the slip itself
     share_slip: float = 0.25
+    # the problem families drawn (None: all of FAMILIES); a trimmed corpus keeps the families a model can compute
+    families: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.families or ()) - set(FAMILIES))
+        if unknown or self.families == ():
+            raise WorkbenchError(
+                f"unknown thinking-corpus families {', '.join(unknown) or '(none given)'}; "
+                f"use some of: {', '.join(sorted(FAMILIES))}"
+            )
 
 
 def split_of(question: str) -> str:
@@ -403,9 +415,9 @@ def split_of(question: str) -> str:
     return "eval" if zlib.crc32(question.encode()) % 10 == 0 else "train"
 
 
-def _problem_of_split(rng: random.Random, split: str) -> Problem:
+def _problem_of_split(rng: random.Random, split: str, families: tuple[str, ...] | None = None) -> Problem:
     while True:  # redraw within the family until the question is one of this split's
-        family = rng.choice(sorted(FAMILIES))
+        family = rng.choice(sorted(families or FAMILIES))
         for _ in range(1000):
             problem = FAMILIES[family](rng)
             if split_of(problem.question) == split:
@@ -420,7 +432,7 @@ def make_document(rng: random.Random, doc_id: str, spec: CorpusSpec, split: str 
     answers, thoughts, families, options = [], [], [], []
     slips = random.Random(f"slip:{doc_id}")
     for k in range(1, n + 1):
-        problem = _problem_of_split(rng, split)
+        problem = _problem_of_split(rng, split, spec.families)
         lead = rng.choice(ANSWER_LEADS)
         text += f"\n\n{k}. {problem.question}\n{lead}"
         # digits follow a space token (" 6" is ' ', '6' in both bundled tokenizers); word answers carry their space
@@ -461,13 +473,19 @@ SPLIT_SEEDS = {"train": 17, "eval": 29}
 SPLIT_SIZES = {"train": 600, "eval": 60}
 
 
+def draw_split(split: str, families: tuple[str, ...] | None = None) -> list[dict]:
+    """One split as the repository ships it (its seed and size), optionally drawn again with only `families`: with
+    every family it is the shipped file's documents, byte for byte."""
+    return generate(split, SPLIT_SEEDS[split], CorpusSpec(documents=SPLIT_SIZES[split], families=families))
+
+
 def write_corpus(out_dir: str | Path) -> dict[str, Path]:
     """Write data/thinking/{train,eval}.jsonl (the defaults are what the repository ships)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for split, seed in SPLIT_SEEDS.items():
-        docs = generate(split, seed, CorpusSpec(documents=SPLIT_SIZES[split]))
+    for split in SPLIT_SEEDS:
+        docs = draw_split(split)
         path = out_dir / f"{split}.jsonl"
         path.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs))
         paths[split] = path
@@ -475,7 +493,7 @@ def write_corpus(out_dir: str | Path) -> dict[str, Path]:
 
 
 def main() -> None:
-    from workbench.data import data_dir
+    from workbench.paths import data_dir
 
     for split, path in write_corpus(data_dir() / "thinking").items():
         print(f"{split}: {path}")

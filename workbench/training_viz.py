@@ -207,6 +207,56 @@ class LiveChart:
         self._thread.start()
 
 
+def arms_figure(
+    experiments: dict[str, dict[str, list[Path]]],
+    metric: str = "eval_answer_accuracy_thinking",
+    title: str = "answer right after the model's own thought, at the last evaluation (± SE)",
+) -> go.Figure:
+    """Seeds of several arms (RLP, its null control, NTP, ...) in one or more experiments, side by side: each run's
+    last evaluation of `metric` with its standard error, and the shared start (the first run's first evaluation)
+    dashed. `experiments`: {experiment label: run_compare.arms_of(folder)}."""
+    fig = make_subplots(rows=1, cols=len(experiments), subplot_titles=list(experiments), shared_yaxes=True)
+    for col, groups in enumerate(experiments.values(), start=1):
+        for i, (arm, runs) in enumerate(groups.items()):
+            values, errors, names = [], [], []
+            for run in runs:
+                evals = [r for r in read_metrics(run) if metric in r]
+                values.append(evals[-1][metric])
+                errors.append(evals[-1].get(f"{metric}_se", 0.0))
+                names.append(f"{run.name}: {evals[-1][metric]:.2f} ± {errors[-1]:.2f} at step {evals[-1]['step']}")
+            x = [i + 0.12 * (k - (len(runs) - 1) / 2) for k in range(len(runs))]
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=values,
+                    mode="markers",
+                    name=arm,
+                    legendgroup=arm,
+                    showlegend=col == 1,
+                    marker={"size": 10, "color": COLORS[i % len(COLORS)]},
+                    error_y={"type": "data", "array": errors, "visible": True},
+                    text=names,
+                    hoverinfo="text",
+                ),
+                row=1,
+                col=col,
+            )
+        first = next(iter(groups.values()))[0]
+        start = next(r for r in read_metrics(first) if metric in r)[metric]
+        fig.add_hline(
+            y=start,
+            line_dash="dash",
+            line_color="grey",
+            row=1,
+            col=col,
+            annotation_text=f"start {start:.2f}",
+            annotation_position="top left",
+        )
+        fig.update_xaxes(tickvals=list(range(len(groups))), ticktext=list(groups), row=1, col=col)
+    fig.update_layout(title=title, height=380, margin={"t": 80})
+    return fig
+
+
 def reward_map_film(
     frames: list[dict[str, Any]],
     value: str = "reward_mean",
