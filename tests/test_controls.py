@@ -229,7 +229,7 @@ def test_frozen_embeddings_are_a_labelled_option_of_every_trainer(tiny_model_dir
 
 def test_the_measured_experiments_read_as_sentences_and_a_figure():
     """The experiments the notebooks and README quote (benchmarks/results): every RLP seed's paired difference from
-    NTP, recomputed here from the per-answer records, is in the sentences; the figure has one trace per arm."""
+    NTP (either loss), recomputed here from the per-answer records, is in the sentences; one trace per arm."""
     from workbench.run_compare import experiment_markdown, measured_experiments
     from workbench.training_viz import arms_figure
 
@@ -237,8 +237,8 @@ def test_the_measured_experiments_read_as_sentences_and_a_figure():
     assert all({"rlp", "ntp", "control"} <= set(groups) for groups in experiments.values())
     text = experiment_markdown(experiments)
     for groups in experiments.values():
-        for run in groups["rlp"]:
-            ntp = run.parent / run.name.replace("rlp-", "ntp-")
+        for run in groups["rlp"] + groups.get("rlptoken", []):
+            ntp = run.parent / ("ntp-s" + run.name.rsplit("-s", 1)[1])
             if not ntp.exists():
                 continue
             last = lambda r: sorted((r / "eval").glob("step-*.jsonl"))[-1]  # noqa: E731

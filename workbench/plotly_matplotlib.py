@@ -177,6 +177,9 @@ def render_matplotlib(fig: Any) -> Any:
                     getattr(ax, f"set_{which}lim")((10**lo, 10**hi) if spec_axis.get("type") == "log" else (lo, hi))
             if spec_axis.get("autorange") == "reversed":
                 getattr(ax, f"invert_{which}axis")()
+            if spec_axis.get("tickvals") is not None and spec_axis.get("ticktext") is not None:  # named positions
+                getattr(ax, f"set_{which}ticks")(list(spec_axis["tickvals"]))
+                getattr(ax, f"set_{which}ticklabels")([str(t) for t in spec_axis["ticktext"]], fontsize=8)
             if spec_axis.get("showticklabels") is False:
                 getattr(ax, f"set_{which}ticklabels")([])
     for shape in lay.get("shapes", []) or []:

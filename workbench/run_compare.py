@@ -191,16 +191,30 @@ def seed_table(groups: dict[str, list[str | Path]], metrics: list[str] | None = 
     return pd.DataFrame(rows).T
 
 
-def arms_of(folder: str | Path, arms: tuple[str, ...] = ("rlp", "control", "ntp")) -> dict[str, list[Path]]:
+# the arms of an experiment folder, in the order they are shown: RLP (the paper's per-thought loss averaging), RLP with
+# the token-normalised loss, the null control of each, and NTP at matched FLOPs
+ARMS = ("rlp", "rlptoken", "control", "controltoken", "ntp")
+ARM_NAMES = {
+    "rlp": "RLP",
+    "rlptoken": "RLP with the token-normalised loss",
+    "control": "the null control",
+    "controltoken": "its null control (token-normalised)",
+    "ntp": "NTP at matched FLOPs",
+}
+# the paired comparisons experiment_markdown states, where both arms ran
+PAIRS = (("rlp", "ntp"), ("rlp", "control"), ("rlptoken", "ntp"), ("rlptoken", "controltoken"))
+
+
+def arms_of(folder: str | Path, arms: tuple[str, ...] = ARMS) -> dict[str, list[Path]]:
     """The runs of an experiment folder named ARM-sSEED (benchmarks/results/*/rlp-s0, ntp-s1, ...), by arm, in seed
-    order; an arm without runs is left out."""
+    order; a run without a summary.json (unfinished) and an arm without runs are left out."""
     folder = Path(folder)
     if not folder.is_dir():
         raise WorkbenchError(f"no experiment folder {folder}")
     groups = {}
     for arm in arms:
         runs = [
-            p for p in folder.glob(f"{arm}-s*") if p.name[len(arm) + 2 :].isdigit() and (p / "metrics.jsonl").exists()
+            p for p in folder.glob(f"{arm}-s*") if p.name[len(arm) + 2 :].isdigit() and (p / "summary.json").exists()
         ]
         if runs:
             groups[arm] = sorted(runs, key=lambda p: int(p.name[len(arm) + 2 :]))
@@ -252,7 +266,7 @@ def experiment_markdown(experiments: dict[str, dict[str, list[Path]]], metric: s
     """What each experiment measured, in sentences: every arm's answer accuracy after its own thought at the last
     evaluation (mean ± spread over seeds; and without a thought) and RLP's paired differences from NTP and from the null control, seed by
     seed, with their SE."""
-    names = {"rlp": "RLP", "control": "the null control", "ntp": "NTP at matched FLOPs"}
+    names = ARM_NAMES
     out = []
     for label, groups in experiments.items():
         table = seed_table(groups, ["eval_answer_accuracy_thinking", "eval_answer_accuracy_no_think"])
@@ -272,15 +286,15 @@ def experiment_markdown(experiments: dict[str, dict[str, list[Path]]], metric: s
         text = (
             f"**{label}** (from {start_right:.0%} right at the start, {len(start)} answers): " + "; ".join(arms) + "."
         )
-        for other in ("ntp", "control"):
-            paired = paired_by_seed(groups, "rlp", other, metric)
+        for arm, other in PAIRS:
+            paired = paired_by_seed(groups, arm, other, metric)
             if len(paired):
                 each = ", ".join(f"{100 * r['A - B']:+.0f} ± {100 * r['SE']:.0f}" for _, r in paired.iterrows())
                 up = int((paired["beyond 2 SE"] & (paired["A - B"] > 0)).sum())
                 down = int((paired["beyond 2 SE"] & (paired["A - B"] < 0)).sum())
                 text += (
-                    f" RLP − {names[other]}, paired by seed: {each} points "
-                    f"(of {len(paired)} seeds, {up} above by more than 2 SE, {down} below by more than 2 SE)."
+                    f" {names[arm]} − {names[other]}, paired by seed: {each} points (beyond 2 SE: {up} above, {down} "
+                    f"below, of {len(paired)} seed{'s' if len(paired) > 1 else ''})."
                 )
         out.append(text)
     return "\n\n".join(out)

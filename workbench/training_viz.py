@@ -215,7 +215,16 @@ def arms_figure(
     """Seeds of several arms (RLP, its null control, NTP, ...) in one or more experiments, side by side: each run's
     last evaluation of `metric` with its standard error, and the shared start (the first run's first evaluation)
     dashed. `experiments`: {experiment label: run_compare.arms_of(folder)}."""
-    fig = make_subplots(rows=1, cols=len(experiments), subplot_titles=list(experiments), shared_yaxes=True)
+    # "tok": the token-normalised loss (the others average the loss per thought, as the paper)
+    short = {"rlp": "RLP", "rlptoken": "RLP tok", "control": "control", "controltoken": "control tok", "ntp": "NTP"}
+    colour = {
+        "rlp": COLORS[0],
+        "rlptoken": COLORS[4],
+        "control": COLORS[1],
+        "ntp": COLORS[2],
+    }  # the same in every panel
+    shown: set[str] = set()
+    fig = make_subplots(rows=1, cols=len(experiments), subplot_titles=list(experiments))
     for col, groups in enumerate(experiments.values(), start=1):
         for i, (arm, runs) in enumerate(groups.items()):
             values, errors, names = [], [], []
@@ -230,10 +239,10 @@ def arms_figure(
                     x=x,
                     y=values,
                     mode="markers",
-                    name=arm,
+                    name=short.get(arm, arm),
                     legendgroup=arm,
-                    showlegend=col == 1,
-                    marker={"size": 10, "color": COLORS[i % len(COLORS)]},
+                    showlegend=arm not in shown,
+                    marker={"size": 10, "color": colour.get(arm, COLORS[i % len(COLORS)])},
                     error_y={"type": "data", "array": errors, "visible": True},
                     text=names,
                     hoverinfo="text",
@@ -241,6 +250,7 @@ def arms_figure(
                 row=1,
                 col=col,
             )
+            shown.add(arm)
         first = next(iter(groups.values()))[0]
         start = next(r for r in read_metrics(first) if metric in r)[metric]
         fig.add_hline(
@@ -252,7 +262,8 @@ def arms_figure(
             annotation_text=f"start {start:.2f}",
             annotation_position="top left",
         )
-        fig.update_xaxes(tickvals=list(range(len(groups))), ticktext=list(groups), row=1, col=col)
+        fig.update_xaxes(tickvals=list(range(len(groups))), ticktext=[short.get(a, a) for a in groups], row=1, col=col)
+        fig.update_yaxes(range=[0, 1] if metric.startswith("eval_answer_accuracy") else None, row=1, col=col)
     fig.update_layout(title=title, height=380, margin={"t": 80})
     return fig
 

@@ -137,6 +137,8 @@ class RLPConfig(TrainConfig):
             out.append(f"control {self.control}: a null control (advantages permuted within each group), not RLP")
         if not self.train_embeddings:
             out.append("train_embeddings false: the token embedding and LM head frozen (the paper trains every weight)")
+        if self.loss_normalisation == "token":
+            out.append("loss_normalisation token: every thought token weighs the same (the paper averages per thought)")
         if self.peft:
             out.append(f"peft: LoRA adapters (r {self.peft['r']}) instead of every weight (the paper trains all)")
         if self.beta > 0:
