@@ -90,35 +90,16 @@ def test_merged_rows_sum_every_processs_compute():
     assert merged["reward_mean"] == 2.0  # a mean stays a mean
 
 
-def _rlp_config(tiny_model_dir, tmp_path, **extra):
-    return config_from_dict(
-        {
-            **dict(
-                trainer="rlp",
-                model=str(tiny_model_dir),
-                output_dir=str(tmp_path / "rlp"),
-                max_steps=1,
-                docs_per_step=1,
-                positions_per_doc=2,
-                G=2,
-                thought_tokens=4,
-                min_thought_tokens=4,
-                allow_eos_in_thought=False,
-                max_doc_tokens=64,
-                eval_data="",
-                checkpoint_every=100,
-                save_optimizer=False,
-                progress=False,
-            ),
-            **extra,
-        }
-    )
+@pytest.fixture
+def _rlp_config(tiny_rlp_config):
+    """conftest's TINY_RLP written to RUN_DIR/rlp."""
+    return lambda run_dir, **extra: tiny_rlp_config(run_dir / "rlp", **extra)
 
 
-def test_one_rlp_step_counts_by_hand(tiny_model_dir, tmp_path):
+def test_one_rlp_step_counts_by_hand(_rlp_config, tmp_path):
     from workbench.training.launch import trainer_for
 
-    trainer = trainer_for(_rlp_config(tiny_model_dir, tmp_path))
+    trainer = trainer_for(_rlp_config(tmp_path))
     assert trainer.packed_loss
     trainer.train()
     (row,) = [r for r in read_metrics(trainer.run_dir) if r["step"] == 1]
@@ -347,7 +328,7 @@ def test_answer_metrics_by_hand_on_the_tiny_model(tiny):
     assert [r["reward_mean"] for r in records] == pytest.approx(rewards_at)
 
 
-def test_the_trainer_writes_a_reward_map_film(tiny_model_dir, tmp_path):
+def test_the_trainer_writes_a_reward_map_film(_rlp_config, tmp_path):
     """Every evaluation writes one frame (the first held-out document's map); the film figure has a frame per step."""
     from workbench.evaluation import read_film
     from workbench.training.launch import train
@@ -355,7 +336,6 @@ def test_the_trainer_writes_a_reward_map_film(tiny_model_dir, tmp_path):
 
     summary = train(
         _rlp_config(
-            tiny_model_dir,
             tmp_path,
             max_steps=2,
             eval_every=1,
@@ -374,13 +354,13 @@ def test_the_trainer_writes_a_reward_map_film(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("design", ["rpt", "vr_cli"])
-def test_any_design_trains_with_the_same_loop(tiny_model_dir, tmp_path, design):
+def test_any_design_trains_with_the_same_loop(_rlp_config, tmp_path, design):
     """reward_design swaps the reward only: the step's rewards are the design's (rpt: 0/1; vr_cli: its step values,
     from a frozen reference), the advantages are RLOO on them, the design's extra passes are counted, and the
     degenerate-group share is logged."""
     from workbench.training.launch import trainer_for
 
-    trainer = trainer_for(_rlp_config(tiny_model_dir, tmp_path, reward_design=design, G=3))
+    trainer = trainer_for(_rlp_config(tmp_path, reward_design=design, G=3))
     row = trainer.train_step(1)
     batch = trainer.last_batch
     rewards = batch["rewards"]
@@ -407,14 +387,14 @@ def test_unknown_reward_design_is_one_line():
         config_from_dict(dict(trainer="rlp", reward_design="nonsense"))
 
 
-def test_two_runs_in_one_process_choose_their_own_mixed_precision(tiny_model_dir, tmp_path):
+def test_two_runs_in_one_process_choose_their_own_mixed_precision(_rlp_config, tmp_path):
     """accelerate keeps one AcceleratorState per process; a notebook kernel (or this test session) that trains with
     mixed_precision "no" and then "bf16" must get both, not accelerate's "already initialized" error."""
     from workbench.training.launch import trainer_for
 
-    first = trainer_for(_rlp_config(tiny_model_dir, tmp_path / "a", mixed_precision="no"))
+    first = trainer_for(_rlp_config(tmp_path / "a", mixed_precision="no"))
     assert first.accelerator.mixed_precision == "no"
-    second = trainer_for(_rlp_config(tiny_model_dir, tmp_path / "b", mixed_precision="bf16"))
+    second = trainer_for(_rlp_config(tmp_path / "b", mixed_precision="bf16"))
     assert second.accelerator.mixed_precision == "bf16"
 
 

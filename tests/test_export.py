@@ -294,40 +294,25 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 @pytest.mark.model
-def test_round_trip_plain_transformers_gives_the_runs_logits(tiny_model_dir, tmp_path):
+def test_round_trip_plain_transformers_gives_the_runs_logits(tiny_model_dir, tiny_rlp_config, tmp_path):
     import torch
 
     from workbench.export import flops_text
     from workbench.models import load_model
-    from workbench.training.configs import config_from_dict
     from workbench.training.launch import train
 
     run = tmp_path / "run"
     train(
-        config_from_dict(
-            dict(
-                trainer="rlp",
-                model=str(tiny_model_dir),
-                output_dir=str(run),
-                max_steps=2,
-                docs_per_step=1,
-                positions_per_doc=2,
-                G=2,
-                thought_tokens=4,
-                min_thought_tokens=4,
-                allow_eos_in_thought=False,
-                max_doc_tokens=64,
-                learning_rate=1e-2,
-                eval_data="corpus:eval",
-                eval_docs=1,
-                eval_positions="every:16",
-                eval_G=2,
-                eval_thought_tokens=4,
-                checkpoint_every=100,
-                save_optimizer=False,
-                progress=False,
-                seed=3,
-            )
+        tiny_rlp_config(
+            run,
+            max_steps=2,
+            learning_rate=1e-2,
+            eval_data="corpus:eval",
+            eval_docs=1,
+            eval_positions="every:16",
+            eval_G=2,
+            eval_thought_tokens=4,
+            seed=3,
         )
     )
     out = tmp_path / "export"
