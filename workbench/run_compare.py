@@ -201,8 +201,15 @@ ARM_NAMES = {
     "controltoken": "its null control (token-normalised)",
     "ntp": "NTP at matched FLOPs",
 }
+# the same arms in a figure's few characters ("tok": the token-normalised loss)
+ARM_LABELS = {"rlp": "RLP", "rlptoken": "RLP tok", "control": "control", "controltoken": "control tok", "ntp": "NTP"}
 # the paired comparisons experiment_markdown states, where both arms ran
 PAIRS = (("rlp", "ntp"), ("rlp", "control"), ("rlptoken", "ntp"), ("rlptoken", "controltoken"))
+
+
+def seed_of(run: Path) -> int:
+    """SEED of a run folder named ARM-sSEED."""
+    return int(run.name.rsplit("-s", 1)[1])
 
 
 def arms_of(folder: str | Path, arms: tuple[str, ...] = ARMS) -> dict[str, list[Path]]:
@@ -217,7 +224,7 @@ def arms_of(folder: str | Path, arms: tuple[str, ...] = ARMS) -> dict[str, list[
             p for p in folder.glob(f"{arm}-s*") if p.name[len(arm) + 2 :].isdigit() and (p / "summary.json").exists()
         ]
         if runs:
-            groups[arm] = sorted(runs, key=lambda p: int(p.name[len(arm) + 2 :]))
+            groups[arm] = sorted(runs, key=seed_of)
     return groups
 
 
@@ -226,18 +233,17 @@ def paired_by_seed(
 ) -> pd.DataFrame:
     """For every seed both arms ran (runs named ARM-sSEED): A − B on the same evaluated answers at each run's last
     evaluation, its paired SE, and whether it is beyond 2 SE."""
-    seed = lambda p: int(p.name.rsplit("-s", 1)[1])  # noqa: E731
-    b_by_seed = {seed(p): p for p in groups.get(arm_b, [])}
+    b_by_seed = {seed_of(p): p for p in groups.get(arm_b, [])}
     rows = []
     for run_a in groups.get(arm_a, []):
-        run_b = b_by_seed.get(seed(run_a))
+        run_b = b_by_seed.get(seed_of(run_a))
         if run_b is None:
             continue
         p = paired_difference(evaluation_records(run_a)[1], evaluation_records(run_b)[1], metric)
         beyond = bool(abs(p["diff"]) > 2 * p["se"]) if not math.isnan(p["se"]) else False
         rows.append(
             {
-                "seed": seed(run_a),
+                "seed": seed_of(run_a),
                 "A": p["a"],
                 "B": p["b"],
                 "A - B": p["diff"],
@@ -264,9 +270,8 @@ def measured_experiments() -> dict[str, dict[str, list[Path]]]:
 
 def experiment_markdown(experiments: dict[str, dict[str, list[Path]]], metric: str = "thinking_right") -> str:
     """What each experiment measured, in sentences: every arm's answer accuracy after its own thought at the last
-    evaluation (mean ± spread over seeds; and without a thought) and RLP's paired differences from NTP and from the null control, seed by
-    seed, with their SE."""
-    names = ARM_NAMES
+    evaluation (mean ± spread over seeds; and without a thought), and the paired differences of PAIRS, seed by seed,
+    with their SE."""
     out = []
     for label, groups in experiments.items():
         table = seed_table(groups, ["eval_answer_accuracy_thinking", "eval_answer_accuracy_no_think"])
@@ -278,7 +283,7 @@ def experiment_markdown(experiments: dict[str, dict[str, list[Path]]], metric: s
             spread = table.loc[arm].get("eval_answer_accuracy_thinking_spread", float("nan"))
             seeds = int(table.loc[arm, "seeds"])
             arms.append(
-                f"{names.get(arm, arm)} {mean:.0%}"
+                f"{ARM_NAMES.get(arm, arm)} {mean:.0%}"
                 + ("" if math.isnan(spread) else f" ± {spread:.0%}")
                 + f" ({seeds} seed{'s' if seeds > 1 else ''}; without a thought "
                 + f"{table.loc[arm, 'eval_answer_accuracy_no_think']:.0%})"
@@ -293,7 +298,7 @@ def experiment_markdown(experiments: dict[str, dict[str, list[Path]]], metric: s
                 up = int((paired["beyond 2 SE"] & (paired["A - B"] > 0)).sum())
                 down = int((paired["beyond 2 SE"] & (paired["A - B"] < 0)).sum())
                 text += (
-                    f" {names[arm]} − {names[other]}, paired by seed: {each} points (beyond 2 SE: {up} above, {down} "
+                    f" {ARM_NAMES[arm]} − {ARM_NAMES[other]}, paired by seed: {each} points (beyond 2 SE: {up} above, {down} "
                     f"below, of {len(paired)} seed{'s' if len(paired) > 1 else ''})."
                 )
         out.append(text)

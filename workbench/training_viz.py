@@ -215,21 +215,26 @@ def arms_figure(
     """Seeds of several arms (RLP, its null control, NTP, ...) in one or more experiments, side by side: each run's
     last evaluation of `metric` with its standard error, and the shared start (the first run's first evaluation)
     dashed. `experiments`: {experiment label: run_compare.arms_of(folder)}."""
-    # "tok": the token-normalised loss (the others average the loss per thought, as the paper)
-    short = {"rlp": "RLP", "rlptoken": "RLP tok", "control": "control", "controltoken": "control tok", "ntp": "NTP"}
+    from workbench.run_compare import ARM_LABELS
+
+    # one colour per arm, the same in every panel
     colour = {
         "rlp": COLORS[0],
         "rlptoken": COLORS[4],
         "control": COLORS[1],
+        "controltoken": COLORS[3],
         "ntp": COLORS[2],
-    }  # the same in every panel
+    }
     shown: set[str] = set()
     fig = make_subplots(rows=1, cols=len(experiments), subplot_titles=list(experiments))
     for col, groups in enumerate(experiments.values(), start=1):
+        start = None
         for i, (arm, runs) in enumerate(groups.items()):
             values, errors, names = [], [], []
             for run in runs:
                 evals = [r for r in read_metrics(run) if metric in r]
+                if start is None:  # the experiment's first run, at its first evaluation
+                    start = evals[0][metric]
                 values.append(evals[-1][metric])
                 errors.append(evals[-1].get(f"{metric}_se", 0.0))
                 names.append(f"{run.name}: {evals[-1][metric]:.2f} ± {errors[-1]:.2f} at step {evals[-1]['step']}")
@@ -239,7 +244,7 @@ def arms_figure(
                     x=x,
                     y=values,
                     mode="markers",
-                    name=short.get(arm, arm),
+                    name=ARM_LABELS.get(arm, arm),
                     legendgroup=arm,
                     showlegend=arm not in shown,
                     marker={"size": 10, "color": colour.get(arm, COLORS[i % len(COLORS)])},
@@ -251,8 +256,6 @@ def arms_figure(
                 col=col,
             )
             shown.add(arm)
-        first = next(iter(groups.values()))[0]
-        start = next(r for r in read_metrics(first) if metric in r)[metric]
         fig.add_hline(
             y=start,
             line_dash="dash",
@@ -262,7 +265,9 @@ def arms_figure(
             annotation_text=f"start {start:.2f}",
             annotation_position="top left",
         )
-        fig.update_xaxes(tickvals=list(range(len(groups))), ticktext=[short.get(a, a) for a in groups], row=1, col=col)
+        fig.update_xaxes(
+            tickvals=list(range(len(groups))), ticktext=[ARM_LABELS.get(a, a) for a in groups], row=1, col=col
+        )
         fig.update_yaxes(range=[0, 1] if metric.startswith("eval_answer_accuracy") else None, row=1, col=col)
     fig.update_layout(title=title, height=380, margin={"t": 80})
     return fig
