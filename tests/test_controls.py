@@ -248,3 +248,31 @@ def test_the_measured_experiments_read_as_sentences_and_a_figure():
             assert f"{100 * d.mean():+.0f} ± {100 * d.std(ddof=1) / len(d) ** 0.5:.0f}" in text
     fig = arms_figure(experiments)
     assert len(fig.data) == sum(len(groups) for groups in experiments.values())
+
+
+def test_the_budget_ablation_reads_as_sentences_and_a_figure():
+    """The thought-budget ablation the notebooks and README quote: each run's start, end and paired change, recomputed
+    here from its per-answer records, are in the sentences beside the paper's Table S.1; two traces of ours, two of
+    the paper's."""
+    from workbench.run_compare import PAPER_BUDGET_ABLATION, budget_markdown, measured_budget_ablation
+    from workbench.training_viz import budget_figure
+
+    table = measured_budget_ablation()
+    assert {16, 64} <= set(table["budget"])
+    text = budget_markdown(table)
+    root = Path(__file__).resolve().parents[1]
+    from workbench.run_compare import MEASURED_BUDGET_ABLATION
+
+    for run in sorted((root / MEASURED_BUDGET_ABLATION).glob("budget*-s*")):
+        files = sorted((run / "eval").glob("step-*.jsonl"))
+        first, last = (
+            {(x["doc"], x["position"]): x["thinking_right"] for x in map(json.loads, f.open())}
+            for f in (files[0], files[-1])
+        )
+        d = np.array([last[k] - first[k] for k in last])
+        assert (
+            f"{np.mean(list(first.values())):.0%} → {np.mean(list(last.values())):.0%} ({100 * d.mean():+.0f} ± {100 * d.std(ddof=1) / len(d) ** 0.5:.0f} points"
+            in text
+        )
+    assert all(f"{b} → {v:.2f}" in text for b, v in PAPER_BUDGET_ABLATION.items())
+    assert len(budget_figure(table).data) == 4

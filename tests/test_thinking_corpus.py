@@ -204,6 +204,8 @@ def test_splicing_builds_the_sequence_rlp_scores(model):
         ("the white box holds 7", "scratch"),
         ("6 plus 2: 7 is 1, 8 is 2. So 8", "scratch"),
         ("The question asks how many", "restate"),
+        # sampled after 12 RLP steps at a 16-token budget: a restatement, whatever the numbers after it
+        ("the question asks about the yellow box.\n\n2. The blue box holds", "restate"),
     ],
 )
 def test_a_scratchpad_needs_a_counted_step(text, style):

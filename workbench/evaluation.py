@@ -221,7 +221,7 @@ def evaluate(
     from workbench.data import parse_positions
     from workbench.metrics import reward_stats, thoughts_stats
     from workbench.rewards import reward_map, run_teacher_pass
-    from workbench.thinking_corpus import style_stats, thought_style
+    from workbench.thinking_corpus import style_stats
 
     if not documents:
         raise WorkbenchError("evaluate: no held-out documents")
@@ -304,12 +304,13 @@ def evaluate(
             }
         )
     if right_thinking:
+        styles = style_stats([th.text for th in thoughts], rewards, [th.closed_by for th in thoughts], prefix="eval_")
         out.update(
             {
                 "eval_answer_accuracy_thinking": float(np.mean(right_thinking)),
                 "eval_answer_accuracy_no_think": float(np.mean(right_no_think)),
-                "eval_share_scratch": float(np.mean([thought_style(th.text) == "scratch" for th in thoughts])),
-                **style_stats([th.text for th in thoughts], rewards, [th.closed_by for th in thoughts], prefix="eval_"),
+                "eval_share_scratch": styles["eval_n_scratch"] / len(thoughts),
+                **styles,
                 "eval_answer_accuracy_thinking_se": clustered_se(np.asarray(right_thinking, dtype=float), at),
                 "eval_answer_accuracy_no_think_se": clustered_se(np.asarray(right_no_think, dtype=float), answer_at),
                 "eval_answers": len(right_no_think),

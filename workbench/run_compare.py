@@ -157,15 +157,20 @@ def endings_table(thoughts: list[dict[str, Any]]) -> pd.DataFrame:
     return table
 
 
-def last_evaluation(run_dir: str | Path) -> dict[str, float]:
-    """The eval_* metrics of a run's last evaluated row (metrics.jsonl)."""
+def evaluations(run_dir: str | Path) -> list[dict[str, float]]:
+    """The eval_* metrics of each evaluated row of a run's metrics.jsonl, in step order."""
     from workbench.metrics import renamed
     from workbench.run_dirs import read_jsonl_rows
 
     rows = [renamed(r) for r in read_jsonl_rows(Path(run_dir) / "metrics.jsonl") if "eval_loss" in r]
     if not rows:
         raise WorkbenchError(f"{run_dir} has no evaluation in its metrics.jsonl")
-    return {k: v for k, v in rows[-1].items() if k.startswith("eval_") and isinstance(v, (int, float))}
+    return [{k: v for k, v in row.items() if k.startswith("eval_") and isinstance(v, (int, float))} for row in rows]
+
+
+def last_evaluation(run_dir: str | Path) -> dict[str, float]:
+    """The eval_* metrics of a run's last evaluated row (metrics.jsonl)."""
+    return evaluations(run_dir)[-1]
 
 
 def seed_table(groups: dict[str, list[str | Path]], metrics: list[str] | None = None) -> pd.DataFrame:
@@ -303,6 +308,99 @@ def experiment_markdown(experiments: dict[str, dict[str, list[Path]]], metric: s
                 )
         out.append(text)
     return "\n\n".join(out)
+
+
+# the paper's thought-budget ablation (Table S.1): Qwen3-1.7B-Base after RLP, the overall benchmark average by thought
+# budget in tokens; the base model before RLP averaged PAPER_BASE_AVERAGE
+PAPER_BUDGET_ABLATION = {64: 11.50, 128: 9.96, 256: 14.08, 512: 24.65, 1024: 38.89, 2048: 42.17}
+PAPER_BASE_AVERAGE = 34.03
+
+
+def budget_of(run: str | Path) -> int:
+    """The thought budget (tokens) a run trained with: its config.yaml's `thought_tokens`."""
+    import yaml
+
+    config = yaml.safe_load((Path(run) / "config.yaml").read_text()) or {}
+    if "thought_tokens" not in config:
+        raise WorkbenchError(f"{run}/config.yaml names no thought_tokens")
+    return int(config["thought_tokens"])
+
+
+def budget_runs(folder: str | Path) -> list[Path]:
+    """The finished runs of a thought-budget ablation folder, named budgetB-sSEED, by budget and seed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise WorkbenchError(f"no experiment folder {folder}")
+    runs = [p for p in folder.glob("budget*-s*") if (p / "summary.json").exists()]
+    return sorted(runs, key=lambda p: (budget_of(p), seed_of(p)))
+
+
+def budget_table(runs: list[str | Path]) -> pd.DataFrame:
+    """The thought-budget ablation, one row per run: its budget and seed; the answer right after the model's own
+    thought on its evaluated answers before the first step (the starting model, evaluated at that budget) and after
+    the last, each with its own SE; the paired change and its SE; and at the end the share of scratchpads, the share
+    of them cut off by the budget and the mean thought length."""
+    rows = []
+    for run in map(Path, runs):
+        _, start = evaluation_records(run, 0)
+        step, end = evaluation_records(run)
+        p = paired_difference(end, start, "thinking_right")
+        evals = evaluations(run)
+        first, last = evals[0], evals[-1]
+        rows.append(
+            {
+                "budget": budget_of(run),
+                "seed": seed_of(run),
+                "start": p["b"],
+                "end": p["a"],
+                "change": p["diff"],
+                "change_se": p["se"],
+                "start_se": first.get("eval_answer_accuracy_thinking_se", float("nan")),
+                "end_se": last.get("eval_answer_accuracy_thinking_se", float("nan")),
+                "beyond 2 SE": bool(abs(p["diff"]) > 2 * p["se"]) if not math.isnan(p["se"]) else False,
+                "share_scratch": last.get("eval_share_scratch", float("nan")),
+                "scratch_at_budget": last.get("eval_share_scratch_at_budget", float("nan")),
+                "thought_tokens_mean": last.get("eval_thought_tokens_mean", float("nan")),
+                "answers": p["n"],
+                "step": step,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def budget_markdown(table: pd.DataFrame) -> str:
+    """`budget_table` in sentences, beside the paper's Table S.1: per budget, the answer right after the model's own
+    thought before and after RLP, the paired change ± SE, and what the thoughts were at the end."""
+    parts = []
+    for budget, rows in table.groupby("budget", sort=True):
+        each = "; ".join(
+            f"seed {r['seed']} {r['start']:.0%} → {r['end']:.0%} ({100 * r['change']:+.0f} ± {100 * r['change_se']:.0f} points paired"
+            + (", beyond 2 SE" if r["beyond 2 SE"] else "")
+            + f"; scratchpads {r['share_scratch']:.0%}, {r['scratch_at_budget']:.0%} of them at the budget; "
+            f"{r['thought_tokens_mean']:.0f} tokens a thought)"
+            for _, r in rows.iterrows()
+        )
+        mean = f" — mean change {100 * rows['change'].mean():+.0f} points" if len(rows) > 1 else ""
+        parts.append(f"**{budget} tokens**: {each}{mean}")
+    seeds = sorted(set(table["seed"]))
+    paper = ", ".join(f"{b} → {v:.2f}" for b, v in sorted(PAPER_BUDGET_ABLATION.items()))
+    return (
+        f"**By thought budget** (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}; "
+        f"{int(table['answers'].max())} held-out answers, each evaluated at the budget it trained with): "
+        + "; ".join(parts)
+        + f". The paper's Table S.1 (Qwen3-1.7B-Base, overall average after RLP; the base model {PAPER_BASE_AVERAGE}): "
+        + paper
+        + "."
+    )
+
+
+# the thought-budget ablation the notebooks quote (commands, times and CPU kind in its README)
+MEASURED_BUDGET_ABLATION = "benchmarks/results/cpu-2026-12-07-budget"
+
+
+def measured_budget_ablation() -> pd.DataFrame:
+    """MEASURED_BUDGET_ABLATION read from the repository, as `budget_table`."""
+    return budget_table(budget_runs(Path(__file__).resolve().parents[1] / MEASURED_BUDGET_ABLATION))
 
 
 def format_mean_spread(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:

@@ -346,12 +346,12 @@ THOUGHT_KINDS = ("scratch", "restate", "guess")
 
 def thought_style(text: str) -> str:
     """The style of a thought, written by the corpus or sampled from a warm-started model: 'restate' (starts with the
-    restatement's lead), 'scratch' (at least one counted step: besides its conclusion, a clause of three or more words
-    that works with a number, e.g. "5 is 1, 10 is 2" or "the white box holds 7") or 'guess' (anything else: a bare
-    "So 4", "4", "The answer is 4", or words that compute nothing). A slip is a scratchpad in style: only its result
-    tells it apart."""
+    restatement's lead, in either case), 'scratch' (at least one counted step: besides its conclusion, a clause of
+    three or more words that works with a number, e.g. "5 is 1, 10 is 2" or "the white box holds 7") or 'guess'
+    (anything else: a bare "So 4", "4", "The answer is 4", or words that compute nothing). A slip is a scratchpad in
+    style: only its result tells it apart."""
     t = text.strip()
-    if t.startswith(RESTATE_LEAD):
+    if t.lower().startswith(RESTATE_LEAD.lower()):  # RL drifts to "the question asks ..." as well
         return "restate"
     work = _BARE_ANSWER.sub("", _CONCLUSION.sub("", t).strip()).strip()
     return "scratch" if any(ch.isdigit() for ch in work) and len(work.split()) >= 3 else "guess"

@@ -273,6 +273,83 @@ def arms_figure(
     return fig
 
 
+def budget_figure(
+    table, title: str = "RLP by thought budget: this workbench beside the paper's Table S.1"
+) -> go.Figure:
+    """The thought-budget ablation in two panels: left, `run_compare.budget_table` (the answer right after the model's
+    own thought before RLP and after it, ± SE, per budget; one marker per seed, side by side); right, the paper's
+    Table S.1 (Qwen3-1.7B-Base: the overall benchmark average after RLP by budget, the base model dashed; the budgets
+    evenly spaced)."""
+    from workbench.run_compare import PAPER_BASE_AVERAGE, PAPER_BUDGET_ABLATION
+
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=[
+            "here: answer right after own thought (± SE)",
+            "paper, Table S.1: benchmark average",
+        ],
+        horizontal_spacing=0.1,
+    )
+    for column, label, color, symbol in (
+        ("start", "before RLP (the warm start at that budget)", "grey", "circle-open"),
+        ("end", "after RLP", COLORS[4], "circle"),
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=table["budget"] + 4 * (table["seed"] - table["seed"].mean()),  # seeds side by side
+                y=table[column],
+                mode="markers",
+                name=label,
+                marker={"size": 10, "color": color, "symbol": symbol},
+                error_y={"type": "data", "array": table[f"{column}_se"], "visible": True},
+                text=[
+                    f"budget {b}, seed {s}: {v:.2f}"
+                    + (f", change {c:+.2f} ± {e:.2f} paired" if column == "end" else "")
+                    for b, s, v, c, e in zip(
+                        table["budget"], table["seed"], table[column], table["change"], table["change_se"]
+                    )
+                ],
+                hoverinfo="text",
+            ),
+            row=1,
+            col=1,
+        )
+    budgets = sorted(PAPER_BUDGET_ABLATION)
+    at = list(range(len(budgets)))  # evenly spaced: the paper's budgets double at every step
+    fig.add_trace(
+        go.Scatter(
+            x=at,
+            y=[PAPER_BUDGET_ABLATION[b] for b in budgets],
+            mode="lines+markers",
+            name="paper: after RLP",
+            marker={"color": COLORS[0]},
+            line={"color": COLORS[0]},
+        ),
+        row=1,
+        col=2,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[at[0], at[-1]],
+            y=[PAPER_BASE_AVERAGE] * 2,
+            mode="lines",
+            name=f"paper: base model ({PAPER_BASE_AVERAGE})",
+            line={"color": "grey", "dash": "dash"},
+        ),
+        row=1,
+        col=2,
+    )
+    ours = sorted(set(table["budget"]))
+    fig.update_xaxes(tickvals=ours, ticktext=[str(b) for b in ours], title_text="thought budget (tokens)", row=1, col=1)
+    fig.update_xaxes(
+        tickvals=at, ticktext=[str(b) for b in budgets], title_text="thought budget (tokens)", row=1, col=2
+    )
+    fig.update_yaxes(range=[0, 1], row=1, col=1)
+    fig.update_layout(title=title, height=420, margin={"t": 80}, legend={"orientation": "h", "y": -0.3})
+    return fig
+
+
 def reward_map_film(
     frames: list[dict[str, Any]],
     value: str = "reward_mean",

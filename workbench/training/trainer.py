@@ -41,7 +41,6 @@ from workbench.metrics import renamed
 from workbench.models import ModelHandle, check_loaded, load_model
 from workbench.run_dirs import new_run_dir, read_jsonl_rows, runs_root, versions, write_json
 from workbench.training.checkpoints import (
-    checked,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -839,14 +838,7 @@ def load_trained(
     config = load_config(run_dir / "config.yaml")
     if role != "policy" and config.trainer != "rlp":
         raise WorkbenchError(f"{run_dir} has no {role} weights (the {config.trainer} trainer keeps none)")
-    needs = (f"{role}.safetensors",)
-    ckpt = (
-        checked(checkpoint, needs)
-        if checkpoint
-        else usable_checkpoint(run_dir, lambda m: print(m, file=sys.stderr), needs)
-    )
-    if ckpt is None:
-        raise WorkbenchError(f"{run_dir} has no checkpoint")
-    handle = load_run_model(run_dir, dtype, "auto", config.trust_remote_code, role=role, checkpoint=ckpt)
+    # load_run_model finds the checkpoint (falling back past a damaged newest one) and checks its framing, once
+    handle = load_run_model(run_dir, dtype, "auto", config.trust_remote_code, role=role, checkpoint=checkpoint)
     handle.name = config.model if isinstance(config.model, str) and not Path(config.model).is_dir() else handle.name
     return handle
