@@ -547,12 +547,17 @@ class Trainer:
             other = json.loads((source / "run.json").read_text())
         except (OSError, ValueError):
             return None
+
+        def choices(hardware: dict | None) -> dict:  # a dtype's reason quotes a timed probe, whose ratio varies by run
+            return {k: v for k, v in (hardware or {}).items() if not k.endswith("_reason")}
+
         mine = {
             "model_path": self.model_path,
             "evaluation": self.eval_settings.as_dict(),
-            "hardware": self.hardware,
+            "hardware": choices(self.hardware),
             "versions": versions(),
         }
+        other = {**other, "hardware": choices(other.get("hardware"))}
         if any(other.get(k) != v for k, v in mine.items()):
             return None
         found = recorded_evaluation(source, 0)
