@@ -262,8 +262,10 @@ def paired_by_seed(
 
 # the experiments behind the findings the notebooks and README state (commands, times and CPU in each folder's README)
 MEASURED_EXPERIMENTS = {
-    "shipped warm start, all nine families": "benchmarks/results/cpu-2026-12-07-rlp-control",
-    "trimmed warm start, three computable families": "benchmarks/results/cpu-2026-12-07-computable",
+    "shipped warm start (9 families)": "benchmarks/results/cpu-2026-12-07-rlp-control",
+    "trimmed warm start (3 families)": "benchmarks/results/cpu-2026-12-07-computable",
+    # configs/rlp_computable_lownoise.yaml: LR 3e-6, ~140 thoughts a step, 15 steps, evaluated at 174 answers
+    "trimmed, low-noise recipe": "benchmarks/results/cpu-2026-12-07-lownoise",
 }
 
 
