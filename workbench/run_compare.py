@@ -62,7 +62,8 @@ def evaluation_records(run_dir: str | Path, step: int | None = None) -> tuple[in
 
 
 def paired_difference(a: list[dict[str, Any]], b: list[dict[str, Any]], metric: str) -> dict[str, float]:
-    """Mean of `metric` in each list, their paired difference over the positions both hold, its SE and 95 % interval."""
+    """Mean of `metric` in each list, their paired difference over the positions both hold, its SE, 95 % interval
+    and whether it is beyond 2 SE."""
     key = lambda r: (r["doc"], r["position"])  # noqa: E731
     b_at = {key(r): r for r in b}
     pairs = [(r[metric], b_at[key(r)][metric]) for r in a if key(r) in b_at and metric in r and metric in b_at[key(r)]]
@@ -81,6 +82,7 @@ def paired_difference(a: list[dict[str, Any]], b: list[dict[str, Any]], metric: 
         "ci_low": float(d.mean() - Z95 * se),
         "ci_high": float(d.mean() + Z95 * se),
         "n": n,
+        "beyond_2se": bool(abs(d.mean()) > 2 * se) if not math.isnan(se) else False,  # one answer: no SE, never beyond
     }
 
 
@@ -112,7 +114,7 @@ def compare_runs(
                 "SE": p["se"],
                 "95% CI": f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]",
                 "answers": p["n"],
-                "beyond 2 SE": bool(abs(p["diff"]) > 2 * p["se"]) if not math.isnan(p["se"]) else False,
+                "beyond 2 SE": p["beyond_2se"],
             }
         )
     return pd.DataFrame(rows).set_index("metric")
@@ -245,7 +247,6 @@ def paired_by_seed(
         if run_b is None:
             continue
         p = paired_difference(evaluation_records(run_a)[1], evaluation_records(run_b)[1], metric)
-        beyond = bool(abs(p["diff"]) > 2 * p["se"]) if not math.isnan(p["se"]) else False
         rows.append(
             {
                 "seed": seed_of(run_a),
@@ -254,7 +255,7 @@ def paired_by_seed(
                 "A - B": p["diff"],
                 "SE": p["se"],
                 "answers": p["n"],
-                "beyond 2 SE": beyond,
+                "beyond 2 SE": p["beyond_2se"],
             }
         )
     return pd.DataFrame(rows, columns=["seed", "A", "B", "A - B", "SE", "answers", "beyond 2 SE"]).set_index("seed")
@@ -359,7 +360,7 @@ def budget_table(runs: list[str | Path]) -> pd.DataFrame:
                 "change_se": p["se"],
                 "start_se": first.get("eval_answer_accuracy_thinking_se", float("nan")),
                 "end_se": last.get("eval_answer_accuracy_thinking_se", float("nan")),
-                "beyond 2 SE": bool(abs(p["diff"]) > 2 * p["se"]) if not math.isnan(p["se"]) else False,
+                "beyond 2 SE": p["beyond_2se"],
                 "share_scratch": last.get("eval_share_scratch", float("nan")),
                 "scratch_at_budget": last.get("eval_share_scratch_at_budget", float("nan")),
                 "thought_tokens_mean": last.get("eval_thought_tokens_mean", float("nan")),
